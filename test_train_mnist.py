@@ -305,5 +305,136 @@ class TestCommandLine(Files):
         self.assertIn("error", result.stderr)
 
 
+class TestUsingTheModel(Files):
+    """Text art of mistakes, --load, --predict and --plot (issue: see what the network learned)."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.shared = tempfile.TemporaryDirectory()
+        cls.model = os.path.join(cls.shared.name, "model.npz")
+        result = run_cli("--limit", "2000", "--epochs", "2", "--hidden", "64", "--save", cls.model,
+                         "--show-mistakes", "0")
+        assert result.returncode == 0, result.stderr
+        cls.accuracy_line = re.search(r"test accuracy: .*", result.stdout).group(0)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.shared.cleanup()
+
+    def test_text_art_has_28_framed_rows_of_28_pixels(self):
+        image = np.zeros(784, dtype=np.float32)
+        image[28 * 5 + 3] = 1.0                             # row 5, column 3: full ink
+        image[28 * 20 + 27] = 0.45
+        lines = train_mnist.text_art(image).splitlines()
+        self.assertEqual(len(lines), 30)
+        self.assertTrue(all(len(line) == 58 for line in lines))
+        self.assertEqual(lines[0], "+" + "-" * 56 + "+")
+        self.assertEqual(lines[1 + 5][1 + 2 * 3: 1 + 2 * 3 + 2], "@@")
+        self.assertEqual(lines[1 + 20][1 + 2 * 27: 1 + 2 * 27 + 2], "==")
+        self.assertEqual(set(lines[1][1:-1]), {" "})
+
+    def test_cli_shows_mistakes_with_labels_and_confidence(self):
+        result = run_cli("--load", self.model, "--show-mistakes", "2")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        headings = re.findall(r"test image (\d+): true (\d) -> predicted (\d) \(confidence ([\d.]+)%\)",
+                              result.stdout)
+        self.assertEqual(len(headings), 2)
+        labels = load_mnist_csv(train_mnist.DEFAULT_TEST)[1]
+        for index, true, predicted, confidence in headings:
+            self.assertEqual(labels[int(index)], int(true))
+            self.assertNotEqual(true, predicted)
+            self.assertTrue(10 <= float(confidence) <= 100)
+        self.assertEqual(result.stdout.count("+" + "-" * 56 + "+"), 4)
+        quiet = run_cli("--load", self.model, "--show-mistakes", "0")
+        self.assertNotIn("test image", quiet.stdout)
+
+    def test_load_evaluates_the_saved_model_without_training(self):
+        result = run_cli("--load", self.model, "--show-mistakes", "0")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn(self.accuracy_line, result.stdout)    # the same model, the same score
+        self.assertIn("loaded from", result.stdout)
+        self.assertNotIn("Epoch", result.stdout)
+
+    def test_load_refuses_a_bad_model_file(self):
+        fake = self.write("fake.npz", ["not a model"])
+        for path in (fake, os.path.join(self.folder.name, "absent.npz")):
+            result = run_cli("--load", path)
+            self.assertEqual(result.returncode, 2)
+            self.assertNotIn("Traceback", result.stderr)
+            self.assertIn(path, result.stderr)
+
+    def test_predict_writes_a_kaggle_submission(self):
+        unlabelled = [line.split(",", 1)[1] for line in self.lines]
+        path = self.write("test.csv", unlabelled, header=",".join(PIXEL_NAMES))
+        out = os.path.join(self.folder.name, "predictions.csv")
+        result = run_cli("--load", self.model, "--predict", path, "--out", out)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        with open(out) as file:
+            self.assertEqual(file.readline().strip(), "ImageId,Label")
+        table = pd.read_csv(out)
+        self.assertEqual(list(table["ImageId"]), list(range(1, 41)))
+        self.assertTrue(table["Label"].between(0, 9).all())
+        net = train_mnist.Network.load(self.model)
+        expected = net.predict(load_mnist_csv(path, labelled=False)[0]).argmax(axis=1)
+        np.testing.assert_array_equal(table["Label"], expected)
+        self.assertNotIn("test accuracy", result.stdout)      # predicting only, as asked
+
+    def test_predict_ignores_a_label_column(self):
+        labelled = self.write("labelled.csv", self.lines)
+        unlabelled = self.write("unlabelled.csv", [line.split(",", 1)[1] for line in self.lines])
+        outs = [os.path.join(self.folder.name, name) for name in ("a.csv", "b.csv")]
+        for path, out in zip((labelled, unlabelled), outs):
+            result = run_cli("--load", self.model, "--predict", path, "--out", out)
+            self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertTrue(pd.read_csv(outs[0]).equals(pd.read_csv(outs[1])))
+
+    def test_predict_applies_the_bad_file_rules(self):
+        bad = self.write("bad.csv", [line.split(",", 1)[1].replace(",0,", ",300,", 1) for line in self.lines])
+        result = run_cli("--load", self.model, "--predict", bad, "--out", os.path.join(self.folder.name, "p.csv"))
+        self.assertEqual(result.returncode, 2)
+        self.assertIn("pixel value 300", result.stderr)
+        self.assertNotIn("Traceback", result.stderr)
+        self.assertFalse(os.path.exists(os.path.join(self.folder.name, "p.csv")))
+
+    def test_out_without_predict_is_refused(self):
+        result = run_cli("--load", self.model, "--out", "x.csv")
+        self.assertEqual(result.returncode, 2)
+        self.assertIn("--predict", result.stderr)
+
+    def test_plot_writes_a_png(self):
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            self.skipTest("matplotlib is not installed (it is optional; .ci/run installs it)")
+        path = os.path.join(self.folder.name, "figure.png")
+        result = run_cli("--limit", "600", "--epochs", "2", "--hidden", "16", "--plot", path,
+                         "--show-mistakes", "0")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        with open(path, "rb") as file:
+            self.assertEqual(file.read(8), b"\x89PNG\r\n\x1a\n")
+        self.assertGreater(os.path.getsize(path), 10_000)
+        loaded = os.path.join(self.folder.name, "loaded.png")
+        result = run_cli("--load", self.model, "--plot", loaded, "--show-mistakes", "0")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertGreater(os.path.getsize(loaded), 10_000)
+
+    def test_matplotlib_is_imported_only_for_plot(self):
+        code = ("import sys, train_mnist; train_mnist.main(['--load', sys.argv[1], '--quiet']); "
+                "print('matplotlib' in sys.modules)")
+        result = subprocess.run([sys.executable, "-c", code, self.model], capture_output=True,
+                                text=True, cwd=HERE, timeout=120)
+        self.assertEqual(result.stdout.splitlines()[-1], "False", result.stderr)
+
+    def test_plot_without_matplotlib_still_finishes(self):
+        path = os.path.join(self.folder.name, "figure.png")
+        said = []
+        with mock.patch.dict(sys.modules, {"matplotlib": None}):
+            train_mnist.plot(path, None, None, None, None, None, said.append)
+        self.assertFalse(os.path.exists(path))
+        self.assertEqual(len(said), 1)
+        self.assertIn("pip install matplotlib", said[0])
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -223,6 +223,20 @@ def parse_args(argv=None):
     output.add_argument("--history", metavar="PATH", help="write the per-epoch history as CSV")
     output.add_argument("--quiet", action="store_true",
                         help="print only the final test accuracy")
+    output.add_argument("--show-mistakes", type=_non_negative_int, default=2, metavar="N",
+                        help="draw N misclassified test digits as text art (0: none)")
+    output.add_argument("--plot", metavar="PATH.png",
+                        help="save a figure: learning curves, misclassified test digits and "
+                             "first-layer weights (needs matplotlib)")
+    use = parser.add_argument_group("using a saved model")
+    use.add_argument("--load", metavar="PATH",
+                     help="skip training: evaluate the model saved at PATH (by --save) on --test; "
+                          "the model and training flags are then ignored")
+    use.add_argument("--predict", metavar="PATH",
+                     help="predict the digits of a CSV of 784 pixel columns (header or not; a "
+                          "label column is ignored), e.g. Kaggle's test.csv; with --load, only this")
+    use.add_argument("--out", metavar="PATH",
+                     help="where --predict writes ImageId,Label rows (default: predictions.csv)")
     return parser.parse_args(argv)
 
 
@@ -258,21 +272,9 @@ def choose_files(args, say):
     return args.train, args.test
 
 
-def confusion_matrix(true_labels, predicted_labels):
-    """10x10 table: rows are the true digits, columns what the network said."""
-    digits = pd.CategoricalDtype(range(CLASSES))
-    return pd.crosstab(pd.Series(true_labels, name="true").astype(digits),
-                       pd.Series(predicted_labels, name="predicted").astype(digits),
-                       dropna=False)
-
-
-def run(args):
-    started = time.perf_counter()
-    say = (lambda *a, **k: None) if args.quiet else print
-    train_path, test_path = choose_files(args, say)
-
+def train(args, train_path, test_rows, say):
+    """Build and train a network as the flags say; returns (network, history)."""
     pixels, labels = load_mnist_csv(train_path, nrows=args.limit)
-    test_pixels, test_labels = load_mnist_csv(test_path)
     val_size = args.val_size
     if val_size is None:
         val_size = CLASSIC_VALIDATION if len(pixels) >= 60_000 else len(pixels) // 6
@@ -282,13 +284,12 @@ def run(args):
     split = len(pixels) - val_size
     X, Y = pixels[:split], one_hot(labels[:split], CLASSES)
     validation = (pixels[split:], one_hot(labels[split:], CLASSES)) if val_size else None
-    X_test, Y_test = test_pixels, one_hot(test_labels, CLASSES)
 
     net = build_network(args)
     optimizer = SGD(lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
                     lr_decay=args.lr_decay)
-    say(f"data:   {train_path}: {len(pixels):,} rows -> {split:,} train, {val_size:,} validation; "
-        f"{test_path}: {len(X_test):,} test rows")
+    say(f"data:   {train_path}: {len(pixels):,} rows -> {split:,} train, {val_size:,} validation"
+        + (f"; {test_rows:,} test rows" if test_rows else ""))
     say(f"model:  {describe(net)}, {net.count_params():,} parameters, loss {args.loss}")
     say(f"train:  {args.epochs} epochs, batch {args.batch_size}, SGD(lr={args.lr:g}, "
         f"momentum={args.momentum:g}, weight_decay={args.weight_decay:g}, "
@@ -296,30 +297,180 @@ def run(args):
     initial_loss, initial_accuracy = net.evaluate(X, Y)
     say(f"before training: loss {initial_loss:.4f} (about ln 10 = {np.log(CLASSES):.4f} is expected "
         f"for an untrained {CLASSES}-class net with cross-entropy), accuracy {initial_accuracy:.4f}")
-
     history = net.fit(X, Y, epochs=args.epochs, batch_size=args.batch_size, optimizer=optimizer,
                       validation_data=validation, seed=args.seed, verbose=0 if args.quiet else 1)
+    return net, history
 
-    probabilities = net.predict(X_test)
-    test_loss = net.loss(Y_test, probabilities)
+
+def load_model(path, say):
+    try:
+        net = Network.load(path)
+    except (FileNotFoundError, ValueError) as error:
+        raise DataError(str(error)) from None
+    if (net.n_inputs, net.n_outputs) != (PIXELS, CLASSES):
+        raise DataError(f"{path}: the model takes {net.n_inputs} inputs and gives {net.n_outputs} "
+                        f"outputs; MNIST needs {PIXELS} and {CLASSES}")
+    say(f"model:  {describe(net)} loaded from {path}, {net.count_params():,} parameters")
+    return net
+
+
+def confusion_matrix(true_labels, predicted_labels):
+    """10x10 table: rows are the true digits, columns what the network said."""
+    digits = pd.CategoricalDtype(range(CLASSES))
+    return pd.crosstab(pd.Series(true_labels, name="true").astype(digits),
+                       pd.Series(predicted_labels, name="predicted").astype(digits),
+                       dropna=False)
+
+
+def report_test(net, pixels, labels, say):
+    """Print test accuracy, loss, confusion matrix and per-digit accuracy; returns probabilities."""
+    probabilities = net.predict(pixels)
+    test_loss = net.loss(one_hot(labels, CLASSES), probabilities)
     predicted = probabilities.argmax(axis=1)
-    test_accuracy = float(np.mean(predicted == test_labels))
-    print(f"test accuracy: {100 * test_accuracy:.2f}% (test loss {test_loss:.4f}, "
-          f"{len(X_test):,} images)")
-    matrix = confusion_matrix(test_labels, predicted)
+    print(f"test accuracy: {100 * np.mean(predicted == labels):.2f}% (test loss {test_loss:.4f}, "
+          f"{len(pixels):,} images)")
+    matrix = confusion_matrix(labels, predicted)
     say("\nconfusion matrix (rows: true digit, columns: predicted digit)")
     say(matrix.to_string())
-    per_digit = pd.Series(np.diag(matrix) / np.maximum(matrix.sum(axis=1).to_numpy(), 1),
-                          index=range(CLASSES))
-    say("\nper-digit accuracy: " + "  ".join(f"{d}: {100 * a:.1f}%" for d, a in per_digit.items()))
+    per_digit = np.diag(matrix) / np.maximum(matrix.sum(axis=1).to_numpy(), 1)
+    say("\nper-digit accuracy: " + "  ".join(f"{digit}: {100 * accuracy:.1f}%"
+                                             for digit, accuracy in enumerate(per_digit)))
+    return probabilities
 
+
+SHADES = " .:-=+*#%@"            # from blank to full ink
+
+
+def text_art(image):
+    """A 28x28 image with values in [0, 1] as 28 framed lines of text, two characters per
+    pixel (characters are about twice as tall as they are wide)."""
+    levels = np.minimum((image.reshape(28, 28) * len(SHADES)).astype(int), len(SHADES) - 1)
+    rows = ["|" + "".join(SHADES[level] * 2 for level in row) + "|" for row in levels]
+    edge = "+" + "-" * 56 + "+"
+    return "\n".join([edge, *rows, edge])
+
+
+def mistakes(labels, probabilities):
+    """Indices of the misclassified images, the most confidently wrong first."""
+    predicted = probabilities.argmax(axis=1)
+    wrong = np.flatnonzero(predicted != labels)
+    return wrong[np.argsort(-probabilities[wrong, predicted[wrong]], kind="stable")]
+
+
+def show_mistakes(pixels, labels, probabilities, count, say):
+    wrong = mistakes(labels, probabilities)[:count]
+    if len(wrong):
+        say(f"\n{len(wrong)} of the test digits it got wrong, the most confident mistakes first:")
+    for index in wrong:
+        guess = int(probabilities[index].argmax())
+        say(f"\ntest image {index}: true {labels[index]} -> predicted {guess} "
+            f"(confidence {100 * probabilities[index, guess]:.1f}%)")
+        say(text_art(pixels[index]))
+
+
+def write_predictions(net, path, out, say):
+    """Kaggle's submission format: ImageId (from 1), Label."""
+    pixels, _ = load_mnist_csv(path, labelled=False)
+    labels = net.predict(pixels).argmax(axis=1)
+    table = pd.DataFrame({"ImageId": np.arange(1, len(labels) + 1), "Label": labels})
+    table.to_csv(out, index=False)
+    say(f"wrote {len(labels):,} predictions of {path} to {out} (ImageId,Label)")
+
+
+def plot(path, net, history, pixels, labels, probabilities, say):
+    """One figure: learning curves, misclassified test digits, first-layer weights."""
+    try:
+        import matplotlib
+    except ImportError:
+        say(f"--plot: matplotlib is not installed, so no figure was drawn "
+            f"(pip install matplotlib, then run again)")
+        return
+    matplotlib.use("Agg")                # draw to a file; there may be no screen
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    mistake_rows, weight_rows, columns = 2, 2, 8
+    figure = plt.figure(figsize=(12, 11), layout="constrained")
+    top, middle, bottom = figure.subfigures(3, 1, height_ratios=[1.1, 1, 1])
+
+    curves = top.subplots(1, 2)
+    if history:
+        epochs = np.arange(1, len(history["loss"]) + 1)
+        for axes, key in zip(curves, ("loss", "accuracy")):
+            axes.plot(epochs, history[key], "o-", label=f"train {key}")
+            if f"val_{key}" in history:
+                axes.plot(epochs, history[f"val_{key}"], "s-", label=f"validation {key}")
+            axes.set_xlabel("epoch")
+            axes.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+            axes.set_title(key)
+            axes.grid(alpha=0.3)
+            axes.legend()
+    else:
+        for axes in curves:
+            axes.text(0.5, 0.5, "no learning curves:\nthe model was loaded, not trained",
+                      ha="center", va="center")
+            axes.axis("off")
+
+    wrong = mistakes(labels, probabilities)[:mistake_rows * columns] if probabilities is not None else []
+    middle.suptitle(f"test digits it gets wrong, most confident first: true → predicted "
+                    f"(confidence); {len(mistakes(labels, probabilities)) if probabilities is not None else 0} in all")
+    for axes, index in zip(middle.subplots(mistake_rows, columns).flat, list(wrong) + [None] * 99):
+        axes.axis("off")
+        if index is not None:
+            guess = int(probabilities[index].argmax())
+            axes.imshow(pixels[index].reshape(28, 28), cmap="gray_r")
+            axes.set_title(f"{labels[index]} → {guess} ({100 * probabilities[index, guess]:.0f}%)",
+                           fontsize=10)
+
+    first_dense = next(layer for layer in net.layers if isinstance(layer, Dense))
+    units = min(weight_rows * columns, first_dense.n_out)
+    bottom.suptitle(f"first-layer weights of {units} hidden units as 28×28 images (red: ink there "
+                    f"raises the unit's input, blue: lowers it)\nthe border keeps its random start: "
+                    f"those pixels are blank in every image, so their weights never get a gradient")
+    for unit, axes in enumerate(bottom.subplots(weight_rows, columns).flat):
+        axes.axis("off")
+        if unit < units:
+            weights = first_dense.weights[:, unit].reshape(28, 28)
+            limit = np.abs(weights).max()
+            axes.imshow(weights, cmap="RdBu_r", vmin=-limit, vmax=limit)
+            axes.set_title(f"unit {unit}", fontsize=9)
+
+    figure.savefig(path, dpi=72)
+    plt.close(figure)
+    say(f"saved the figure to {path}")
+
+
+def run(args):
+    started = time.perf_counter()
+    say = (lambda *a, **k: None) if args.quiet else print
+    if args.out and not args.predict:
+        raise DataError("--out names the predictions file of --predict; give --predict PATH too")
+    predict_only = bool(args.load and args.predict)   # Kaggle: a saved model, unlabelled images
+    train_path, test_path = choose_files(args, say)
+
+    test_pixels = test_labels = probabilities = history = None
+    if not predict_only:
+        test_pixels, test_labels = load_mnist_csv(test_path)
+    if args.load:
+        net = load_model(args.load, say)
+    else:
+        net, history = train(args, train_path, 0 if predict_only else len(test_pixels), say)
+    if not predict_only:
+        probabilities = report_test(net, test_pixels, test_labels, say)
+        show_mistakes(test_pixels, test_labels, probabilities, args.show_mistakes, say)
+    if args.predict:
+        write_predictions(net, args.predict, args.out or "predictions.csv", say)
     if args.save:
         net.save(args.save)
         say(f"saved the model to {args.save}")
     if args.history:
-        table = pd.DataFrame(history, index=pd.RangeIndex(1, args.epochs + 1, name="epoch"))
+        if history is None:
+            raise DataError("--history needs training: a model given with --load has no history")
+        table = pd.DataFrame(history, index=pd.RangeIndex(1, len(history["loss"]) + 1, name="epoch"))
         table.to_csv(args.history)
         say(f"wrote the history to {args.history}")
+    if args.plot:
+        plot(args.plot, net, history, test_pixels, test_labels, probabilities, say)
     say(f"total time: {time.perf_counter() - started:.1f}s")
     return 0
 
