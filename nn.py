@@ -94,7 +94,7 @@ class Dense(Layer):
         #   dL/dinput[b, i]   = sum_j grad_output[b, j] * weights[i, j] ->  grad_output @ weights.T
         # Each parameter is used by every example, so its gradient sums over the batch.
         np.matmul(self.input.T, grad_output, out=self.grad_weights)  # write in place: no new array
-        np.sum(grad_output, axis=0, out=self.grad_biases)
+        grad_output.sum(axis=0, out=self.grad_biases)
         if not need_input_grad:              # the first layer's input is the data: nobody needs
             return None                      # its gradient, and skipping it saves a matrix product
         return grad_output @ self.weights.T  # (batch, n_out) @ (n_out, n_in) -> (batch, n_in)
@@ -118,11 +118,11 @@ class Activation(Layer):
 
     Because output[b, i] depends only on input[b, i], the chain rule has a single term:
         dL/dinput = dL/doutput * f'(input)        (element by element)
-    Subclasses give f (`function`) and f' (`derivative`, from the remembered input or output).
+    Subclasses give f (`function`) and f' (`derivative`). For ReLU, sigmoid and softmax, f' can
+    be written with the output alone, so that is all forward remembers.
     """
 
     def forward(self, x):
-        self.input = x
         self.output = self.function(x)
         return self.output
 
@@ -134,18 +134,21 @@ class Activation(Layer):
         raise NotImplementedError
 
     def derivative(self):
-        """f' at the inputs of the last forward call."""
+        """f' at the inputs of the last forward call, from self.output."""
         raise NotImplementedError
 
 
 class ReLU(Activation):
-    """ReLU(x) = max(x, 0); its slope is 1 where x > 0 and 0 elsewhere (we take 0 at x = 0)."""
+    """ReLU(x) = max(x, 0); its slope is 1 where x > 0 and 0 elsewhere (we take 0 at x = 0).
+
+    x > 0 exactly where ReLU(x) > 0, so the slope can be read off the output.
+    """
 
     def function(self, x):
         return np.maximum(x, 0)
 
     def derivative(self):
-        return self.input > 0                # booleans multiply as 1 and 0, keeping the dtype
+        return self.output > 0               # booleans multiply as 1 and 0, keeping the dtype
 
 
 class Sigmoid(Activation):
@@ -213,7 +216,7 @@ def _no_zeros(p):
 
 def categorical_crossentropy(y_true, y_pred):
     """Mean over the batch of -sum_j y_true[j] * log(y_pred[j]), for probabilities y_pred."""
-    return float(-np.sum(y_true * np.log(_no_zeros(y_pred))) / len(y_pred))
+    return float(-(y_true * np.log(_no_zeros(y_pred))).sum() / len(y_pred))
 
 
 def categorical_crossentropy_prime(y_true, y_pred):
@@ -406,32 +409,35 @@ class Network:
         if validation_data is not None:
             history.update(val_loss=[], val_accuracy=[])
 
-        for epoch in range(1, epochs + 1):
-            start = time.perf_counter()
-            order = rng.permutation(n)
-            loss_sum, correct = 0.0, 0
-            for batch_number, first in enumerate(range(0, n, batch_size)):
-                rows = order[first:first + batch_size]
-                # Diverging weights overflow; train_on_batch then stops with a clear error about
-                # the non-finite loss, so NumPy's own warnings would only repeat it less clearly.
-                with np.errstate(over="ignore", invalid="ignore"):
-                    loss, batch_correct = self.train_on_batch(X[rows], Y[rows], optimizer)
-                loss_sum += loss * len(rows)
-                correct += batch_correct
-                if show_progress and batch_number % 50 == 0:
-                    print(f"\rEpoch {epoch}/{epochs} - {first + len(rows)}/{n}", end="", flush=True)
-            optimizer.end_epoch()
-            history["loss"].append(loss_sum / n)
-            history["accuracy"].append(correct / n)
-            if validation_data is not None:
-                val_loss, val_accuracy = self.evaluate(X_val, Y_val)
-                history["val_loss"].append(val_loss)
-                history["val_accuracy"].append(val_accuracy)
-            if verbose:
-                line = f"Epoch {epoch}/{epochs} - {time.perf_counter() - start:.1f}s"
-                for key, values in history.items():
-                    line += f" - {key}: {values[-1]:.4f}"
-                print("\r" + line if show_progress else line, flush=True)
+        # Diverging weights overflow; train_on_batch then stops with a clear error about the
+        # non-finite loss, so NumPy's own warnings would only repeat it less clearly.
+        with np.errstate(over="ignore", invalid="ignore"):
+            for epoch in range(1, epochs + 1):
+                start = time.perf_counter()
+                order = rng.permutation(n)
+                loss_sum, correct = 0.0, 0
+                for batch_number, first in enumerate(range(0, n, batch_size)):
+                    rows = order[first:first + batch_size]
+                    X_batch = X.take(rows, axis=0)   # one gather per batch (faster than X[rows])
+                    Y_batch = Y.take(rows, axis=0)
+                    loss, batch_correct = self.train_on_batch(X_batch, Y_batch, optimizer)
+                    loss_sum += loss * len(rows)
+                    correct += batch_correct
+                    if show_progress and batch_number % 50 == 0:
+                        print(f"\rEpoch {epoch}/{epochs} - {first + len(rows)}/{n}", end="",
+                              flush=True)
+                optimizer.end_epoch()
+                history["loss"].append(loss_sum / n)
+                history["accuracy"].append(correct / n)
+                if validation_data is not None:
+                    val_loss, val_accuracy = self.evaluate(X_val, Y_val)
+                    history["val_loss"].append(val_loss)
+                    history["val_accuracy"].append(val_accuracy)
+                if verbose:
+                    line = f"Epoch {epoch}/{epochs} - {time.perf_counter() - start:.1f}s"
+                    for key, values in history.items():
+                        line += f" - {key}: {values[-1]:.4f}"
+                    print("\r" + line if show_progress else line, flush=True)
         return history
 
     def predict(self, X, batch_size=1000):
