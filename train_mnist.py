@@ -428,8 +428,8 @@ def plot(path, net, history, pixels, labels, probabilities, say):
     first_dense = next(layer for layer in net.layers if isinstance(layer, Dense))
     units = min(weight_rows * columns, first_dense.n_out)
     bottom.suptitle(f"first-layer weights of {units} hidden units as 28×28 images (red: ink there "
-                    f"raises the unit's input, blue: lowers it)\nthe border keeps its random start: "
-                    f"those pixels are blank in every image, so their weights never get a gradient")
+                    f"raises the unit's input, blue: lowers it)\nthe border stays near its random start: "
+                    f"those pixels are blank in nearly every image, so their weights get almost no gradient")
     for unit, axes in enumerate(bottom.subplots(weight_rows, columns).flat):
         axes.axis("off")
         if unit < units:
