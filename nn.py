@@ -70,7 +70,7 @@ class Dense(Layer):
         _check_positive_int(n_out, "Dense n_out (number of outputs)")
         if init not in ("he", "glorot"):
             raise ValueError(f"Dense init must be 'he' or 'glorot', got {init!r}")
-        self.n_in, self.n_out, self.init = int(n_in), int(n_out), init
+        self.n_in, self.n_out = int(n_in), int(n_out)
         variance = 2.0 / n_in if init == "he" else 2.0 / (n_in + n_out)
         rng = np.random.default_rng(seed)
         self.weights = (rng.standard_normal((n_in, n_out)) * np.sqrt(variance)).astype(dtype)
@@ -114,12 +114,14 @@ class Dense(Layer):
 
 
 class Activation(Layer):
-    """A function applied to each number on its own: output = f(input), same shape.
+    """A layer without weights that applies a fixed function: output = f(input), same shape.
 
-    Because output[b, i] depends only on input[b, i], the chain rule has a single term:
-        dL/dinput = dL/doutput * f'(input)        (element by element)
-    Subclasses give f (`function`) and f' (`derivative`). For ReLU, sigmoid and softmax, f' can
-    be written with the output alone, so that is all forward remembers.
+    Most activations (ReLU, sigmoid) work on each number on its own: output[b, i] depends only
+    on input[b, i], so the chain rule has a single term,
+        dL/dinput = dL/doutput * f'(input)        (element by element),
+    and subclasses just give f (`function`) and f' (`derivative`). Softmax mixes the numbers
+    of a row, so it brings its own backward. All three derivatives can be written with the
+    output alone, so the output is all that forward remembers.
     """
 
     def forward(self, x):
@@ -259,6 +261,16 @@ def one_hot(labels, n_classes, dtype=np.float32):
 # The network
 # ----------------------------------------------------------------------------------------------
 
+# What Network.save writes: these layer kinds, and a format marker that load checks.
+MODEL_FORMAT = "nn.Network v1"
+LAYER_TYPES = {"Dense": Dense, "ReLU": ReLU, "Sigmoid": Sigmoid, "Softmax": Softmax}
+
+
+def _require(condition, what):
+    if not condition:
+        raise ValueError(f"wrong {what}")
+
+
 class Network:
     """A stack of layers trained with a loss: Keras-like fit, evaluate, predict, save, load."""
 
@@ -307,27 +319,26 @@ class Network:
         The loss gradient dL/dP enters the last layer, and each layer's backward hands
         dL/d(its input) to the layer before it: the chain rule, from the loss back to the data.
         """
-        with np.errstate(under="ignore"):    # numbers below ~1e-38 rounding to 0 is harmless
-            self._backward(Y, P)
-
-    def _backward(self, Y, P):
         layers = self.layers
         if self.softmax_crossentropy:
-            # With p = softmax(z) and L = -sum(y * log p) / N, the chain rule through the softmax
-            # Jacobian (Softmax.backward) simplifies, because each row of y sums to 1, to
+            # With p = softmax(z) and L = -sum(y * log p) / N, the loss gives g = dL/dp = -y / (p N)
+            # and Softmax.backward would return p * (g - sum(g * p)). Here p * g = -y / N and,
+            # as each row of y sums to 1, sum(g * p) = -1 / N. So the chain rule simplifies to
             #     dL/dz = (p - y) / N.
             # Computed in this form it stays exact even when the network is confidently wrong:
             # the general route divides y by p ~ 0 (overflowing, or clipped and wrong) and then
             # multiplies by p again. It is also one cheap subtraction instead of several passes.
-            grad = (P - Y) / len(P)
+            with np.errstate(under="ignore"):  # a tiny p / N rounding to 0 is harmless
+                grad = (P - Y) / len(P)
             layers = layers[:-1]             # the gradient is already at the softmax's input
         else:
             grad = self.loss_prime(Y, P)
-        for i in range(len(layers) - 1, -1, -1):
-            if i == 0 and isinstance(layers[0], Dense):
-                layers[0].backward(grad, need_input_grad=False)
-            else:
-                grad = layers[i].backward(grad)
+        with np.errstate(under="ignore"):    # numbers below ~1e-38 rounding to 0 is harmless
+            for i in range(len(layers) - 1, -1, -1):
+                if i == 0 and isinstance(layers[0], Dense):
+                    layers[0].backward(grad, need_input_grad=False)
+                else:
+                    grad = layers[i].backward(grad)
 
     def train_on_batch(self, X, Y, optimizer):
         """One step of gradient descent on one batch; returns (loss, number of correct rows)."""
@@ -358,7 +369,7 @@ class Network:
         if X.dtype not in (np.float32, np.float64):
             X = X.astype(np.float32)         # integers (e.g. pixels) and float16 -> float32
         # Rows must lie contiguously in memory: taking a batch of rows from a column-major array
-        # (what pandas' to_numpy() often returns) is ten times slower. Copies only if needed.
+        # (what pandas' to_numpy() often returns) is over ten times slower. Copies only if needed.
         X = np.ascontiguousarray(X)
         if not np.all(np.isfinite(X)):
             raise ValueError(f"{name} must hold finite numbers, but it contains NaN or infinity")
@@ -400,6 +411,9 @@ class Network:
             if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
                 raise ValueError("validation_data must be a pair (X_val, Y_val)")
             X_val, Y_val = self._check_XY(*validation_data, names=("X_val", "Y_val"))
+        if self.softmax_crossentropy and np.abs(Y.sum(axis=1) - 1).max() > 1e-3:
+            raise ValueError("with Softmax and categorical_crossentropy each row of Y must sum to 1 "
+                             "(one-hot labels or probabilities)")
         optimizer = SGD(lr=0.01) if optimizer is None else optimizer
         self._use_dtype(X.dtype)
         rng = np.random.default_rng(seed)
@@ -525,15 +539,6 @@ class Network:
             return cls(layers, loss=description["loss"])
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise ValueError(f"{refusal}: its contents are inconsistent ({error})") from None
-
-
-def _require(condition, what):
-    if not condition:
-        raise ValueError(f"wrong {what}")
-
-
-MODEL_FORMAT = "nn.Network v1"
-LAYER_TYPES = {"Dense": Dense, "ReLU": ReLU, "Sigmoid": Sigmoid, "Softmax": Softmax}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -522,6 +522,11 @@ class TestBadInput(unittest.TestCase):
             X_bad[3, 2] = bad
             self.assertValueError(lambda: small_network().fit(X_bad, Y, verbose=0), "finite")
 
+    def test_crossentropy_targets_must_be_distributions(self):
+        X, Y = blobs()
+        self.assertValueError(lambda: small_network().fit(X, Y * 2, verbose=0), "sum to 1")
+        small_network(loss="mse").fit(X, Y * 2, epochs=1, verbose=0)     # fine for mse
+
     def test_bad_validation_data(self):
         X, Y = blobs()
         self.assertValueError(lambda: small_network().fit(X, Y, validation_data=X, verbose=0), "pair")
