@@ -142,24 +142,16 @@ def load_mnist_csv(path, nrows=None, labelled=True):
 # The command line
 # ----------------------------------------------------------------------------------------------
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
-
-
-def _non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
-    return value
+def _whole_number(minimum):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {text!r}")
+        return value
+    return parse
 
 
 def _number(low, low_included, high=None):
@@ -197,9 +189,9 @@ def parse_args(argv=None):
                       help="training CSV (.csv or compressed, with or without header); if the "
                            "default is missing but Colab's sample_data is there, that is used")
     data.add_argument("--test", default=DEFAULT_TEST, metavar="PATH", help="test CSV")
-    data.add_argument("--limit", type=_positive_int, metavar="N",
+    data.add_argument("--limit", type=_whole_number(1), metavar="N",
                       help="use only the first N rows of the training file (quick runs)")
-    data.add_argument("--val-size", type=_non_negative_int, metavar="N",
+    data.add_argument("--val-size", type=_whole_number(0), metavar="N",
                       help="examples held out from the end of the training rows for per-epoch "
                            "validation; 0 for none (default: 10,000, MNIST's classic split, or a "
                            "sixth of the rows when there are fewer than 60,000)")
@@ -211,8 +203,8 @@ def parse_args(argv=None):
     model.add_argument("--loss", choices=["categorical_crossentropy", "mse"],
                        default="categorical_crossentropy", help="loss to minimise")
     training = parser.add_argument_group("training")
-    training.add_argument("--epochs", type=_positive_int, default=15, help="passes over the data")
-    training.add_argument("--batch-size", type=_positive_int, default=128, help="examples per step")
+    training.add_argument("--epochs", type=_whole_number(1), default=15, help="passes over the data")
+    training.add_argument("--batch-size", type=_whole_number(1), default=128, help="examples per step")
     training.add_argument("--lr", type=_number(0, False), default=0.1, help="learning rate (> 0)")
     training.add_argument("--momentum", type=_number(0, True), default=0.9, help="SGD momentum (>= 0)")
     training.add_argument("--weight-decay", type=_number(0, True), default=0.0,
@@ -226,7 +218,7 @@ def parse_args(argv=None):
     output.add_argument("--history", metavar="PATH", help="write the per-epoch history as CSV")
     output.add_argument("--quiet", action="store_true",
                         help="print only the final test accuracy")
-    output.add_argument("--show-mistakes", type=_non_negative_int, default=2, metavar="N",
+    output.add_argument("--show-mistakes", type=_whole_number(0), default=2, metavar="N",
                         help="draw N misclassified test digits as text art (0: none)")
     output.add_argument("--plot", metavar="PATH.png",
                         help="save a figure: learning curves, misclassified test digits and "
