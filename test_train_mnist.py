@@ -200,6 +200,17 @@ class TestBadFiles(Files):
             self.assertRefused(self.write("pixel.csv", self.with_line(6, line)),
                                f"pixel value {bad_pixel}", "0-255", line=6)
 
+    def test_pixels_must_be_whole_numbers(self):
+        line = self.lines[5].replace(",0,", ",12.5,", 1)
+        self.assertRefused(self.write("pixel.csv", self.with_line(6, line)),
+                           "pixel value 12.5", "whole number", line=6)
+
+    def test_bad_values_are_caught_beyond_the_first_chunk(self):
+        # Files are read 10,000 rows at a time; line numbers must count across chunks.
+        lines = self.lines * 300                            # 12,000 rows
+        lines[10_500] = lines[10_500].replace(",0,", ",256,", 1)
+        self.assertRefused(self.write("long.csv", lines), "pixel value 256", line=10_501)
+
     def test_binary_garbage(self):
         path = os.path.join(self.folder.name, "noise.csv")
         with open(path, "wb") as file:

@@ -8,6 +8,7 @@ label (0-9) in the column named "label" or else the first column, then 784 pixel
 """
 
 import argparse
+import contextlib
 import lzma
 import os
 import sys
@@ -46,10 +47,11 @@ def _is_number(text):
         return False
 
 
-def _read(path, **options):
-    """pandas.read_csv, with every way a file can fail to read turned into a DataError."""
+@contextlib.contextmanager
+def _reading(path):
+    """Turn every way a file can fail to read into a DataError that names it."""
     try:
-        return pd.read_csv(path, skip_blank_lines=False, **options)
+        yield
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty") from None
     except pd.errors.ParserError as error:
@@ -59,6 +61,23 @@ def _read(path, **options):
             zipfile.BadZipFile) as error:
         # damaged or truncated compression, unreadable files, binary data
         raise DataError(f"{path}: could not be read ({type(error).__name__}: {error})") from None
+
+
+def _read(path, **options):
+    with _reading(path):
+        return pd.read_csv(path, skip_blank_lines=False, **options)
+
+
+def _float32_chunks(path, header, nrows):
+    """The table as float32 arrays of up to 10,000 rows each, read one chunk at a time so
+    that pandas' own working memory stays small. Unlike a small integer type, which some
+    pandas versions silently wrap (300 -> 44 as uint8), a float keeps a bad value visible for
+    the range checks; every whole number up to 2^24 is exact, and empty cells become NaN.
+    A cell that is not a number raises ValueError."""
+    with _reading(path):
+        for chunk in pd.read_csv(path, header=header, nrows=nrows, dtype=np.float32,
+                                 chunksize=10_000, skip_blank_lines=False):
+            yield chunk.to_numpy()
 
 
 def _read_slowly(path, header, nrows, first_line):
@@ -80,6 +99,54 @@ def _read_slowly(path, header, nrows, first_line):
     return table.to_numpy(dtype=np.float32)
 
 
+def _checked_split(path, chunks, names, labelled, first_line):
+    """Check every chunk of values and split it into labels and pixels. The checked pixels
+    are kept as bytes (a quarter of float32's memory) until the end, where they become one
+    float32 array with rows contiguous in memory, for fast batches."""
+    label_column = names.index("label") if "label" in names else 0
+    expected = "785 columns (a label, then 784 pixels)"
+    label_parts, pixel_parts, rows_done = [], [], 0
+    for values in chunks:
+        line = first_line + rows_done    # the file line of values[0]
+        rows_done += len(values)
+        columns = values.shape[1]
+        if labelled and columns != PIXELS + 1:
+            raise DataError(f"{path}: expected {expected}, found {columns} columns")
+        if not labelled and columns not in (PIXELS, PIXELS + 1):
+            raise DataError(f"{path}: expected 784 pixel columns (or {expected}), "
+                            f"found {columns} columns")
+        empty = np.isnan(values)
+        if empty.any():
+            row, column = (int(i) for i in np.argwhere(empty)[0])
+            raise DataError(f"{path}, line {line + row}, column {column + 1}: "
+                            f"found an empty cell, expected a number")
+        if columns == PIXELS + 1:
+            labels = values[:, label_column]
+            pixels = np.delete(values, label_column, axis=1) if label_column else values[:, 1:]
+        else:
+            labels, pixels = None, values
+        if labelled:
+            bad = (labels < 0) | (labels >= CLASSES) | (labels != np.round(labels))
+            if bad.any():
+                row = int(np.argmax(bad))
+                where = "column named label" if "label" in names else "first column"
+                raise DataError(f"{path}, line {line + row}: label {labels[row]:g} is not a "
+                                f"digit 0-9 (expected the label in the {where})")
+            label_parts.append(labels.astype(np.int64))
+        outside = (pixels < 0) | (pixels > 255)
+        bad = outside | (pixels != np.round(pixels))
+        if bad.any():
+            row, column = (int(i) for i in np.argwhere(bad)[0])
+            value = pixels[row, column]
+            problem = "is outside 0-255" if outside[row, column] else "is not a whole number 0-255"
+            raise DataError(f"{path}, line {line + row}: pixel value {value:g} {problem}")
+        pixel_parts.append(np.ascontiguousarray(pixels, dtype=np.uint8))   # exact: checked above
+    if rows_done == 0:
+        raise DataError(f"{path}: has no data rows")
+    labels = np.concatenate(label_parts) if labelled else None
+    return labels, np.concatenate(pixel_parts, dtype=np.float32)
+
+
 def load_mnist_csv(path, nrows=None, labelled=True):
     """Read an MNIST CSV file; returns (pixels, labels).
 
@@ -98,44 +165,15 @@ def load_mnist_csv(path, nrows=None, labelled=True):
     has_header = not all(_is_number(cell) for cell in first.iloc[0])
     header = 0 if has_header else None
     first_line = 2 if has_header else 1  # the file line that holds the first example
-    try:
-        # Fast path for clean files: every cell a whole number 0-255, read straight into bytes.
-        values = _read(path, header=header, nrows=nrows, dtype=np.uint8).to_numpy()
-    except (ValueError, OverflowError):  # a cell that is empty, not a number, not 0-255, ...
-        values = _read_slowly(path, header, nrows, first_line)
-    if len(values) == 0:
-        raise DataError(f"{path}: has no data rows")
-
-    columns = values.shape[1]
     names = [str(name).strip().lower() for name in first.iloc[0]] if has_header else []
-    label_column = names.index("label") if "label" in names else 0
-    expected = "785 columns (a label, then 784 pixels)"
-    if labelled and columns != PIXELS + 1:
-        raise DataError(f"{path}: expected {expected}, found {columns} columns")
-    if not labelled and columns not in (PIXELS, PIXELS + 1):
-        raise DataError(f"{path}: expected 784 pixel columns (or {expected}), found {columns} columns")
-
-    if columns == PIXELS + 1:
-        labels = values[:, label_column]
-        pixels = np.delete(values, label_column, axis=1) if label_column else values[:, 1:]
-    else:
-        labels, pixels = None, values
-
-    if labelled:
-        bad = (labels < 0) | (labels >= CLASSES) | (labels != np.round(labels))
-        if bad.any():
-            row = int(np.argmax(bad))
-            raise DataError(f"{path}, line {row + first_line}: label {labels[row]:g} is not a digit "
-                            f"0-9 (expected the label in the {'column named label' if names else 'first column'})")
-        labels = labels.astype(np.int64)
-    bad_rows = ((pixels < 0) | (pixels > 255)).any(axis=1)
-    if bad_rows.any():
-        row = int(np.argmax(bad_rows))
-        value = pixels[row][(pixels[row] < 0) | (pixels[row] > 255)][0]
-        raise DataError(f"{path}, line {row + first_line}: pixel value {value:g} is outside 0-255")
-    pixels = np.ascontiguousarray(pixels, dtype=np.float32)  # rows contiguous for fast batches
-    pixels /= 255                                            # scale to [0, 1], in place
-    return pixels, (labels if labelled else None)
+    try:
+        labels, pixels = _checked_split(path, _float32_chunks(path, header, nrows), names,
+                                        labelled, first_line)
+    except ValueError:                   # a cell that is not a number: find and name it
+        table = _read_slowly(path, header, nrows, first_line)
+        labels, pixels = _checked_split(path, [table], names, labelled, first_line)
+    pixels /= 255                        # scale to [0, 1], in place
+    return pixels, labels
 
 
 # ----------------------------------------------------------------------------------------------
