@@ -466,7 +466,7 @@ class TestSGD(unittest.TestCase):
                 g = rng.standard_normal(w.shape)
                 layer.grad_weights[:] = g
                 layer.grad_biases[:] = 0
-                optimizer.step([layer])
+                optimizer.step(layer.parameters())
                 g = g + weight_decay * w                   # PyTorch: d_p = grad + wd * p
                 if momentum:
                     v = momentum * v + g                   # buf = momentum * buf + d_p
@@ -479,6 +479,44 @@ class TestSGD(unittest.TestCase):
         optimizer = SGD(lr=0.1, lr_decay=0.5)
         small_network().fit(X, Y, epochs=3, optimizer=optimizer, verbose=0)
         self.assertAlmostEqual(optimizer.lr, 0.1 * 0.5 ** 3)
+
+    def test_fit_packs_parameters_into_one_array_the_layers_still_see(self):
+        X, Y = blobs()
+        net = small_network()
+        before = [param.copy() for layer in net.layers for param, _ in layer.parameters()]
+        net.fit(X, Y, epochs=1, verbose=0)
+        (flat_params, flat_grads), = net.parameters()
+        self.assertEqual(flat_params.size, net.count_params())
+        self.assertEqual(flat_params.size, 5 * 16 + 16 + 16 * 3 + 3)
+        for layer in net.layers:
+            for param, grad in layer.parameters():
+                self.assertTrue(np.shares_memory(param, flat_params))
+                self.assertTrue(np.shares_memory(grad, flat_grads))
+        after = [param for layer in net.layers for param, _ in layer.parameters()]
+        self.assertTrue(all(not np.array_equal(a, b) for a, b in zip(before, after)))
+
+    def test_a_replaced_layer_array_is_still_trained(self):
+        X, Y = blobs()
+        net = small_network()
+        net.fit(X, Y, epochs=1, verbose=0)
+        dense = net.layers[0]
+        dense.weights = dense.weights.copy()              # no longer part of the packed array
+        self.assertEqual(len(net.parameters()), 4)        # so the optimizer gets each array
+        before = dense.weights.copy()
+        net.train_on_batch(X[:32], Y[:32], SGD(lr=0.1))
+        self.assertFalse(np.array_equal(before, dense.weights))
+
+    def test_packed_and_unpacked_training_agree_exactly(self):
+        X, Y = blobs()
+        packed, unpacked = small_network(), small_network()
+        optimizer = dict(lr=0.1, momentum=0.9, weight_decay=0.01)
+        packed.fit(X, Y, epochs=1, batch_size=len(X), optimizer=SGD(**optimizer), seed=0, verbose=0)
+        order = np.random.default_rng(0).permutation(len(X))       # the order fit used
+        unpacked.train_on_batch(X[order], Y[order], SGD(**optimizer))
+        self.assertEqual(len(unpacked.parameters()), 4)
+        for a, b in zip(packed.layers, unpacked.layers):
+            for (param_a, _), (param_b, _) in zip(a.parameters(), b.parameters()):
+                np.testing.assert_array_equal(param_a, param_b)
 
     def test_only_the_optimizer_changes_parameters(self):
         X, Y = blobs()
