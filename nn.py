@@ -90,7 +90,7 @@ class Dense(Layer):
     def backward(self, grad_output, need_input_grad=True):
         # output[b, j] = sum_i input[b, i] * weights[i, j] + biases[j], so by the chain rule:
         #   dL/dweights[i, j] = sum_b input[b, i] * grad_output[b, j]  ->  input.T @ grad_output
-        #   dL/dbiases[j]     = sum_b grad_output[b, j]                 ->  grad_output summed over rows
+        #   dL/dbiases[j]     = sum_b grad_output[b, j]                 ->  summed over rows
         #   dL/dinput[b, i]   = sum_j grad_output[b, j] * weights[i, j] ->  grad_output @ weights.T
         # Each parameter is used by every example, so its gradient sums over the batch.
         np.matmul(self.input.T, grad_output, out=self.grad_weights)  # write in place: no new array
@@ -321,20 +321,21 @@ class Network:
         dL/d(its input) to the layer before it: the chain rule, from the loss back to the data.
         """
         layers = self.layers
-        if self.softmax_crossentropy:
-            # With p = softmax(z) and L = -sum(y * log p) / N, the loss gives g = dL/dp = -y / (p N)
-            # and Softmax.backward would return p * (g - sum(g * p)). Here p * g = -y / N and,
-            # as each row of y sums to 1, sum(g * p) = -1 / N. So the chain rule simplifies to
-            #     dL/dz = (p - y) / N.
-            # Computed in this form it stays exact even when the network is confidently wrong:
-            # the general route divides y by p ~ 0 (overflowing, or clipped and wrong) and then
-            # multiplies by p again. It is also one cheap subtraction instead of several passes.
-            with np.errstate(under="ignore"):  # a tiny p / N rounding to 0 is harmless
-                grad = (P - Y) / len(P)
-            layers = layers[:-1]             # the gradient is already at the softmax's input
-        else:
-            grad = self.loss_prime(Y, P)
         with np.errstate(under="ignore"):    # numbers below ~1e-38 rounding to 0 is harmless
+            if self.softmax_crossentropy:
+                # With p = softmax(z) and L = -sum(y * log p) / N, the loss gives
+                # g = dL/dp = -y / (p N), and Softmax.backward would return p * (g - sum(g * p)).
+                # Here p * g = -y / N and, as each row of y sums to 1, sum(g * p) = -1 / N.
+                # So the chain rule simplifies to
+                #     dL/dz = (p - y) / N.
+                # Computed in this form it stays exact even when the network is confidently
+                # wrong: the general route divides y by p ~ 0 (overflowing, or clipped and
+                # wrong) and then multiplies by p again. It is also one cheap subtraction
+                # instead of several passes.
+                grad = (P - Y) / len(P)
+                layers = layers[:-1]         # the gradient is already at the softmax's input
+            else:
+                grad = self.loss_prime(Y, P)
             for i in range(len(layers) - 1, -1, -1):
                 if i == 0 and isinstance(layers[0], Dense):
                     layers[0].backward(grad, need_input_grad=False)
@@ -443,8 +444,8 @@ class Network:
                 raise ValueError("validation_data must be a pair (X_val, Y_val)")
             X_val, Y_val = self._check_XY(*validation_data, names=("X_val", "Y_val"))
         if self.softmax_crossentropy and np.abs(Y.sum(axis=1) - 1).max() > 1e-3:
-            raise ValueError("with Softmax and categorical_crossentropy each row of Y must sum to 1 "
-                             "(one-hot labels or probabilities)")
+            raise ValueError("with Softmax and categorical_crossentropy each row of Y must sum "
+                             "to 1 (one-hot labels or probabilities)")
         optimizer = SGD(lr=0.01) if optimizer is None else optimizer
         self._use_dtype(X.dtype)
         self._pack_parameters()
@@ -557,7 +558,8 @@ class Network:
                 kind = LAYER_TYPES[spec["type"]]
                 if kind is Dense:
                     layer = Dense(spec["n_in"], spec["n_out"])
-                    weights, biases = arrays.pop(f"layer{i}_weights"), arrays.pop(f"layer{i}_biases")
+                    weights = arrays.pop(f"layer{i}_weights")
+                    biases = arrays.pop(f"layer{i}_biases")
                     _require(weights.shape == layer.weights.shape, f"layer {i} weights shape")
                     _require(biases.shape == layer.biases.shape, f"layer {i} biases shape")
                     _require(weights.dtype.kind == "f" and biases.dtype == weights.dtype,
@@ -594,8 +596,8 @@ class SGD:
         numbers = (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay),
                    ("lr_decay", lr_decay))
         for name, value in numbers:
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
-                    or not np.isfinite(value):
+            is_number = isinstance(value, (int, float, np.integer, np.floating))
+            if isinstance(value, bool) or not is_number or not np.isfinite(value):
                 raise ValueError(f"SGD {name} must be a number, got {value!r}")
         if lr <= 0:
             raise ValueError(f"SGD lr (learning rate) must be > 0, got {lr}")
