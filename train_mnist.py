@@ -328,8 +328,12 @@ def train(args, train_path, test_rows, say):
         f"momentum={args.momentum:g}, weight_decay={args.weight_decay:g}, "
         f"lr_decay={args.lr_decay:g}), seed {args.seed}")
     initial_loss, initial_accuracy = net.evaluate(X, Y)
-    say(f"before training: loss {initial_loss:.4f} (about ln 10 = {np.log(CLASSES):.4f} is expected "
-        f"for an untrained {CLASSES}-class net with cross-entropy), accuracy {initial_accuracy:.4f}")
+    # An untrained net gives each class about 1/10: a cross-entropy of ln 10, or a squared
+    # error of (0.9^2 + 9 * 0.1^2) / 10 = 0.09 per output.
+    expected = (f"ln {CLASSES} = {np.log(CLASSES):.4f}" if args.loss == "categorical_crossentropy"
+                else f"{((1 - 1 / CLASSES) ** 2 + (CLASSES - 1) / CLASSES ** 2) / CLASSES:.4f}")
+    say(f"before training: loss {initial_loss:.4f} (about {expected} is expected for an untrained "
+        f"{CLASSES}-class net), accuracy {initial_accuracy:.4f}")
     history = net.fit(X, Y, epochs=args.epochs, batch_size=args.batch_size, optimizer=optimizer,
                       validation_data=validation, seed=args.seed, verbose=0 if args.quiet else 1)
     return net, history
