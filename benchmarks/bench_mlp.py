@@ -1,6 +1,6 @@
 """How fast does nn.py train an MNIST epoch, next to the matrix products alone and to PyTorch?
 
-    python benchmarks/bench_mlp.py                 # about 2 minutes; prints a Markdown table
+    python benchmarks/bench_mlp.py                 # about 3 minutes; prints a Markdown table
     python benchmarks/bench_mlp.py --rounds 3 --models 784-256-128-10 --batch-sizes 64
 
 For each model and batch size it times one training epoch over all 60,000 MNIST images (float32,
