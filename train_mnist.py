@@ -448,12 +448,13 @@ def plot(path, net, history, pixels, labels, probabilities, say):
                       ha="center", va="center")
             axes.axis("off")
 
-    wrong = mistakes(labels, probabilities)[:mistake_rows * columns] if probabilities is not None else []
+    wrong = mistakes(labels, probabilities) if probabilities is not None else []
     middle.suptitle(f"test digits it gets wrong, most confident first: true → predicted "
-                    f"(confidence); {len(mistakes(labels, probabilities)) if probabilities is not None else 0} in all")
-    for axes, index in zip(middle.subplots(mistake_rows, columns).flat, list(wrong) + [None] * 99):
+                    f"(confidence); {len(wrong)} in all")
+    for slot, axes in enumerate(middle.subplots(mistake_rows, columns).flat):
         axes.axis("off")
-        if index is not None:
+        if slot < len(wrong):
+            index = wrong[slot]
             guess = int(probabilities[index].argmax())
             axes.imshow(pixels[index].reshape(28, 28), cmap="gray_r")
             axes.set_title(f"{labels[index]} → {guess} ({100 * probabilities[index, guess]:.0f}%)",
