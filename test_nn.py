@@ -748,6 +748,8 @@ class TestModuleText(unittest.TestCase):
                 seed=0, verbose=0)
         self.assertEqual(net.evaluate(XOR_X, XOR_Y)[1], 1.0)
 
+    @unittest.skipUnless(hasattr(__import__("sys"), "stdlib_module_names"),
+                         "the list of standard modules needs Python 3.10 or newer")
     def test_imports_only_numpy_and_the_standard_library(self):
         import ast
         import sys
