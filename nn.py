@@ -1,56 +1,95 @@
 """nn: a complete neural-network framework in one readable file of Python and NumPy.
 
-Read it top to bottom: layers, activations, losses, the network that chains them, and the
-optimizer that learns. Every backward pass is derived in a comment next to its code.
+Part I, the chapter, reads top to bottom: the Layer protocol, the layers, the losses, the
+network that chains them and the optimizers that make it learn. Every backward pass is derived
+in a comment next to its code. Part II, the appendix at the end, holds the engineering the
+chapter leans on: checking what users pass in, saving and loading, check_gradients, and speed.
 
 Conventions used everywhere in this file
-- Data is batch-first: X has shape (batch, features), one example per row.
-- A Dense layer computes  X @ weights + biases  with weights (n_in, n_out) and biases (n_out,).
-- Targets Y are one-hot rows: shape (batch, classes); `one_hot(labels, n_classes)` makes them.
-- layer.forward(x) returns the layer's output and remembers what backward needs.
+- Data is batch-first: X has shape (batch, features), one example per row; images are
+  (batch, channels, height, width), as in PyTorch.
+- Targets Y are rows of the output's shape: one-hot rows (batch, classes) for classifiers,
+  which `one_hot(labels, n_classes)` makes.
+- layer.forward(x) returns the layer's output and remembers what backward needs;
   layer.backward(grad_output) takes dL/d(output) and returns dL/d(input): the chain rule,
-  one layer at a time. Dense.backward also stores dL/d(weights) and dL/d(biases).
-- Every loss is a mean over the batch, and its `_prime` is exactly the gradient of that mean.
-- Only the optimizer (SGD) changes parameters.
+  one layer at a time. Layers with parameters also store dL/d(parameter) for each one.
+- Every loss is a mean, and its `_prime` is exactly the gradient of that mean.
+- Only an optimizer (SGD, Adam) changes parameters.
 - The network computes in the dtype of its data: float32 data trains in float32 (fast),
   float64 data in float64 (for gradient checks).
 """
 
+import copy
 import json
+import math
 import os
+import signal
 import sys
 import tempfile
+import threading
 import time
+import zipfile
+import zlib
 
 import numpy as np
 
 
+# ==============================================================================================
+# PART I: THE CHAPTER
+# ==============================================================================================
+
 # ----------------------------------------------------------------------------------------------
-# Layers
+# Layers: the protocol every layer follows
 # ----------------------------------------------------------------------------------------------
 
 class Layer:
-    """One step of the network: forward computes, backward applies the chain rule."""
+    """One step of the network. Three methods are the whole contract; write your own layer by
+    subclassing Layer and giving them, and it trains, saves and is checked like ours.
+
+    forward(x)
+        Return the output for a batch x (batch, ...). Remember (as attributes of self) whatever
+        backward will need: usually the input or the output.
+    backward(grad_output)
+        grad_output is dL/d(output), the shape of the last output. Return dL/d(input), the
+        shape of the last input. For each (parameter, gradient) pair of parameters(), write
+        dL/d(parameter) into the gradient array, overwriting it (grad[...] = ...): gradients are
+        not accumulated across calls.
+    parameters()
+        A list of (parameter, gradient) array pairs; an optimizer updates each parameter in
+        place from its gradient. Keep both arrays as attributes of the layer (self.weights,
+        self.grad_weights) and use them only through those attributes: the network may swap
+        them for arrays of its data's dtype. Layers without parameters return [].
+
+    What a layer may assume: backward is called once after each forward, with the gradient
+    of that forward's output. The network sets two attributes before it calls the layer:
+    `training` (True inside fit and train_on_batch, False inside predict and evaluate; only
+    layers such as Dropout behave differently) and `input_gradient_needed` (False for the
+    first layer with parameters: its input is the data or comes from layers without
+    parameters, so nobody uses dL/d(input); backward may then skip it and return None).
+
+    To be saved and loaded, a layer also says how to rebuild itself: config() returns the
+    keyword arguments (numbers, strings, lists) such that type(layer)(**config) makes an
+    equal layer before its parameters are filled in from the file.
+    """
+
+    training = False
+    input_gradient_needed = True
 
     def forward(self, x):
-        """Return the output for a batch x (batch, ...) and remember what backward needs."""
         raise NotImplementedError
 
     def backward(self, grad_output):
-        """Given dL/d(output), return dL/d(input), of the same shape as the input."""
         raise NotImplementedError
 
     def parameters(self):
-        """(parameter, gradient) pairs for the optimizer; layers without weights have none."""
         return []
 
+    def config(self):
+        return {}
+
     def __repr__(self):
-        return f"{type(self).__name__}()"
-
-
-def _check_positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive whole number, got {value!r}")
+        arguments = ", ".join(f"{name}={value!r}" for name, value in self.config().items())
+        return f"{type(self).__name__}({arguments})"
 
 
 class Dense(Layer):
@@ -61,15 +100,12 @@ class Dense(Layer):
     init="he" (the default) suits ReLU: weights ~ Normal(0, 2 / n_in). ReLU zeroes about half of
     its inputs, so doubling the plain 1 / n_in variance keeps the size of the signal the same from
     layer to layer, and a deep ReLU net starts neither vanishing nor exploding.
-    init="glorot" suits sigmoid (and the layer before softmax): Normal(0, 2 / (n_in + n_out))
-    balances the signal going forward and the gradient coming back.
+    init="glorot" suits sigmoid and tanh (and the layer before softmax): Normal(0, 2 / (n_in +
+    n_out)) balances the signal going forward and the gradient coming back.
     """
 
     def __init__(self, n_in, n_out, seed=None, init="he", dtype=np.float32):
-        _check_positive_int(n_in, "Dense n_in (number of inputs)")
-        _check_positive_int(n_out, "Dense n_out (number of outputs)")
-        if init not in ("he", "glorot"):
-            raise ValueError(f"Dense init must be 'he' or 'glorot', got {init!r}")
+        _check_dense_arguments(n_in, n_out, seed, init, dtype)
         self.n_in, self.n_out = int(n_in), int(n_out)
         variance = 2.0 / n_in if init == "he" else 2.0 / (n_in + n_out)
         rng = np.random.default_rng(seed)
@@ -87,7 +123,7 @@ class Dense(Layer):
         output += self.biases                # in place: one array fewer; biases broadcast over rows
         return output
 
-    def backward(self, grad_output, need_input_grad=True):
+    def backward(self, grad_output):
         # output[b, j] = sum_i input[b, i] * weights[i, j] + biases[j], so by the chain rule:
         #   dL/dweights[i, j] = sum_b input[b, i] * grad_output[b, j]  ->  input.T @ grad_output
         #   dL/dbiases[j]     = sum_b grad_output[b, j]                 ->  summed over rows
@@ -95,26 +131,33 @@ class Dense(Layer):
         # Each parameter is used by every example, so its gradient sums over the batch.
         np.matmul(self.input.T, grad_output, out=self.grad_weights)  # write in place: no new array
         grad_output.sum(axis=0, out=self.grad_biases)
-        if not need_input_grad:              # the first layer's input is the data: nobody needs
-            return None                      # its gradient, and skipping it saves a matrix product
+        if not self.input_gradient_needed:   # the first layer's input is the data: skipping its
+            return None                      # gradient saves a third of the matrix products
         return grad_output @ self.weights.T  # (batch, n_out) @ (n_out, n_in) -> (batch, n_in)
 
     def parameters(self):
         return [(self.weights, self.grad_weights), (self.biases, self.grad_biases)]
 
+    def config(self):
+        return {"n_in": self.n_in, "n_out": self.n_out}
+
     def __repr__(self):
         return f"Dense({self.n_in}, {self.n_out})"
 
 
+# ----------------------------------------------------------------------------------------------
+# Activations: the non-linearities between the Dense layers
+# ----------------------------------------------------------------------------------------------
+
 class Activation(Layer):
     """A layer without weights that applies a fixed function: output = f(input), same shape.
 
-    Most activations (ReLU, sigmoid) work on each number on its own: output[b, i] depends only
-    on input[b, i], so the chain rule has a single term,
+    Most activations work on each number on its own: output[b, i] depends only on input[b, i],
+    so the chain rule has a single term,
         dL/dinput = dL/doutput * f'(input)        (element by element),
-    and subclasses just give f (`function`) and f' (`derivative`). Softmax mixes the numbers
-    of a row, so it brings its own backward. All three derivatives can be written with the
-    output alone, so the output is all that forward remembers.
+    and subclasses just give f (`function`) and f' (`derivative`). Softmax mixes the numbers of
+    a row, so it brings its own backward. Every derivative here can be written with the output
+    alone, so the output is all that forward remembers.
     """
 
     def forward(self, x):
@@ -163,11 +206,48 @@ class Sigmoid(Activation):
         return self.output * (1 - self.output)
 
 
+class Tanh(Activation):
+    """tanh(x) = (e^x - e^-x) / (e^x + e^-x), squashing any number into (-1, 1).
+
+    A sigmoid stretched to (-1, 1) (tanh(x) = 2 sigmoid(2x) - 1), centred on 0, so the next
+    layer's inputs average near 0. tanh'(x) = 1 - tanh(x)^2: again the output is enough.
+    np.tanh is exact at the extremes (tanh(1e4) = 1), with no overflow.
+    """
+
+    def function(self, x):
+        return np.tanh(x)
+
+    def derivative(self):
+        return 1 - self.output ** 2
+
+
+class LeakyReLU(Activation):
+    """LeakyReLU(x) = x for x > 0, slope * x otherwise (slope 0.01 by default).
+
+    A ReLU unit whose input is negative for every example has slope 0 there and never learns
+    again ("dies"); the small slope keeps a gradient flowing. For 0 <= slope < 1, the output
+    is > 0 exactly where x > 0, so the slope (1 or `slope`) can be read off the output.
+    """
+
+    def __init__(self, slope=0.01):
+        self.slope = _checked_fraction(slope, "LeakyReLU slope", 0, 1)
+
+    def function(self, x):
+        return np.where(x > 0, x, x * x.dtype.type(self.slope))
+
+    def derivative(self):
+        dtype = self.output.dtype.type
+        return np.where(self.output > 0, dtype(1), dtype(self.slope))
+
+    def config(self):
+        return {"slope": self.slope}
+
+
 class Softmax(Activation):
     """softmax(z)[b, j] = exp(z[b, j]) / sum_k exp(z[b, k]): each row becomes probabilities.
 
-    Unlike ReLU and Sigmoid, every output of a row depends on every input of the row, so its
-    backward is a Jacobian-vector product rather than an element-wise product.
+    Unlike the activations above, every output of a row depends on every input of the row, so
+    its backward is a Jacobian-vector product rather than an element-wise product.
     """
 
     def function(self, z):
@@ -187,6 +267,46 @@ class Softmax(Activation):
         with np.errstate(under="ignore"):    # products of tiny probabilities may round to 0
             row_dot = np.sum(grad_output * p, axis=1, keepdims=True)     # (batch, 1)
             return p * (grad_output - row_dot)
+
+
+# ----------------------------------------------------------------------------------------------
+# Dropout: a layer that behaves differently while training
+# ----------------------------------------------------------------------------------------------
+
+class Dropout(Layer):
+    """While training, zero each input with probability `rate` and scale the rest by
+    1 / (1 - rate); at inference (predict, evaluate) pass the input through unchanged.
+
+    A unit that may vanish at any step cannot lean on a few others: the network learns
+    redundant features and overfits less. Scaling the kept units ("inverted" dropout) keeps
+    every unit's expected value the same as without dropout, so inference needs no change.
+    Its own random generator makes the masks reproducible: from `seed`, or from fit's seed.
+    """
+
+    def __init__(self, rate, seed=None):
+        self.rate = _checked_fraction(rate, "Dropout rate", 0, 1)
+        _check_seed(seed, "Dropout seed")
+        self.rng = np.random.default_rng(seed)
+
+    def reseed(self, seed):
+        """fit(seed=...) calls this, so a seeded fit draws the same masks every time."""
+        self.rng = np.random.default_rng(seed)
+
+    def forward(self, x):
+        if not self.training or self.rate == 0:
+            self.mask = None
+            return x
+        keep = 1 - self.rate
+        # mask is 1 / keep where a unit is kept and 0 where it is dropped, in x's dtype.
+        self.mask = (self.rng.random(x.shape, dtype=x.dtype) < keep) * x.dtype.type(1 / keep)
+        return x * self.mask
+
+    def backward(self, grad_output):
+        # output = input * mask, with the mask a constant: dL/dinput = grad_output * mask.
+        return grad_output if self.mask is None else grad_output * self.mask
+
+    def config(self):
+        return {"rate": self.rate}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -219,9 +339,51 @@ def categorical_crossentropy_prime(y_true, y_pred):
     return -y_true / (_no_zeros(y_pred) * len(y_pred))
 
 
+def softmax_crossentropy_prime(y_true, p):
+    """dL/dz at the input z of a final Softmax, for L = categorical_crossentropy(y_true, p).
+
+    The loss gives g = dL/dp = -y / (p N), and Softmax.backward would return
+    p * (g - sum(g * p)). Here p * g = -y / N and, as each row of y sums to 1,
+    sum(g * p) = -1 / N. So the chain rule through both simplifies to
+        dL/dz = (p - y) / N.
+    Computed in this form it stays exact even when the network is confidently wrong: the
+    general route divides y by p ~ 0 (overflowing, or clipped and wrong) and then multiplies
+    by p again. It is also one cheap subtraction instead of several passes.
+    """
+    return (p - y_true) / len(p)
+
+
+def binary_crossentropy(y_true, y_pred):
+    """Mean over every element of -[y log p + (1 - y) log(1 - p)], for probabilities p:
+    the cross-entropy of yes/no answers, each output a probability of "yes"."""
+    return float(-np.mean(y_true * np.log(_no_zeros(y_pred))
+                          + (1 - y_true) * np.log(_no_zeros(1 - y_pred))))
+
+
+def binary_crossentropy_prime(y_true, y_pred):
+    """d bce / d p = -(y / p - (1 - y) / (1 - p)) / n = (p - y) / (p (1 - p) n)."""
+    return (y_pred - y_true) / (_no_zeros(y_pred * (1 - y_pred)) * y_pred.size)
+
+
+def sigmoid_binary_crossentropy_prime(y_true, p):
+    """dL/dz at the input z of a final Sigmoid, for L = binary_crossentropy(y_true, p).
+
+    The loss gives dL/dp = (p - y) / (p (1 - p) n), and Sigmoid.backward multiplies by
+    sigmoid'(z) = p (1 - p). The two p (1 - p) cancel:
+        dL/dz = (p - y) / n,
+    exact even where p rounds to 0 or 1 (where the general route would divide by 0).
+    """
+    return (p - y_true) / p.size
+
+
+# Each loss by name: (loss, its gradient, the final activation it needs or None, and the
+# fused gradient at that activation's input, which Network.backward uses instead).
 LOSSES = {
-    "categorical_crossentropy": (categorical_crossentropy, categorical_crossentropy_prime),
-    "mse": (mse, mse_prime),
+    "categorical_crossentropy": (categorical_crossentropy, categorical_crossentropy_prime,
+                                 Softmax, softmax_crossentropy_prime),
+    "binary_crossentropy": (binary_crossentropy, binary_crossentropy_prime,
+                            Sigmoid, sigmoid_binary_crossentropy_prime),
+    "mse": (mse, mse_prime, None, None),
 }
 
 
@@ -231,218 +393,117 @@ def one_hot(labels, n_classes, dtype=np.float32):
     The default float32 matches the training data; a float64 one-hot would silently make
     every float32 gradient float64 and training twice as slow.
     """
-    _check_positive_int(n_classes, "n_classes")
-    labels = np.asarray(labels)
-    if labels.ndim != 1:
-        raise ValueError(f"labels must be a 1-D array of class numbers, got shape {labels.shape}")
-    if labels.size and not np.issubdtype(labels.dtype, np.integer):
-        whole = np.issubdtype(labels.dtype, np.floating) and np.all(labels == np.round(labels))
-        if not whole:
-            raise ValueError(f"labels must be whole numbers 0..{n_classes - 1}, "
-                             f"got dtype {labels.dtype}")
-    bad = (labels < 0) | (labels >= n_classes)
-    if np.any(bad):
-        i = int(np.argmax(bad))
-        raise ValueError(f"labels must be whole numbers 0..{n_classes - 1}, "
-                         f"got {labels[i]} at index {i}")
+    labels = _checked_labels(labels, n_classes)
     encoded = np.zeros((labels.size, n_classes), dtype=dtype)
-    encoded[np.arange(labels.size), labels.astype(np.intp)] = 1
+    encoded[np.arange(labels.size), labels] = 1
     return encoded
 
 
 # ----------------------------------------------------------------------------------------------
-# The network
+# The network: layers in a chain, trained by backpropagation
 # ----------------------------------------------------------------------------------------------
-
-# What Network.save writes: these layer kinds, and a format marker that load checks.
-MODEL_FORMAT = "nn.Network v1"
-LAYER_TYPES = {"Dense": Dense, "ReLU": ReLU, "Sigmoid": Sigmoid, "Softmax": Softmax}
-
-
-def _require(condition, what):
-    if not condition:
-        raise ValueError(f"wrong {what}")
-
 
 class Network:
     """A stack of layers trained with a loss: Keras-like fit, evaluate, predict, save, load."""
 
     def __init__(self, layers, loss="categorical_crossentropy"):
-        layers = list(layers)
-        if not layers:
-            raise ValueError("Network needs at least one layer, got an empty list")
-        for i, layer in enumerate(layers):
-            if not isinstance(layer, Layer):
-                raise ValueError(f"layer {i} must be a Layer (e.g. Dense, ReLU), got {layer!r}")
-        dense = [layer for layer in layers if isinstance(layer, Dense)]
-        if not dense:
-            raise ValueError("Network needs at least one Dense layer")
-        for before, after in zip(dense, dense[1:]):
-            if before.n_out != after.n_in:
-                raise ValueError(f"{after!r} follows {before!r}, so its n_in must be "
-                                 f"{before.n_out}, got {after.n_in}")
-        if loss not in LOSSES:
-            raise ValueError(f"unknown loss {loss!r}; known losses: {', '.join(sorted(LOSSES))}")
-        self.layers = layers
-        self.flat = None                     # all parameters in one array: see _pack_parameters
+        self.layers = _checked_layers(layers)
+        _check_loss(loss, self.layers)
         self.loss_name = loss
-        self.loss, self.loss_prime = LOSSES[loss]
-        self.n_inputs, self.n_outputs = dense[0].n_in, dense[-1].n_out
-        # Softmax followed by cross-entropy: see backward for why this pair is treated together.
-        self.softmax_crossentropy = (isinstance(layers[-1], Softmax)
-                                     and loss == "categorical_crossentropy")
+        self.loss, self.loss_prime, _, self.fused_prime = LOSSES[loss]
+        # Backward can stop at the first layer with parameters: no gradient before it is used.
+        self.first_trained = next((i for i, layer in enumerate(self.layers)
+                                   if layer.parameters()), len(self.layers))
+        for i, layer in enumerate(self.layers):
+            layer.input_gradient_needed = i > self.first_trained
 
     def __repr__(self):
         return f"Network({self.layers!r}, loss={self.loss_name!r})"
 
+    def parameters(self):
+        """Every layer's (parameter, gradient) pairs, for the optimizer."""
+        return [pair for layer in self.layers for pair in layer.parameters()]
+
     def count_params(self):
         return sum(param.size for param, _ in self.parameters())
 
-    # -- forward and backward ------------------------------------------------------------------
+    # -- the learning core: forward, backward, one step ------------------------------------------
 
-    def forward(self, X):
-        """Run a batch X (batch, n_inputs) through every layer; returns (batch, n_outputs)."""
+    def forward(self, X, training=False):
+        """Run a batch X through every layer, in order; returns the network's output."""
         with np.errstate(under="ignore"):    # numbers below ~1e-38 rounding to 0 is harmless
             for layer in self.layers:
+                layer.training = training    # only a layer like Dropout cares
                 X = layer.forward(X)
         return X
 
     def backward(self, Y, P):
-        """Fill every layer's gradients for targets Y and the predictions P of the last forward.
+        """Fill every layer's gradients for targets Y and the outputs P of the last forward.
 
         The loss gradient dL/dP enters the last layer, and each layer's backward hands
         dL/d(its input) to the layer before it: the chain rule, from the loss back to the data.
         """
         layers = self.layers
-        with np.errstate(under="ignore"):    # numbers below ~1e-38 rounding to 0 is harmless
-            if self.softmax_crossentropy:
-                # With p = softmax(z) and L = -sum(y * log p) / N, the loss gives
-                # g = dL/dp = -y / (p N), and Softmax.backward would return p * (g - sum(g * p)).
-                # Here p * g = -y / N and, as each row of y sums to 1, sum(g * p) = -1 / N.
-                # So the chain rule simplifies to
-                #     dL/dz = (p - y) / N.
-                # Computed in this form it stays exact even when the network is confidently
-                # wrong: the general route divides y by p ~ 0 (overflowing, or clipped and
-                # wrong) and then multiplies by p again. It is also one cheap subtraction
-                # instead of several passes.
-                grad = (P - Y) / len(P)
-                layers = layers[:-1]         # the gradient is already at the softmax's input
-            else:
-                grad = self.loss_prime(Y, P)
-            for i in range(len(layers) - 1, -1, -1):
-                if i == 0 and isinstance(layers[0], Dense):
-                    layers[0].backward(grad, need_input_grad=False)
-                else:
-                    grad = layers[i].backward(grad)
+        if self.fused_prime is not None:     # a cross-entropy and its final activation together
+            grad = self.fused_prime(Y, P)    # see softmax_crossentropy_prime: exact and cheap
+            layers = layers[:-1]             # the gradient is already at that activation's input
+        else:
+            grad = self.loss_prime(Y, P)
+        with np.errstate(under="ignore"):
+            for layer in reversed(layers[self.first_trained:]):
+                grad = layer.backward(grad)
 
     def train_on_batch(self, X, Y, optimizer):
-        """One step of gradient descent on one batch; returns (loss, number of correct rows)."""
-        P = self.forward(X)
+        """One step of gradient descent on one batch: forward, loss, backward, update.
+        Returns (loss, accuracy) on the batch as it was before the step (accuracy may be None).
+        """
+        P = self.forward(X, training=True)
         loss = self.loss(Y, P)
         if not np.isfinite(loss):
-            raise FloatingPointError(
-                f"the training loss became {loss}: the weights have diverged. "
-                f"Try a smaller learning rate (lr is {optimizer.lr}).")
+            raise _divergence(f"the training loss became {loss}", optimizer)
         self.backward(Y, P)
         optimizer.step(self.parameters())
-        return loss, int(np.count_nonzero(P.argmax(axis=1) == Y.argmax(axis=1)))
+        return loss, self.accuracy(Y, P)
 
-    # -- checking what the user gives us --------------------------------------------------------
+    def accuracy(self, Y, P):
+        """The fraction of examples answered right, where that means something, else None:
+        a Softmax output is right when its largest probability is the target's class; a single
+        Sigmoid output when it is on the target's side of 0.5. A regression has no accuracy."""
+        final = self.layers[-1]
+        if isinstance(final, Softmax):
+            return float(np.count_nonzero(P.argmax(axis=1) == Y.argmax(axis=1)) / len(P))
+        if isinstance(final, Sigmoid) and P.shape[1:] == (1,):
+            return float(np.count_nonzero((P > 0.5) == (Y > 0.5)) / len(P))
+        return None
 
-    def _check_X(self, X, name="X"):
-        X = np.asarray(X)
-        if X.ndim != 2:
-            raise ValueError(f"{name} must be a 2-D array (examples, {self.n_inputs} features), "
-                             f"got shape {X.shape}")
-        if X.shape[1] != self.n_inputs:
-            raise ValueError(f"{name} must have {self.n_inputs} columns, one per input of "
-                             f"{self.layers[0]!r}, got shape {X.shape}")
-        if X.shape[0] == 0:
-            raise ValueError(f"{name} has no rows")
-        if not np.issubdtype(X.dtype, np.number) or np.issubdtype(X.dtype, np.complexfloating):
-            raise ValueError(f"{name} must hold real numbers, got dtype {X.dtype}")
-        if X.dtype not in (np.float32, np.float64):
-            X = X.astype(np.float32)         # integers (e.g. pixels) and float16 -> float32
-        # Rows must lie contiguously in memory: taking a batch of rows from a column-major array
-        # (what pandas' to_numpy() often returns) is over ten times slower. Copies only if needed.
-        X = np.ascontiguousarray(X)
-        if not np.all(np.isfinite(X)):
-            raise ValueError(f"{name} must hold finite numbers, but it contains NaN or infinity")
-        return X
-
-    def _check_XY(self, X, Y, names=("X", "Y")):
-        X = self._check_X(X, names[0])
-        Y = np.asarray(Y)
-        if Y.ndim != 2 or Y.shape[1] != self.n_outputs:
-            raise ValueError(f"{names[1]} must have shape (examples, {self.n_outputs}), one column "
-                             f"per network output (one_hot(labels, {self.n_outputs}) makes it), "
-                             f"got shape {Y.shape}")
-        if Y.shape[0] != X.shape[0]:
-            raise ValueError(f"{names[0]} and {names[1]} must have the same number of rows, "
-                             f"got {X.shape[0]} and {Y.shape[0]}")
-        if not np.issubdtype(Y.dtype, np.number) or not np.all(np.isfinite(Y)):
-            raise ValueError(f"{names[1]} must hold finite numbers")
-        return X, Y.astype(X.dtype, copy=False)   # same dtype as X: no silent upcast
-
-    # -- all parameters in one array, for a fast optimizer step ---------------------------------
-
-    def _pack_parameters(self, dtype):
-        """Move every parameter into one long array of `dtype` (the data's), and every
-        gradient into another; each layer's arrays become views of their piece, so the layers
-        work exactly as before. The optimizer can then update all parameters in four NumPy
-        operations instead of four per array: at 0.6 ms a step, those saved calls are 3% of
-        training time."""
-        pairs = [pair for layer in self.layers for pair in layer.parameters()]
-        flat_params = np.concatenate([param.ravel() for param, _ in pairs], dtype=dtype)
-        flat_grads = np.zeros_like(flat_params)
-        start = 0
-        for layer in self.layers:
-            if isinstance(layer, Dense):
-                for name in ("weights", "biases"):
-                    shape = getattr(layer, name).shape
-                    end = start + int(np.prod(shape))
-                    setattr(layer, name, flat_params[start:end].reshape(shape))
-                    setattr(layer, "grad_" + name, flat_grads[start:end].reshape(shape))
-                    start = end
-        self.flat = (flat_params, flat_grads)
-
-    def parameters(self):
-        """(parameter, gradient) pairs for the optimizer: one pair of long arrays once fit
-        has packed them (and no layer's array was replaced since), else one pair per array."""
-        if self.flat is not None and all(param.base is self.flat[0] and grad.base is self.flat[1]
-                                         for layer in self.layers
-                                         for param, grad in layer.parameters()):
-            return [self.flat]
-        return [pair for layer in self.layers for pair in layer.parameters()]
-
-    # -- Keras-like training and use -----------------------------------------------------------
+    # -- Keras-like training and use ---------------------------------------------------------------
 
     def fit(self, X, Y, epochs=1, batch_size=32, optimizer=None, validation_data=None,
-            seed=None, verbose=1):
+            seed=None, verbose=1, patience=None, restore_best=True):
         """Train with mini-batch gradient descent; returns the per-epoch history dict.
 
         Every epoch visits the examples in a new (seeded) random order, in batches of
         batch_size (the last one may be smaller). The reported loss and accuracy are those of
         the batches as they were trained, as Keras reports them.
+
+        Early stopping (patience=N, needs validation_data): stop once the validation loss has
+        not improved for N epochs in a row, and (restore_best) go back to the weights of the
+        best epoch. history["best_epoch"] and history["stopped_epoch"] (None if it ran to the
+        end) say what happened.
         """
-        _check_positive_int(epochs, "epochs")
-        _check_positive_int(batch_size, "batch_size")
-        X, Y = self._check_XY(X, Y)
-        if validation_data is not None:
-            if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
-                raise ValueError("validation_data must be a pair (X_val, Y_val)")
-            X_val, Y_val = self._check_XY(*validation_data, names=("X_val", "Y_val"))
-        if self.softmax_crossentropy and np.abs(Y.sum(axis=1) - 1).max() > 1e-3:
-            raise ValueError("with Softmax and categorical_crossentropy each row of Y must sum "
-                             "to 1 (one-hot labels or probabilities)")
-        optimizer = SGD(lr=0.01) if optimizer is None else optimizer
-        self._pack_parameters(X.dtype)       # the network computes in its data's dtype
+        X, Y, validation_data, optimizer = _checked_fit_arguments(
+            self, X, Y, epochs, batch_size, optimizer, validation_data, seed, verbose,
+            patience, restore_best)
+        _cast_parameters(self.layers, X.dtype)   # the network computes in its data's dtype
+        _reseed_random_layers(self, seed)
         rng = np.random.default_rng(seed)
         n = len(X)
-        show_progress = verbose and sys.stdout.isatty()
         history = {"loss": [], "accuracy": []}
         if validation_data is not None:
             history.update(val_loss=[], val_accuracy=[])
+        best_loss, best_parameters, epochs_without_progress = np.inf, None, 0
+        if patience is not None:
+            history.update(best_epoch=None, stopped_epoch=None)
 
         # Diverging weights overflow; train_on_batch then stops with a clear error about the
         # non-finite loss, so NumPy's own warnings would only repeat it less clearly.
@@ -450,120 +511,72 @@ class Network:
             for epoch in range(1, epochs + 1):
                 start = time.perf_counter()
                 order = rng.permutation(n)
-                loss_sum, correct = 0.0, 0
-                for batch_number, first in enumerate(range(0, n, batch_size)):
+                loss_sum, right = 0.0, 0.0
+                for first in range(0, n, batch_size):
                     rows = order[first:first + batch_size]
                     X_batch = X.take(rows, axis=0)   # one gather per batch (faster than X[rows])
                     Y_batch = Y.take(rows, axis=0)
-                    loss, batch_correct = self.train_on_batch(X_batch, Y_batch, optimizer)
+                    loss, accuracy = self.train_on_batch(X_batch, Y_batch, optimizer)
                     loss_sum += loss * len(rows)
-                    correct += batch_correct
-                    if show_progress and batch_number % 50 == 0:
-                        print(f"\rEpoch {epoch}/{epochs} - {first + len(rows)}/{n}", end="",
-                              flush=True)
+                    right += (accuracy or 0.0) * len(rows)
+                    _show_progress(verbose, epoch, epochs, first + len(rows), n)
                 optimizer.end_epoch()
+                _check_parameters_finite(self, optimizer)   # the last step may have diverged
                 history["loss"].append(loss_sum / n)
-                history["accuracy"].append(correct / n)
+                history["accuracy"].append(right / n if accuracy is not None else None)
                 if validation_data is not None:
-                    val_loss, val_accuracy = self.evaluate(X_val, Y_val)
+                    val_loss, val_accuracy = self.evaluate(*validation_data)
                     history["val_loss"].append(val_loss)
                     history["val_accuracy"].append(val_accuracy)
-                if verbose:
-                    line = f"Epoch {epoch}/{epochs} - {time.perf_counter() - start:.1f}s"
-                    for key, values in history.items():
-                        line += f" - {key}: {values[-1]:.4f}"
-                    print("\r" + line if show_progress else line, flush=True)
-        return history
+                _print_epoch(verbose, epoch, epochs, time.perf_counter() - start, history)
+                if patience is not None:     # early stopping, on the validation loss
+                    if val_loss < best_loss:
+                        best_loss, epochs_without_progress = val_loss, 0
+                        history["best_epoch"] = epoch
+                        best_parameters = [param.copy() for param, _ in self.parameters()]
+                    else:
+                        epochs_without_progress += 1
+                        if epochs_without_progress >= patience:
+                            history["stopped_epoch"] = epoch
+                            break
+        if patience is not None and restore_best:
+            for (param, _), best in zip(self.parameters(), best_parameters):
+                param[...] = best
+        return _without_empty_metrics(history)
 
     def predict(self, X, batch_size=1000):
-        """The network's outputs (n, n_outputs) for X (n, n_inputs), computed in large batches."""
-        X = self._check_X(X)
+        """The network's outputs for X, computed in batches, in inference mode."""
+        X = _checked_inputs(X)
+        _check_positive_int(batch_size, "batch_size")
         return np.concatenate([self.forward(X[i:i + batch_size])
                                for i in range(0, len(X), batch_size)])
 
     def evaluate(self, X, Y, batch_size=1000):
-        """(mean loss, accuracy) on X and one-hot Y; accuracy compares the largest outputs."""
-        X, Y = self._check_XY(X, Y)
+        """(mean loss, accuracy) on X and targets Y; accuracy is None for a regression."""
+        X, Y = _checked_data(self, X, Y)
         P = self.predict(X, batch_size)
-        accuracy = float(np.count_nonzero(P.argmax(axis=1) == Y.argmax(axis=1)) / len(X))
-        return self.loss(Y, P), accuracy
+        _check_targets_shape(Y, P, "Y")
+        return self.loss(Y, P), self.accuracy(Y, P)
 
-    # -- saving and loading --------------------------------------------------------------------
+    # -- saving and loading: the formats are in the appendix ---------------------------------------
 
     def save(self, path):
-        """Write the architecture and parameters to a .npz file, all or nothing.
-
-        The file is written under a temporary name in the same folder and then renamed over
-        `path` in one step, so a crash or error mid-save never leaves a half-written model.
-        """
-        arrays, architecture = {}, []
-        for i, layer in enumerate(self.layers):
-            kind = type(layer).__name__
-            if kind not in LAYER_TYPES or type(layer) is not LAYER_TYPES[kind]:
-                raise ValueError(f"cannot save layer {i} ({layer!r}): only "
-                                 f"{', '.join(LAYER_TYPES)} layers can be saved")
-            if isinstance(layer, Dense):
-                architecture.append({"type": kind, "n_in": layer.n_in, "n_out": layer.n_out})
-                arrays[f"layer{i}_weights"] = layer.weights
-                arrays[f"layer{i}_biases"] = layer.biases
-            else:
-                architecture.append({"type": kind})
-        description = {"format": MODEL_FORMAT, "loss": self.loss_name, "layers": architecture}
-        arrays["architecture"] = np.array(json.dumps(description))   # a plain string array
-
-        path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
-        handle, temporary = tempfile.mkstemp(dir=folder, prefix=".nn-save-", suffix=".npz")
-        try:
-            with os.fdopen(handle, "wb") as file:
-                np.savez(file, **arrays)
-                file.flush()
-                os.fsync(file.fileno())      # on disk before the rename makes it visible
-            os.chmod(temporary, 0o644)
-            os.replace(temporary, path)      # atomic: readers see the old file or the new one
-        except BaseException:
-            if os.path.exists(temporary):
-                os.remove(temporary)
-            raise
+        """Write the architecture and parameters to a .npz file, all or nothing, no pickles."""
+        _save_network(self, path)
 
     @classmethod
-    def load(cls, path):
-        """Rebuild a saved network from its file alone. Never unpickles anything."""
-        path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"no model file at {path}")
-        refusal = f"{path} is not a model saved by nn.Network.save"
-        try:
-            with open(path, "rb") as file, np.load(file, allow_pickle=False) as stored:
-                arrays = {name: stored[name] for name in stored.files}
-        except Exception as error:           # not a zip, damaged, or holds pickled objects
-            raise ValueError(f"{refusal} ({error})") from None
-        try:
-            description = json.loads(str(arrays.pop("architecture")))
-            _require(description.get("format") == MODEL_FORMAT, "format marker")
-            layers = []
-            for i, spec in enumerate(description["layers"]):
-                kind = LAYER_TYPES[spec["type"]]
-                if kind is Dense:
-                    weights = arrays.pop(f"layer{i}_weights")
-                    biases = arrays.pop(f"layer{i}_biases")
-                    _require(weights.dtype.kind == "f" and biases.dtype == weights.dtype,
-                             f"layer {i} dtype")
-                    layer = Dense(spec["n_in"], spec["n_out"], dtype=weights.dtype)
-                    _require(weights.shape == layer.weights.shape, f"layer {i} weights shape")
-                    _require(biases.shape == layer.biases.shape, f"layer {i} biases shape")
-                    layer.weights, layer.biases = weights, biases
-                else:
-                    layer = kind()
-                layers.append(layer)
-            _require(not arrays, f"unexpected arrays {sorted(arrays)}")
-            return cls(layers, loss=description["loss"])
-        except (KeyError, TypeError, ValueError, AttributeError) as error:
-            raise ValueError(f"{refusal}: its contents are inconsistent ({error})") from None
+    def load(cls, path, custom_objects=None):
+        """Rebuild a saved network from its file alone. Never unpickles anything.
+
+        A network with layers of your own needs their classes, as Keras's custom_objects:
+        Network.load(path, custom_objects={"Scale": Scale}).
+        """
+        layers, loss = _load_network(path, custom_objects)
+        return cls(layers, loss=loss)
 
 
 # ----------------------------------------------------------------------------------------------
-# The optimizer
+# Optimizers: how the gradients change the parameters
 # ----------------------------------------------------------------------------------------------
 
 class SGD:
@@ -580,20 +593,8 @@ class SGD:
     """
 
     def __init__(self, lr=0.01, momentum=0.0, weight_decay=0.0, lr_decay=1.0):
-        numbers = (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay),
-                   ("lr_decay", lr_decay))
-        for name, value in numbers:
-            is_number = isinstance(value, (int, float, np.integer, np.floating))
-            if isinstance(value, bool) or not is_number or not np.isfinite(value):
-                raise ValueError(f"SGD {name} must be a number, got {value!r}")
-        if lr <= 0:
-            raise ValueError(f"SGD lr (learning rate) must be > 0, got {lr}")
-        if momentum < 0:
-            raise ValueError(f"SGD momentum must be >= 0, got {momentum}")
-        if weight_decay < 0:
-            raise ValueError(f"SGD weight_decay must be >= 0, got {weight_decay}")
-        if not 0 < lr_decay <= 1:
-            raise ValueError(f"SGD lr_decay must be in (0, 1], got {lr_decay}")
+        _check_optimizer_numbers("SGD", lr=lr, momentum=momentum, weight_decay=weight_decay,
+                                 lr_decay=lr_decay)
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
         self.lr_decay = lr_decay
         self.velocities = None               # one per parameter, made at the first step
@@ -601,9 +602,8 @@ class SGD:
     def step(self, pairs):
         """Update each parameter in place from its gradient; pairs: (parameter, gradient)."""
         pairs = list(pairs)
-        if self.momentum and (self.velocities is None or [v.shape for v in self.velocities]
-                              != [param.shape for param, _ in pairs]):
-            self.velocities = [np.zeros_like(param) for param, _ in pairs]
+        if self.momentum:
+            self.velocities = _state_for(pairs, self.velocities)
         for i, (param, grad) in enumerate(pairs):
             if self.weight_decay:
                 grad = grad + self.weight_decay * param
@@ -617,3 +617,630 @@ class SGD:
     def end_epoch(self):
         """Called by fit after every epoch."""
         self.lr *= self.lr_decay
+
+
+class Adam:
+    """Adam, by PyTorch's rule (torch.optim.Adam), step t = 1, 2, ...:
+
+        g = grad + weight_decay * w                 (L2 weight decay, added to the gradient)
+        m = beta1 * m + (1 - beta1) * g             (first moment: a running mean of g)
+        v = beta2 * v + (1 - beta2) * g^2           (second moment: a running mean of g^2)
+        m_hat = m / (1 - beta1^t),  v_hat = v / (1 - beta2^t)
+        w = w - lr * m_hat / (sqrt(v_hat) + eps)
+
+    m smooths the gradient's direction, like momentum. sqrt(v) measures each parameter's typical
+    gradient size, so dividing by it gives every parameter a step of about lr, whether its
+    gradients are large or tiny. m and v start at 0, so early on they are too small by the
+    factors 1 - beta^t; the bias correction divides that out. eps keeps the division finite
+    where v_hat is 0. lr_decay works as in SGD.
+    """
+
+    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
+                 lr_decay=1.0):
+        _check_optimizer_numbers("Adam", lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+                                 weight_decay=weight_decay, lr_decay=lr_decay)
+        self.lr, self.beta1, self.beta2, self.eps = lr, beta1, beta2, eps
+        self.weight_decay, self.lr_decay = weight_decay, lr_decay
+        self.t, self.m, self.v = 0, None, None
+
+    def step(self, pairs):
+        """Update each parameter in place from its gradient; pairs: (parameter, gradient)."""
+        pairs = list(pairs)
+        self.m = _state_for(pairs, self.m)
+        self.v = _state_for(pairs, self.v)
+        self.t += 1
+        bias1, bias2 = 1 - self.beta1 ** self.t, 1 - self.beta2 ** self.t
+        for (param, grad), m, v in zip(pairs, self.m, self.v):
+            if self.weight_decay:
+                grad = grad + self.weight_decay * param
+            m *= self.beta1
+            m += (1 - self.beta1) * grad
+            v *= self.beta2
+            v += (1 - self.beta2) * grad * grad
+            denominator = np.sqrt(v / bias2)     # sqrt(v_hat)
+            denominator += self.eps
+            param -= (self.lr / bias1) * m / denominator
+
+    def end_epoch(self):
+        """Called by fit after every epoch."""
+        self.lr *= self.lr_decay
+
+
+# ==============================================================================================
+# PART II: THE APPENDIX
+#
+# What the chapter leans on but a learner need not read first: checking what users pass in
+# (every mistake becomes a ValueError that names the argument, what was expected and what
+# came), the save format, check_gradients, and the machinery fit uses around the learning.
+# ==============================================================================================
+
+# ----------------------------------------------------------------------------------------------
+# A. Checking arguments and data
+# ----------------------------------------------------------------------------------------------
+
+def _is_number(value):
+    return (not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
+            and bool(np.isfinite(value)))
+
+
+def _check_positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive whole number, got {value!r}")
+
+
+def _check_seed(seed, name="seed"):
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+                             or seed < 0):
+        raise ValueError(f"{name} must be None or a whole number >= 0, got {seed!r}")
+
+
+def _checked_fraction(value, name, low, high):
+    """A number in [low, high), e.g. a dropout rate in [0, 1)."""
+    if not _is_number(value) or not low <= value < high:
+        raise ValueError(f"{name} must be a number in [{low}, {high}), got {value!r}")
+    return float(value)
+
+
+def _check_dense_arguments(n_in, n_out, seed, init, dtype):
+    _check_positive_int(n_in, "Dense n_in (number of inputs)")
+    _check_positive_int(n_out, "Dense n_out (number of outputs)")
+    _check_seed(seed, "Dense seed")
+    if init not in ("he", "glorot"):
+        raise ValueError(f"Dense init must be 'he' or 'glorot', got {init!r}")
+    _check_float_dtype(dtype, "Dense dtype")
+
+
+def _check_float_dtype(dtype, name):
+    try:
+        ok = np.dtype(dtype) in (np.float32, np.float64)
+    except TypeError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be np.float32 or np.float64, got {dtype!r}")
+
+
+def _check_optimizer_numbers(optimizer, **numbers):
+    for name, value in numbers.items():
+        if not _is_number(value):
+            raise ValueError(f"{optimizer} {name} must be a number, got {value!r}")
+    rules = {"lr": (lambda x: x > 0, "> 0"), "momentum": (lambda x: x >= 0, ">= 0"),
+             "weight_decay": (lambda x: x >= 0, ">= 0"), "eps": (lambda x: x > 0, "> 0"),
+             "lr_decay": (lambda x: 0 < x <= 1, "in (0, 1]"),
+             "beta1": (lambda x: 0 <= x < 1, "in [0, 1)"),
+             "beta2": (lambda x: 0 <= x < 1, "in [0, 1)")}
+    for name, value in numbers.items():
+        rule, text = rules[name]
+        if not rule(value):
+            raise ValueError(f"{optimizer} {name} must be {text}, got {value!r}")
+
+
+def _checked_labels(labels, n_classes):
+    _check_positive_int(n_classes, "n_classes")
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be a 1-D array of class numbers, got shape {labels.shape}")
+    if labels.size and not np.issubdtype(labels.dtype, np.integer):
+        whole = (np.issubdtype(labels.dtype, np.floating) and np.all(np.isfinite(labels))
+                 and np.all(labels == np.round(labels)))
+        if not whole:
+            raise ValueError(f"labels must be whole numbers 0..{n_classes - 1}, "
+                             f"got dtype {labels.dtype}")
+    bad = (labels < 0) | (labels >= n_classes)
+    if np.any(bad):
+        i = int(np.argmax(bad))
+        raise ValueError(f"labels must be whole numbers 0..{n_classes - 1}, "
+                         f"got {labels[i]} at index {i}")
+    return labels.astype(np.intp)
+
+
+def _checked_layers(layers):
+    if isinstance(layers, Layer) or not isinstance(layers, (list, tuple)):
+        raise ValueError(f"Network needs a list of layers, e.g. [Dense(784, 10), Softmax()], "
+                         f"got {layers!r}")
+    layers = list(layers)
+    if not layers:
+        raise ValueError("Network needs at least one layer, got an empty list")
+    seen = {}
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, Layer):
+            raise ValueError(f"layer {i} must be a Layer (e.g. Dense, ReLU), got {layer!r}")
+        if id(layer) in seen:
+            raise ValueError(f"layers {seen[id(layer)]} and {i} are the same {layer!r} object: "
+                             f"a layer remembers its last input for backward, so it cannot "
+                             f"stand in two places; create a separate layer for each place")
+        seen[id(layer)] = i
+    return layers
+
+
+def _check_loss(loss, layers):
+    if not isinstance(loss, str) or loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; known losses: {', '.join(sorted(LOSSES))}")
+    needed = LOSSES[loss][2]
+    if needed is not None and not isinstance(layers[-1], needed):
+        raise ValueError(
+            f"loss {loss!r} needs probabilities, so the last layer must be {needed.__name__}(), "
+            f"got {layers[-1]!r}; add {needed.__name__}() at the end (or use loss='mse' for "
+            f"outputs that are not probabilities)")
+
+
+def _checked_inputs(X, name="X"):
+    if isinstance(X, np.ndarray) and X.dtype == object or isinstance(X, (str, bytes)):
+        raise ValueError(f"{name} must be an array of numbers, got {type(X).__name__}")
+    X = np.asarray(X)
+    if X.ndim < 2:
+        raise ValueError(f"{name} must have one example per row: shape (examples, ...), "
+                         f"got shape {X.shape}")
+    if X.shape[0] == 0:
+        raise ValueError(f"{name} has no rows")
+    if not np.issubdtype(X.dtype, np.number) or np.issubdtype(X.dtype, np.complexfloating):
+        raise ValueError(f"{name} must hold real numbers, got dtype {X.dtype}")
+    if X.dtype not in (np.float32, np.float64):
+        X = X.astype(np.float32)         # integers (e.g. pixels) and float16 -> float32
+    # Rows must lie contiguously in memory: taking a batch of rows from a column-major array
+    # (what pandas' to_numpy() often returns) is over ten times slower. Copies only if needed.
+    X = np.ascontiguousarray(X)
+    if not np.all(np.isfinite(X)):
+        raise ValueError(f"{name} must hold finite numbers, but it contains NaN or infinity")
+    return X
+
+
+def _checked_data(net, X, Y, names=("X", "Y")):
+    X = _checked_inputs(X, names[0])
+    Y = np.asarray(Y)
+    if not np.issubdtype(Y.dtype, np.number) or np.issubdtype(Y.dtype, np.complexfloating):
+        raise ValueError(f"{names[1]} must hold real numbers, got dtype {Y.dtype}")
+    if Y.ndim < 2:
+        raise ValueError(f"{names[1]} must have one target row per example, e.g. one-hot rows "
+                         f"(one_hot(labels, classes) makes them), got shape {Y.shape}")
+    if Y.shape[0] != X.shape[0]:
+        raise ValueError(f"{names[0]} and {names[1]} must have the same number of rows, "
+                         f"got {X.shape[0]} and {Y.shape[0]}")
+    if not np.all(np.isfinite(Y)):
+        raise ValueError(f"{names[1]} must hold finite numbers, but it contains NaN or infinity")
+    return X, np.ascontiguousarray(Y, dtype=X.dtype)   # same dtype as X: no silent upcast
+
+
+def _check_targets_shape(Y, P, name):
+    if Y.shape[1:] != P.shape[1:]:
+        raise ValueError(f"{name} must have shape (examples, {', '.join(map(str, P.shape[1:]))}), "
+                         f"the shape of the network's output (one_hot(labels, {P.shape[1]}) "
+                         f"makes one-hot rows), got shape {Y.shape}")
+
+
+def _checked_fit_arguments(net, X, Y, epochs, batch_size, optimizer, validation_data, seed,
+                           verbose, patience, restore_best):
+    _check_positive_int(epochs, "epochs")
+    _check_positive_int(batch_size, "batch_size")
+    _check_seed(seed)
+    if verbose not in (0, 1, True, False):
+        raise ValueError(f"verbose must be 0 or 1, got {verbose!r}")
+    if patience is not None:
+        _check_positive_int(patience, "patience")
+        if validation_data is None:
+            raise ValueError("patience (early stopping) watches the validation loss, so fit "
+                             "needs validation_data=(X_val, Y_val) too")
+    if restore_best not in (True, False):
+        raise ValueError(f"restore_best must be True or False, got {restore_best!r}")
+    optimizer = SGD(lr=0.01) if optimizer is None else optimizer
+    if not (callable(getattr(optimizer, "step", None))
+            and callable(getattr(optimizer, "end_epoch", None))):
+        raise ValueError(f"optimizer must be an optimizer such as SGD(lr=0.1) or Adam(), "
+                         f"got {optimizer!r}")
+    X, Y = _checked_data(net, X, Y)
+    P = net.forward(X[:1])                   # one example through the network: shapes agree?
+    _check_targets_shape(Y, P, "Y")
+    if validation_data is not None:
+        if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
+            raise ValueError("validation_data must be a pair (X_val, Y_val)")
+        X_val, Y_val = _checked_data(net, *validation_data, names=("X_val", "Y_val"))
+        _check_targets_shape(Y_val, P, "Y_val")
+        validation_data = (X_val, Y_val)
+    if net.fused_prime is softmax_crossentropy_prime and np.abs(Y.sum(axis=1) - 1).max() > 1e-3:
+        raise ValueError("with Softmax and categorical_crossentropy each row of Y must sum "
+                         "to 1 (one-hot labels or probabilities)")
+    if net.fused_prime is not None and (Y.min() < 0 or Y.max() > 1):
+        raise ValueError(f"with {net.loss_name} the targets Y must be probabilities in [0, 1], "
+                         f"got values from {Y.min():g} to {Y.max():g}")
+    return X, Y, validation_data, optimizer
+
+
+# ----------------------------------------------------------------------------------------------
+# B. Around the learning: dtypes, random layers, divergence, optimizer state, progress
+# ----------------------------------------------------------------------------------------------
+
+def _cast_parameters(layers, dtype):
+    """Make every parameter and gradient array `dtype`, the data's: float32 data would
+    otherwise meet float64 weights and every product would silently run in float64. Layers
+    keep their arrays as attributes (the Layer protocol), so each one is swapped there."""
+    for layer in layers:
+        for pair in layer.parameters():
+            for array in pair:
+                if array.dtype == dtype:
+                    continue
+                names = [name for name, value in vars(layer).items() if value is array]
+                if not names:
+                    raise ValueError(f"{layer!r} returns from parameters() an array that is not "
+                                     f"one of its attributes, so it cannot be made {dtype}: "
+                                     f"keep each parameter and gradient as self.<name>")
+                for name in names:
+                    setattr(layer, name, array.astype(dtype))
+
+
+def _reseed_random_layers(net, seed):
+    """A seeded fit gives each layer that draws random numbers (Dropout) its own seed."""
+    if seed is not None:
+        for i, layer in enumerate(net.layers):
+            if callable(getattr(layer, "reseed", None)):
+                layer.reseed([seed, i])
+
+
+def _divergence(what, optimizer):
+    lr = getattr(optimizer, "lr", None)
+    return FloatingPointError(f"{what}: the weights have diverged. Try a smaller learning rate"
+                              + (f" (lr is {lr})." if lr is not None else "."))
+
+
+def _check_parameters_finite(net, optimizer):
+    for layer in net.layers:
+        for param, _ in layer.parameters():
+            if not np.all(np.isfinite(param)):
+                raise _divergence(f"a parameter of {layer!r} became NaN or infinite", optimizer)
+
+
+def _state_for(pairs, state):
+    """An optimizer's per-parameter arrays (velocities, moments): zeros at the first step,
+    and afresh if the parameters changed."""
+    if state is None or [s.shape for s in state] != [param.shape for param, _ in pairs] \
+            or any(s.dtype != param.dtype for s, (param, _) in zip(state, pairs)):
+        state = [np.zeros_like(param) for param, _ in pairs]
+    return state
+
+
+def _without_empty_metrics(history):
+    """Drop accuracy columns from a history whose network has no accuracy (a regression)."""
+    for key in ("accuracy", "val_accuracy"):
+        if key in history and all(value is None for value in history[key]):
+            del history[key]
+    return history
+
+
+def _show_progress(verbose, epoch, epochs, done, n):
+    """A live 'Epoch 3/15 - 12800/50000' counter, only on a terminal."""
+    if verbose and sys.stdout.isatty() and (done == n or (done // 64) % 100 == 0):
+        print(f"\rEpoch {epoch}/{epochs} - {done}/{n}", end="", flush=True)
+
+
+def _print_epoch(verbose, epoch, epochs, seconds, history):
+    """One Keras-style line per epoch: time, then the latest value of every metric."""
+    if not verbose:
+        return
+    line = f"Epoch {epoch}/{epochs} - {seconds:.1f}s"
+    for key, values in history.items():
+        if isinstance(values, list) and values and values[-1] is not None:
+            line += f" - {key}: {values[-1]:.4f}"
+    print(("\r" if sys.stdout.isatty() else "") + line, flush=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# C. Saving and loading
+#
+# A model file is a NumPy .npz archive (a zip of .npy arrays) holding:
+#   "architecture"   a JSON string: {"format": MODEL_FORMAT, "loss": ...,
+#                    "layers": [{"type": "Dense", "config": {"n_in": 784, "n_out": 256}}, ...]}
+#   "layer{i}_{j}"   the j-th parameter array of layer i, in the order of its parameters().
+# Saving writes to a temporary file and renames it over the target in one step, so a crash
+# never leaves half a model; it refuses to write NaN or infinite weights. Loading reads plain
+# arrays only (never pickles), reads every array's header before its data so a file cannot
+# make it allocate more than it really holds, and checks everything against the architecture.
+# ----------------------------------------------------------------------------------------------
+
+MODEL_FORMAT = "nn.Network v2"
+LAYER_TYPES = {cls.__name__: cls for cls in (Dense, ReLU, Sigmoid, Tanh, LeakyReLU, Softmax,
+                                             Dropout)}
+MAX_STORED_VALUES = 50_000_000   # 200 MB of float32: far above any model this file trains
+MAX_ARCHITECTURE_CHARACTERS = 1_000_000
+
+
+def _save_network(net, path):
+    arrays, architecture = {}, []
+    for i, layer in enumerate(net.layers):
+        kind = type(layer).__name__
+        if kind in LAYER_TYPES and type(layer) is not LAYER_TYPES[kind]:
+            raise ValueError(f"cannot save layer {i} ({layer!r}): its class has the name of nn's "
+                             f"own {kind}, so loading would build nn's {kind}; rename the class")
+        config = layer.config()
+        try:
+            ok = isinstance(config, dict) and json.dumps(config, allow_nan=False)
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(f"cannot save layer {i} ({layer!r}): its config() must return a dict "
+                             f"of numbers, strings and lists, got {config!r}")
+        architecture.append({"type": kind, "config": config})
+        for j, (param, _) in enumerate(layer.parameters()):
+            if not np.all(np.isfinite(param)):
+                raise ValueError(f"cannot save layer {i} ({layer!r}): its parameter {j} holds "
+                                 f"NaN or infinity, so the model is broken")
+            arrays[f"layer{i}_{j}"] = param
+    description = {"format": MODEL_FORMAT, "loss": net.loss_name, "layers": architecture}
+    arrays["architecture"] = np.array(json.dumps(description))   # a plain string array
+    _write_atomically(os.fspath(path), arrays)
+
+
+class _Terminated(BaseException):
+    """Raised inside a save when SIGTERM arrives, so the temporary file is removed."""
+
+
+def _write_atomically(path, arrays):
+    """np.savez to a temporary file in the same folder, then one atomic rename. An exception,
+    Ctrl-C (SIGINT) or SIGTERM removes the temporary file; SIGKILL cannot be caught, and may
+    leave a '.nn-save-*.npz' file behind (the target itself is never half-written)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".nn-save-", suffix=".npz")
+    # Python turns Ctrl-C into an exception, which the except clause below cleans up after;
+    # SIGTERM (what `kill` and most process managers send) gets the same for this save only.
+    catch_sigterm = threading.current_thread() is threading.main_thread()
+    if catch_sigterm:
+        def on_sigterm(signum, frame):
+            raise _Terminated()
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            np.savez(file, **arrays)
+            file.flush()
+            os.fsync(file.fileno())          # on disk before the rename makes it visible
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)          # atomic: readers see the old file or the new one
+    except BaseException as error:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        if isinstance(error, _Terminated):   # cleaned up: now end as SIGTERM would have ended us
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+            catch_sigterm = False
+            signal.raise_signal(signal.SIGTERM)
+        raise
+    finally:
+        if catch_sigterm:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _refuse(path, why):
+    return ValueError(f"{path} is not a model saved by nn.Network.save: {why}")
+
+
+def _read_stored_arrays(path):
+    """Every array of an .npz file as a dict, after checking their headers: only float32,
+    float64 and one string, and at most MAX_STORED_VALUES values in all."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile, ValueError) as error:
+        raise _refuse(path, f"not a NumPy .npz archive ({error})") from None
+    arrays, claimed = {}, 0
+    with archive:
+        try:
+            for member in archive.namelist():
+                if not member.endswith(".npy"):
+                    raise _refuse(path, f"unexpected member {member!r}")
+                with archive.open(member) as file:
+                    version = np.lib.format.read_magic(file)
+                    if version not in ((1, 0), (2, 0)):
+                        raise _refuse(path, f"array format version {version} is not 1.0 or 2.0")
+                    reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                              else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = reader(file)
+                    name = member[:-len(".npy")]
+                    is_text = name == "architecture" and dtype.kind == "U" and shape == ()
+                    if not is_text and dtype not in (np.float32, np.float64):
+                        raise _refuse(path, f"array {name!r} has dtype {dtype}, expected float32 "
+                                            f"or float64")
+                    if is_text and dtype.itemsize > 4 * MAX_ARCHITECTURE_CHARACTERS:
+                        raise _refuse(path, "its architecture text is absurdly long")
+                    claimed += math.prod(shape)
+                    if claimed > MAX_STORED_VALUES:
+                        raise _refuse(path, f"it claims more than {MAX_STORED_VALUES:,} values")
+                with archive.open(member) as file:
+                    arrays[name] = np.lib.format.read_array(file, allow_pickle=False)
+        except ValueError as error:
+            if "not a model" in str(error):
+                raise
+            raise _refuse(path, f"damaged array ({error})") from None
+        except (OSError, EOFError, zipfile.BadZipFile, NotImplementedError, zlib.error) as error:
+            raise _refuse(path, f"damaged archive ({error})") from None
+    return arrays
+
+
+def _load_network(path, custom_objects):
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no model file at {path}")
+    known = dict(LAYER_TYPES)
+    for name, cls in (custom_objects or {}).items():
+        if not (isinstance(cls, type) and issubclass(cls, Layer)):
+            raise ValueError(f"custom_objects[{name!r}] must be a Layer class, got {cls!r}")
+        known[name] = cls
+    arrays = _read_stored_arrays(path)
+    if "architecture" not in arrays:
+        raise _refuse(path, "it has no architecture")
+    try:
+        description = json.loads(str(arrays.pop("architecture")))
+    except (ValueError, RecursionError) as error:
+        raise _refuse(path, f"its architecture is not valid JSON ({type(error).__name__})") \
+            from None
+    if not isinstance(description, dict) or description.get("format") != MODEL_FORMAT:
+        raise _refuse(path, f"no {MODEL_FORMAT!r} format marker")
+    specs = description.get("layers")
+    if not isinstance(specs, list) or not specs:
+        raise _refuse(path, "its architecture lists no layers")
+    dtypes = {array.dtype for array in arrays.values()}
+    if len(dtypes) > 1:
+        raise _refuse(path, f"its arrays mix dtypes {sorted(map(str, dtypes))}")
+    for name, array in arrays.items():
+        if not np.all(np.isfinite(array)):
+            raise _refuse(path, f"array {name!r} holds NaN or infinity")
+    stored_values = sum(array.size for array in arrays.values())
+    layers = [_rebuild_layer(path, i, spec, known, arrays, stored_values)
+              for i, spec in enumerate(specs)]
+    if arrays:
+        raise _refuse(path, f"it holds arrays no layer uses: {sorted(arrays)}")
+    loss = description.get("loss")
+    if not isinstance(loss, str) or loss not in LOSSES:
+        raise _refuse(path, f"unknown loss {loss!r}")
+    return layers, loss
+
+
+def _rebuild_layer(path, i, spec, known, arrays, stored_values):
+    """Layer i from its spec {"type", "config"}, its parameters taken out of `arrays`."""
+    if not (isinstance(spec, dict) and isinstance(spec.get("type"), str)
+            and isinstance(spec.get("config"), dict)):
+        raise _refuse(path, f"layer {i} is not described as {{'type': ..., 'config': {{...}}}}")
+    kind, config = spec["type"], spec["config"]
+    if kind not in known:
+        raise ValueError(f"{path}: layer {i} is a {kind!r}, which nn.py does not know; if it is "
+                         f"a layer class of your own, pass it: Network.load(path, "
+                         f"custom_objects={{{kind!r}: {kind}}})")
+    # A constructor allocates what its config says (Dense(10**6, 10**6) would take 4 TB), so
+    # bound the product of its whole-number settings by the values the file really stores.
+    numbers = [v for value in config.values()
+               for v in (value if isinstance(value, list) else [value])]
+    size = math.prod(abs(v) for v in numbers
+                     if isinstance(v, int) and not isinstance(v, bool) and v != 0)
+    if size > 4 * max(stored_values, 1_000_000):
+        raise _refuse(path, f"layer {i} ({kind}) claims sizes {config} far beyond its arrays")
+    try:
+        layer = known[kind](**config)
+    except (TypeError, ValueError, MemoryError) as error:
+        raise _refuse(path, f"layer {i} ({kind} with {config}) cannot be built: {error}") \
+            from None
+    if not isinstance(layer, Layer):
+        raise _refuse(path, f"layer {i} ({kind}) is not a Layer")
+    if arrays:
+        _cast_parameters([layer], next(iter(arrays.values())).dtype)
+    for j, (param, _) in enumerate(layer.parameters()):
+        stored = arrays.pop(f"layer{i}_{j}", None)
+        if stored is None:
+            raise _refuse(path, f"layer {i} ({layer!r}) has no parameter {j}")
+        if stored.shape != param.shape:
+            raise _refuse(path, f"layer {i} ({layer!r}) parameter {j} has shape {stored.shape}, "
+                                f"expected {param.shape}")
+        param[...] = stored
+    return layer
+
+
+# ----------------------------------------------------------------------------------------------
+# D. check_gradients: is backward right? Compare it with finite differences.
+# ----------------------------------------------------------------------------------------------
+
+def check_gradients(model, x, y=None, eps=1e-6, training=False, verbose=True, seed=0):
+    """Compare the gradients backward computes with central differences, in float64.
+
+    model  a Layer: checked on the loss L = sum(output * R) for a fixed random R (so that
+           dL/d(output) = R); the gradient of the input and of every parameter are checked.
+           Or a Network: checked on its own loss for targets y; every parameter is checked.
+    x      a small batch of inputs (a few examples: each number costs two forward passes).
+    training=True checks the layer as it trains; each pass then runs on a fresh copy of the
+           model, so a random layer such as Dropout uses the same mask every time.
+
+    Returns {array name: relative error}, the error of an array being
+    |analytic - numerical| / (|analytic| + |numerical|) over the whole array (0 when equal);
+    below about 1e-7 means right. The model itself is not changed: the check runs on a
+    float64 copy. A central difference (f(w + eps) - f(w - eps)) / (2 eps) is off by
+    about eps^2 times the third derivative: 1e-12 here, far below any real mistake.
+    """
+    is_network = isinstance(model, Network)
+    if not (is_network or isinstance(model, Layer)):
+        raise ValueError(f"check_gradients checks a Layer or a Network, got {model!r}")
+    master = copy.deepcopy(model)
+    layers = master.layers if is_network else [master]
+    _cast_parameters(layers, np.float64)
+    if not is_network:
+        master.input_gradient_needed = True
+    x = np.array(x, dtype=np.float64)
+    if is_network:
+        if y is None:
+            raise ValueError("check_gradients on a Network needs the targets y")
+        y = np.array(y, dtype=np.float64)
+
+    def run():                               # the model to run: the master or a fresh copy
+        return copy.deepcopy(master) if training else master
+
+    def forward(target):
+        if is_network:
+            return target.forward(x, training=training)
+        target.training = training
+        return target.forward(x)
+
+    output = forward(run())
+    upstream = (None if is_network
+                else np.random.default_rng(seed).standard_normal(output.shape))
+
+    def loss():
+        target = run()
+        out = forward(target)
+        return target.loss(y, out) if is_network else float(np.sum(out * upstream))
+
+    # Analytic gradients, from one forward and backward on a copy in the same state.
+    target = run()
+    out = forward(target)
+    if is_network:
+        target.backward(y, out)
+        analytic = {f"layer {i} {type(layer).__name__} parameter {j}": grad.copy()
+                    for i, layer in enumerate(target.layers)
+                    for j, (_, grad) in enumerate(layer.parameters())}
+    else:
+        grad_input = target.backward(upstream)
+        analytic = {"input": np.array(grad_input, dtype=np.float64)}
+        analytic.update({f"parameter {j}": grad.copy()
+                         for j, (_, grad) in enumerate(target.parameters())})
+    # Numerical gradients: nudge each number of each array of the master, up and down.
+    arrays = {} if is_network else {"input": x}
+    for i, layer in enumerate(layers):
+        for j, (param, _) in enumerate(layer.parameters()):
+            arrays[f"layer {i} {type(layer).__name__} parameter {j}" if is_network
+                   else f"parameter {j}"] = param
+    errors = {}
+    for name, array in arrays.items():
+        numerical = np.zeros_like(array)
+        for index in np.ndindex(array.shape):
+            original = array[index]
+            array[index] = original + eps
+            plus = loss()
+            array[index] = original - eps
+            minus = loss()
+            array[index] = original
+            numerical[index] = (plus - minus) / (2 * eps)
+        errors[name] = _relative_error(analytic[name], numerical)
+    if verbose:
+        title = repr(model) if not is_network else "the network"
+        print(f"check_gradients of {title}: worst relative error per array")
+        for name, error in errors.items():
+            print(f"  {name:40s} {error:.1e}")
+    return errors
+
+
+def _relative_error(analytic, numerical):
+    """|a - n| / (|a| + |n|) over whole arrays: 0 when equal, 1 when one of them is 0."""
+    if analytic.shape != numerical.shape:
+        return 1.0
+    difference = np.linalg.norm(analytic - numerical)
+    scale = np.linalg.norm(analytic) + np.linalg.norm(numerical)
+    return float(difference / scale) if scale > 0 else 0.0
