@@ -422,7 +422,8 @@ class Network:
 
     def parameters(self):
         """Every layer's (parameter, gradient) pairs, for the optimizer."""
-        return [pair for layer in self.layers for pair in layer.parameters()]
+        pairs = [pair for layer in self.layers for pair in layer.parameters()]
+        return _packed_if_possible(self, pairs)      # fit packs them into one array: speed
 
     def count_params(self):
         return sum(param.size for param, _ in self.parameters())
@@ -494,7 +495,7 @@ class Network:
         X, Y, validation_data, optimizer = _checked_fit_arguments(
             self, X, Y, epochs, batch_size, optimizer, validation_data, seed, verbose,
             patience, restore_best)
-        _cast_parameters(self.layers, X.dtype)   # the network computes in its data's dtype
+        _pack_parameters(self, X.dtype)      # in the data's dtype, in one array: see appendix E
         _reseed_random_layers(self, seed)
         rng = np.random.default_rng(seed)
         n = len(X)
@@ -870,20 +871,26 @@ def _checked_fit_arguments(net, X, Y, epochs, batch_size, optimizer, validation_
 
 def _cast_parameters(layers, dtype):
     """Make every parameter and gradient array `dtype`, the data's: float32 data would
-    otherwise meet float64 weights and every product would silently run in float64. Layers
+    otherwise meet float64 weights and every product would silently run in float64."""
+    _swap_arrays(layers, lambda array: array if array.dtype == dtype else array.astype(dtype))
+
+
+def _swap_arrays(layers, new_array):
+    """Replace each parameter and gradient array of each layer by new_array(array). Layers
     keep their arrays as attributes (the Layer protocol), so each one is swapped there."""
     for layer in layers:
         for pair in layer.parameters():
             for array in pair:
-                if array.dtype == dtype:
+                replacement = new_array(array)
+                if replacement is array:
                     continue
                 names = [name for name, value in vars(layer).items() if value is array]
                 if not names:
                     raise ValueError(f"{layer!r} returns from parameters() an array that is not "
-                                     f"one of its attributes, so it cannot be made {dtype}: "
-                                     f"keep each parameter and gradient as self.<name>")
+                                     f"one of its attributes, so nn cannot convert it: keep "
+                                     f"each parameter and gradient as self.<name>")
                 for name in names:
-                    setattr(layer, name, array.astype(dtype))
+                    setattr(layer, name, replacement)
 
 
 def _reseed_random_layers(net, seed):
@@ -1244,3 +1251,39 @@ def _relative_error(analytic, numerical):
     difference = np.linalg.norm(analytic - numerical)
     scale = np.linalg.norm(analytic) + np.linalg.norm(numerical)
     return float(difference / scale) if scale > 0 else 0.0
+
+
+# ----------------------------------------------------------------------------------------------
+# E. Speed: all parameters in one array
+#
+# fit moves every parameter into one long array of the data's dtype, and every gradient into
+# another; each layer's arrays become views of their piece (swapped in through the Layer
+# protocol's attributes), so the layers work exactly as before. The optimizer then updates all
+# parameters in a handful of NumPy operations instead of a handful per array.
+# ----------------------------------------------------------------------------------------------
+
+def _pack_parameters(net, dtype):
+    pairs = [pair for layer in net.layers for pair in layer.parameters()]
+    if not pairs:
+        net.packed = None
+        return
+    flat_params = np.concatenate([param.ravel() for param, _ in pairs], dtype=dtype)
+    flat_grads = np.zeros_like(flat_params)
+    views, start = {}, 0
+    for param, grad in pairs:
+        end = start + param.size
+        views[id(param)] = flat_params[start:end].reshape(param.shape)
+        views[id(grad)] = flat_grads[start:end].reshape(param.shape)
+        start = end
+    _swap_arrays(net.layers, lambda array: views.get(id(array), array))
+    net.packed = (flat_params, flat_grads)
+
+
+def _packed_if_possible(net, pairs):
+    """[the packed pair] while every layer's arrays are still views of it (a layer may have
+    replaced an array since, e.g. by assigning self.weights = ...), else the pairs as they are."""
+    packed = getattr(net, "packed", None)
+    if packed is not None and sum(param.size for param, _ in pairs) == packed[0].size \
+            and all(param.base is packed[0] and grad.base is packed[1] for param, grad in pairs):
+        return [packed]
+    return pairs
