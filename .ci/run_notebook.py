@@ -1,0 +1,56 @@
+"""Run a notebook top to bottom in a fresh kernel, as a learner would; fail on any cell error.
+
+    python .ci/run_notebook.py walkthrough.ipynb           # CI: run it, keep the file as it is
+    python .ci/run_notebook.py walkthrough.ipynb --save    # also write the outputs into the file
+
+The kernel starts in the notebook's own folder, so `import nn` finds nn.py beside it. Exit
+status 0 when every cell ran, 1 when a cell raised or ran past the timeout. Needs nbclient,
+nbformat and ipykernel (.ci/run installs them).
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError, CellTimeoutError
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("notebook")
+    parser.add_argument("--timeout", type=int, default=300,
+                        help="seconds any one cell may run (default: %(default)s)")
+    parser.add_argument("--save", action="store_true",
+                        help="write the fresh outputs back into the notebook")
+    args = parser.parse_args()
+
+    path = os.path.abspath(args.notebook)
+    try:
+        notebook = nbformat.read(path, as_version=4)
+    except (OSError, ValueError) as error:     # missing, unreadable, or not a notebook
+        print(f"notebook: cannot read {args.notebook}: {error}")
+        return 1
+    client = NotebookClient(notebook, timeout=args.timeout, kernel_name="python3",
+                            record_timing=False,
+                            resources={"metadata": {"path": os.path.dirname(path)}})
+    start = time.perf_counter()
+    try:
+        client.execute()
+    except (CellExecutionError, CellTimeoutError) as error:
+        print(error, file=sys.stderr)
+        print(f"notebook: {args.notebook} FAILED after {time.perf_counter() - start:.0f} s")
+        return 1
+    seconds = time.perf_counter() - start
+    cells = sum(cell.cell_type == "code" for cell in notebook.cells)
+    print(f"notebook: {args.notebook} ran all {cells} code cells in {seconds:.0f} s")
+    if args.save:
+        nbformat.write(notebook, path)
+        print(f"notebook: saved with its outputs, {os.path.getsize(path) / 1e6:.2f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
