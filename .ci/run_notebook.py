@@ -10,6 +10,7 @@ nbformat and ipykernel (.ci/run installs them).
 
 import argparse
 import os
+import re
 import sys
 import time
 
@@ -40,7 +41,7 @@ def main():
     try:
         client.execute()
     except (CellExecutionError, CellTimeoutError) as error:
-        print(error, file=sys.stderr)
+        print(re.sub(r"\x1b\[[0-9;]*m", "", str(error)), file=sys.stderr)   # no colour codes
         print(f"notebook: {args.notebook} FAILED after {time.perf_counter() - start:.0f} s")
         return 1
     seconds = time.perf_counter() - start
