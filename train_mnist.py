@@ -2,19 +2,33 @@
 
     python train_mnist.py              # the full MNIST from data/, about 98.3% test accuracy
     python train_mnist.py --help       # every option with its default
+    python train_mnist.py --load model.npz --predict my_digit.png    # read your own digit
 
 Reads MNIST as CSV (plain or compressed, with or without a header row): one image a row, the
-label (0-9) in the column named "label" or else the first column, then 784 pixels (0-255).
+label (0-9) first or in a column named label, target, class, y or digit, and 784 pixels (0-255).
+
+The file follows the data: reading CSV files (and images), building the network, training it,
+reporting on the test set, drawing pictures, and last the command line that ties them together.
 """
 
 import argparse
+import bz2
 import contextlib
+import csv
+import dataclasses
+import gzip
+import importlib
+import itertools
 import lzma
 import os
+import re
+import stat
 import sys
+import tarfile
 import time
 import zipfile
 import zlib
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -32,12 +46,127 @@ CLASSIC_VALIDATION = 10_000      # MNIST's classic split: 50,000 to train, 10,00
 
 
 class DataError(Exception):
-    """A problem with an input file, told to the user in one line (exit status 2)."""
+    """A problem with an input file or flag, told to the user in one line (exit status 2)."""
+
+
+def _where(path, line=None, column=None):
+    """'FILE, line L, column C': the start of an error message."""
+    return str(path) + (f", line {line}" if line else "") + (f", column {column}" if column else "")
 
 
 # ----------------------------------------------------------------------------------------------
-# Reading MNIST CSV files
+# 1. Reading MNIST CSV files
 # ----------------------------------------------------------------------------------------------
+
+LABEL_NAMES = ("label", "target", "class", "y", "digit")   # a header's names for the label
+LONGEST_FIRST_LINE = 65_536      # bytes: any sensible header of 785 names fits many times over
+CHUNK_ROWS = 10_000              # rows parsed at a time, so pandas' working memory stays small
+
+# The first bytes of a file say how it is compressed, whatever its name says.
+MAGIC_NUMBERS = {b"\x1f\x8b": "gzip", b"BZh": "bz2", b"\xfd7zXZ\x00": "xz",
+                 b"PK\x03\x04": "zip", b"PK\x05\x06": "zip", b"\x28\xb5\x2f\xfd": "zstd",
+                 b"7z\xbc\xaf\x27\x1c": "7z", b"Rar!": "rar", b"\x04\x22\x4d\x18": "lz4"}
+DECOMPRESSORS = {"gzip": gzip.open, "bz2": bz2.open, "xz": lzma.open}
+READ_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError, zipfile.BadZipFile,
+               tarfile.TarError, UnicodeDecodeError)
+
+
+def check_regular_file(path, expected="a CSV file"):
+    """Refuse up front what cannot be read as a file: a missing path, a folder, or a pipe or
+    device (reading a FIFO that nobody writes to would wait forever)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except OSError as error:
+        raise DataError(f"{path}: could not be read ({error.strerror})") from None
+    if stat.S_ISDIR(mode):
+        raise DataError(f"{path}: is a folder, expected {expected}")
+    if not stat.S_ISREG(mode):
+        kind = "a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a device or socket"
+        raise DataError(f"{path}: is {kind}, not a regular file; expected {expected}")
+
+
+@contextlib.contextmanager
+def _reading(path):
+    """Turn every way a file can fail to read into a DataError that names it."""
+    try:
+        yield
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: has no data rows") from None
+    except pd.errors.ParserError as error:
+        detail = str(error).strip().splitlines()[-1]
+        width = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", detail)
+        if width:
+            expected, line, found = width.groups()
+            raise DataError(f"{_where(path, line)}: found {found} columns, expected {expected}") \
+                from None
+        raise DataError(f"{path}: not a well-formed CSV table ({detail})") from None
+    except READ_ERRORS as error:         # damaged or truncated compression, unreadable files
+        raise DataError(f"{path}: could not be read ({type(error).__name__}: {error})") from None
+
+
+def _only_file_in(path, kind, members):
+    if len(members) != 1:
+        raise DataError(f"{path}: a {kind} archive holding {len(members)} files; expected "
+                        f"exactly one CSV file in it")
+    return members[0]
+
+
+def _is_tar(path):
+    try:
+        return tarfile.is_tarfile(path)      # plain, or compressed with gzip, bz2 or xz
+    except READ_ERRORS:
+        return False
+
+
+def _decompressed(path, opened):
+    """The file's bytes as a stream, decompressed; `opened` (an ExitStack) will close it."""
+    if _is_tar(path):
+        archive = opened.enter_context(tarfile.open(path))
+        member = _only_file_in(path, "tar", [m for m in archive.getmembers() if m.isfile()])
+        return opened.enter_context(archive.extractfile(member))
+    with open(path, "rb") as file:
+        start = file.read(8)
+    kind = next((kind for magic, kind in MAGIC_NUMBERS.items() if start.startswith(magic)), None)
+    if kind == "zip":
+        archive = opened.enter_context(zipfile.ZipFile(path))
+        member = _only_file_in(path, "zip", [i for i in archive.infolist() if not i.is_dir()])
+        return opened.enter_context(archive.open(member))
+    if kind in DECOMPRESSORS:
+        return opened.enter_context(DECOMPRESSORS[kind](path, "rb"))
+    if kind is not None:
+        raise DataError(f"{path}: is compressed with {kind}, which this program does not read; "
+                        f"expected a CSV file, plain or compressed with gzip, bz2, xz or zip")
+    return opened.enter_context(open(path, "rb"))
+
+
+@contextlib.contextmanager
+def _open(path):
+    """Open a CSV file for reading, plain or compressed; closes everything it opened."""
+    with _reading(path), contextlib.ExitStack() as opened:
+        yield _decompressed(path, opened)
+
+
+def _cells(raw):
+    """The cells of one line of CSV, given as bytes."""
+    return next(csv.reader([raw.decode("utf-8-sig", errors="replace")]), [])
+
+
+def _first_line_cells(path):
+    """The cells of the file's first line, read in bounded memory: a line too long to be an
+    MNIST row or header is refused after 64 KB, however long it goes on."""
+    with _open(path) as stream:
+        raw = stream.readline(LONGEST_FIRST_LINE + 1)
+    if not raw:
+        raise DataError(f"{path}: the file is empty")
+    if b"\x00" in raw:
+        raise DataError(f"{_where(path, 1)}: binary data, expected comma-separated numbers")
+    if len(raw) > LONGEST_FIRST_LINE:
+        raise DataError(f"{_where(path, 1)}: more than {raw.count(b','):,} columns in its first "
+                        f"{LONGEST_FIRST_LINE:,} bytes, expected 785 columns")
+    return _cells(raw)
+
 
 def _is_number(text):
     try:
@@ -47,104 +176,105 @@ def _is_number(text):
         return False
 
 
-@contextlib.contextmanager
-def _reading(path):
-    """Turn every way a file can fail to read into a DataError that names it."""
-    try:
-        yield
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: the file is empty") from None
-    except pd.errors.ParserError as error:
-        detail = str(error).strip().splitlines()[-1]
-        raise DataError(f"{path}: not a well-formed CSV table ({detail})") from None
-    except (OSError, EOFError, UnicodeDecodeError, zlib.error, lzma.LZMAError,
-            zipfile.BadZipFile) as error:
-        # damaged or truncated compression, unreadable files, binary data
-        raise DataError(f"{path}: could not be read ({type(error).__name__}: {error})") from None
+@dataclasses.dataclass
+class Layout:
+    """How a CSV file is laid out, as read from its first line."""
+    columns: int                 # 784 (pixels only) or 785 (a label and the pixels)
+    first_line: int              # the file line of the first example: 2 after a header row
+    label_column: Optional[int]  # where the label is (0-based), None for pixels only
 
 
-def _read(path, **options):
-    with _reading(path):
-        return pd.read_csv(path, skip_blank_lines=False, **options)
+def _layout(path, cells, labelled):
+    """Decide from the first line's cells whether it is a header, and where the label is."""
+    columns = len(cells)
+    expected = "785 columns (a label and 784 pixels)"
+    if not labelled:
+        expected = "784 pixel columns (or 785 with a label)"
+    if columns not in ((PIXELS + 1,) if labelled else (PIXELS, PIXELS + 1)):
+        raise DataError(f"{_where(path, 1)}: found {columns} columns, expected {expected}")
+    # A header is a row of names: mostly not numbers. A first row of numbers with a bad cell
+    # or two ("0a", "NA", an empty cell) is data, and the checks below refuse it.
+    header = sum(not _is_number(cell) for cell in cells) > columns / 2
+    first_line = 2 if header else 1
+    if columns == PIXELS:
+        return Layout(columns, first_line, None)
+    if not header:
+        return Layout(columns, first_line, 0)    # no names: the label comes first, as in MNIST
+    names = [cell.strip().lower() for cell in cells]
+    found = [i for i, name in enumerate(names) if name in LABEL_NAMES]
+    if len(found) != 1:
+        which = (f"{len(found)} columns ({', '.join(repr(cells[i]) for i in found)})" if found
+                 else "no column")
+        raise DataError(f"{_where(path, 1)}: the header names {which} as the label; expected "
+                        f"one column named {', '.join(LABEL_NAMES[:-1])} or {LABEL_NAMES[-1]}")
+    return Layout(columns, first_line, found[0])
 
 
-def _float32_chunks(path, header, nrows):
-    """The table as float32 arrays of up to 10,000 rows each, read one chunk at a time so
-    that pandas' own working memory stays small. Unlike a small integer type, which some
-    pandas versions silently wrap (300 -> 44 as uint8), a float keeps a bad value visible for
-    the range checks; every whole number up to 2^24 is exact, and empty cells become NaN.
-    A cell that is not a number raises ValueError."""
-    with _reading(path):
-        for chunk in pd.read_csv(path, header=header, nrows=nrows, dtype=np.float32,
-                                 chunksize=10_000, skip_blank_lines=False):
-            yield chunk.to_numpy()
+def _cells_of_line(path, line):
+    """Read one line of the file again, to quote what is in it."""
+    with _open(path) as stream:
+        raw = next(itertools.islice(stream, line - 1, None), b"")
+    return _cells(raw.rstrip(b"\r\n")) if raw.strip() else []
 
 
-def _read_slowly(path, header, nrows, first_line):
-    """Read letting pandas infer each column's type, for files the fast path refused; name
-    the first cell that is empty or not a number, else return the values as float32."""
-    table = _read(path, header=header, nrows=nrows)
-    for column_number, column in enumerate(table.columns):
-        cells = table[column]
-        if cells.dtype.kind in "iuf" and not cells.isna().any():
-            continue                     # a clean numeric column
-        numbers = pd.to_numeric(cells, errors="coerce")
-        bad = numbers.isna().to_numpy()
-        if bad.any():
-            row = int(np.argmax(bad))
-            cell = cells.iloc[row]
-            what = "an empty cell" if pd.isna(cell) or not str(cell).strip() else f"{str(cell)[:20]!r}"
-            raise DataError(f"{path}, line {row + first_line}, column {column_number + 1}: "
-                            f"found {what}, expected a number")
-    return table.to_numpy(dtype=np.float32)
+def _refuse_cell(path, line, column, layout):
+    """The first cell pandas could not read as a number: say what it holds."""
+    cells = _cells_of_line(path, line)
+    if len(cells) < layout.columns:
+        found = f"only {len(cells)} columns" if cells else "an empty line"
+        raise DataError(f"{_where(path, line)}: found {found}, expected {layout.columns} columns")
+    text = cells[column].strip()
+    found = "an empty cell" if not text else repr(text[:20])
+    raise DataError(f"{_where(path, line, column + 1)}: found {found}, expected a number")
 
 
-def _checked_split(path, chunks, names, labelled, first_line):
-    """Check every chunk of values and split it into labels and pixels. The checked pixels
-    are kept as bytes (a quarter of float32's memory) until the end, where they become one
-    float32 array with rows contiguous in memory, for fast batches."""
-    label_column = names.index("label") if "label" in names else 0
-    expected = "785 columns (a label, then 784 pixels)"
-    label_parts, pixel_parts, rows_done = [], [], 0
-    for values in chunks:
-        line = first_line + rows_done    # the file line of values[0]
-        rows_done += len(values)
-        columns = values.shape[1]
-        if labelled and columns != PIXELS + 1:
-            raise DataError(f"{path}: expected {expected}, found {columns} columns")
-        if not labelled and columns not in (PIXELS, PIXELS + 1):
-            raise DataError(f"{path}: expected 784 pixel columns (or {expected}), "
-                            f"found {columns} columns")
-        empty = np.isnan(values)
-        if empty.any():
-            row, column = (int(i) for i in np.argwhere(empty)[0])
-            raise DataError(f"{path}, line {line + row}, column {column + 1}: "
-                            f"found an empty cell, expected a number")
-        if columns == PIXELS + 1:
-            labels = values[:, label_column]
-            pixels = np.delete(values, label_column, axis=1) if label_column else values[:, 1:]
-        else:
-            labels, pixels = None, values
-        if labelled:
-            bad = (labels < 0) | (labels >= CLASSES) | (labels != np.round(labels))
-            if bad.any():
-                row = int(np.argmax(bad))
-                where = "column named label" if "label" in names else "first column"
-                raise DataError(f"{path}, line {line + row}: label {labels[row]:g} is not a "
-                                f"digit 0-9 (expected the label in the {where})")
-            label_parts.append(labels.astype(np.int64))
-        outside = (pixels < 0) | (pixels > 255)
-        bad = outside | (pixels != np.round(pixels))
-        if bad.any():
-            row, column = (int(i) for i in np.argwhere(bad)[0])
-            value = pixels[row, column]
-            problem = "is outside 0-255" if outside[row, column] else "is not a whole number 0-255"
-            raise DataError(f"{path}, line {line + row}: pixel value {value:g} {problem}")
-        pixel_parts.append(np.ascontiguousarray(pixels, dtype=np.uint8))   # exact: checked above
-    if rows_done == 0:
-        raise DataError(f"{path}: has no data rows")
-    labels = np.concatenate(label_parts) if labelled else None
-    return labels, np.concatenate(pixel_parts, dtype=np.float32)
+def _column_numbers(cells):
+    """One column of a chunk as float64, NaN where a cell is not a number."""
+    if cells.dtype.kind == "b":              # pandas reads True/False as booleans: not digits
+        return np.full(len(cells), np.nan)
+    return pd.to_numeric(cells, errors="coerce").to_numpy(np.float64, na_value=np.nan)
+
+
+def _as_numbers(path, chunk, line, layout):
+    """A chunk of the table as float64, which tells 254.99999999 and 1e-50 from whole numbers
+    (float32 would round them to whole ones). The first cell that is not a number (text,
+    True/False, an empty cell, a short row) is refused, by name."""
+    if all(dtype.kind in "iuf" for dtype in chunk.dtypes):
+        values = chunk.to_numpy(np.float64)  # the usual case: pandas read every column as numbers
+    else:
+        values = np.column_stack([_column_numbers(cells) for _, cells in chunk.items()])
+    missing = np.isnan(values)               # empty cells and NA too
+    if missing.any():
+        row, column = np.argwhere(missing)[0]
+        _refuse_cell(path, line + int(row), int(column), layout)
+    return values
+
+
+def _show(value):
+    """A number as the user wrote it, near enough: 256 or 6.9999999999, not 7."""
+    value = float(value)
+    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+
+
+def _checked_split(path, values, line, layout, labelled):
+    """Check a chunk's values and split it into labels (int64, or None) and pixels (uint8)."""
+    highest = np.full(layout.columns, 255.0)
+    if layout.label_column is not None:
+        highest[layout.label_column] = CLASSES - 1
+    bad = (values < 0) | (values > highest) | (values != np.floor(values))
+    if layout.label_column is not None and not labelled:
+        bad[:, layout.label_column] = False  # a label column to ignore
+    if bad.any():
+        row, column = (int(i) for i in np.argwhere(bad)[0])
+        value, where = values[row, column], _where(path, line + row, column + 1)
+        if column == layout.label_column:
+            raise DataError(f"{where}: label {_show(value)} is not a digit 0-9")
+        problem = "is outside 0-255" if not 0 <= value <= 255 else "is not a whole number 0-255"
+        raise DataError(f"{where}: pixel value {_show(value)} {problem}")
+    if layout.label_column is None:
+        return None, values.astype(np.uint8, order="C")   # exact: checked above
+    labels = values[:, layout.label_column].astype(np.int64) if labelled else None
+    return labels, np.delete(values, layout.label_column, axis=1).astype(np.uint8, order="C")
 
 
 def load_mnist_csv(path, nrows=None, labelled=True):
@@ -153,31 +283,449 @@ def load_mnist_csv(path, nrows=None, labelled=True):
     pixels: float32 (rows, 784) scaled to [0, 1], rows contiguous in memory.
     labels: int64 (rows,) in 0..9, or None when labelled=False (a file to predict; a label
     column, if present, is then ignored).
-    Raises DataError naming the file, the line where it can, and what was expected.
+    Raises DataError naming the file, the line and column where it can, and what was expected.
     """
-    if not os.path.exists(path):
-        raise DataError(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise DataError(f"{path}: is a folder, expected a CSV file")
-    # A header row is a first line with something that is not a number in it (Kaggle's
-    # "label,pixel0,...", or "label,1x1,..."); headerless files (Colab's) keep their first example.
-    first = _read(path, header=None, nrows=1, dtype=str, keep_default_na=False)
-    has_header = not all(_is_number(cell) for cell in first.iloc[0])
-    header = 0 if has_header else None
-    first_line = 2 if has_header else 1  # the file line that holds the first example
-    names = [str(name).strip().lower() for name in first.iloc[0]] if has_header else []
-    try:
-        labels, pixels = _checked_split(path, _float32_chunks(path, header, nrows), names,
-                                        labelled, first_line)
-    except ValueError:                   # a cell that is not a number: find and name it
-        table = _read_slowly(path, header, nrows, first_line)
-        labels, pixels = _checked_split(path, [table], names, labelled, first_line)
-    pixels /= 255                        # scale to [0, 1], in place
-    return pixels, labels
+    check_regular_file(path)
+    layout = _layout(path, _first_line_cells(path), labelled)
+    label_parts, pixel_parts, line = [], [], layout.first_line
+    # Whole chunks of rows at a time; the checked pixels are kept as bytes (a quarter of
+    # float32's memory) until the end, where they become one float32 array.
+    with _open(path) as stream, pd.read_csv(
+            stream, header=None, names=range(layout.columns), skiprows=layout.first_line - 1,
+            nrows=nrows, chunksize=CHUNK_ROWS, low_memory=False, skip_blank_lines=False,
+            encoding_errors="replace") as chunks:
+        for chunk in chunks:
+            values = _as_numbers(path, chunk, line, layout)
+            labels, pixels = _checked_split(path, values, line, layout, labelled)
+            label_parts.append(labels)
+            pixel_parts.append(pixels)
+            line += len(chunk)
+    if line == layout.first_line:
+        raise DataError(f"{path}: has no data rows")
+    pixels = np.concatenate(pixel_parts, dtype=np.float32)
+    pixels /= 255                            # scale to [0, 1], in place
+    return pixels, (np.concatenate(label_parts) if labelled else None)
 
 
 # ----------------------------------------------------------------------------------------------
-# The command line
+# 2. Reading your own digits from images, prepared as MNIST's were
+# ----------------------------------------------------------------------------------------------
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
+LUMA = np.array([0.299, 0.587, 0.114])     # brightness of red, green, blue (ITU-R 601, as Pillow)
+
+
+def is_image_name(path):
+    return path.lower().endswith(IMAGE_SUFFIXES)
+
+
+def _resized(array, width, height):
+    """A 2-D float array resampled to width x height with Pillow's Lanczos filter, which
+    averages many pixels into one when shrinking (anti-aliasing) and interpolates smoothly
+    when enlarging."""
+    from PIL import Image
+    image = Image.fromarray(array.astype(np.float32))
+    return np.asarray(image.resize((width, height), Image.Resampling.LANCZOS), dtype=np.float64)
+
+
+def _brightness(image):
+    """Every pixel's brightness as a float, from any mode: RGB, palette, 16-bit, with alpha..."""
+    from PIL import ImageOps
+    image = ImageOps.exif_transpose(image)      # a phone photo: turn it as the camera was held
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+        # See-through pixels show the page behind them. Drawing apps save dark strokes on a
+        # transparent page, so put the image on a page that contrasts with what is drawn.
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.float64) / 255
+        colour, opacity = rgba[..., :3] @ LUMA, rgba[..., 3]
+        drawn = opacity > 0.5
+        page = 1.0 if not drawn.any() or colour[drawn].mean() < 0.5 else 0.0
+        return opacity * colour + (1 - opacity) * page
+    return np.asarray(image.convert("F"), dtype=np.float64)   # "F": floats, any bit depth
+
+
+def _without_specks(inked):
+    """Keep only the inked pixels that have an inked neighbour (of the 8 around them)."""
+    padded = np.pad(inked, 1)
+    height, width = inked.shape
+    neighbours = sum(padded[1 + dy:1 + dy + height, 1 + dx:1 + dx + width]
+                     for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx)
+    return inked & (neighbours > 0)
+
+
+def prepare_digit(brightness, background="auto"):
+    """Make a picture of one digit into the 784 pixels MNIST would have made of it.
+
+    brightness: 2-D array (height, width), any scale. background: "auto" (decide from the
+    picture), "light" (dark ink on a light page) or "dark" (light ink on a dark page).
+    Returns float32 (784,) in [0, 1], light ink on black like MNIST, or None when there is no
+    ink to find (a blank page, or nothing that stands out from its noise).
+    """
+    # 1. A phone photo has far more pixels than a 20-pixel digit needs: shrink it so its
+    #    longer side is at most 1,000 pixels (faster, and averaging smooths the noise).
+    height, width = brightness.shape
+    if max(height, width) > 1000:
+        scale = 1000 / max(height, width)
+        brightness = _resized(brightness, max(1, round(width * scale)),
+                              max(1, round(height * scale)))
+    # 2. Stretch the picture's own darkest..lightest to 0..1, whatever its bit depth or exposure.
+    low, high = brightness.min(), brightness.max()
+    if high <= low:
+        return None                                 # one flat shade: nothing drawn
+    gray = (brightness - low) / (high - low)
+    # 3. Ink and page. The border is nearly all page. If most of it is light, the page is light
+    #    (paper, a drawing app) and the ink dark: turn the picture around, to MNIST's light ink
+    #    on a dark page. --background overrides the guess; then only the border's pixels on the
+    #    page's side of mid-grey are page (in a tight crop, ink may cover much of the border).
+    border = np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
+    if background == "auto":
+        light_page, page = np.median(border) > 0.5, border
+    else:
+        light_page = background == "light"
+        page = border[border > 0.5] if light_page else border[border <= 0.5]
+        if page.size == 0:                          # told so, against what the border shows
+            page = np.array([1.0 if light_page else 0.0])
+    shade = np.median(page)
+    ink = np.clip(shade - gray if light_page else gray - shade, 0, None)
+    # 4. Noise. Paper texture, camera noise and JPEG artefacts make the page vary, and the
+    #    border shows by how much. Ink fainter than three times that (and than a fifth of the
+    #    full contrast) is page, and becomes 0 as MNIST's background is; a lone pixel above it
+    #    is a speck, since ink comes in strokes.
+    spread = np.percentile(np.abs(page - shade), 90)
+    inked = _without_specks(ink > max(3 * spread, 0.2))
+    if not inked.any():
+        return None
+    # 5. Crop to the ink's bounding box, then scale it so that its longer side is 20 pixels,
+    #    keeping the aspect ratio. Resampling averages the many pixels of a stroke's edge into
+    #    grey ones: MNIST's anti-aliasing. Its strokes peak at full ink (255), so do ours.
+    rows, columns = np.flatnonzero(inked.any(axis=1)), np.flatnonzero(inked.any(axis=0))
+    box = np.where(inked, ink, 0)[rows[0]:rows[-1] + 1, columns[0]:columns[-1] + 1]
+    scale = 20 / max(box.shape)
+    small = _resized(box, max(1, round(box.shape[1] * scale)), max(1, round(box.shape[0] * scale)))
+    small = np.clip(small, 0, None)                 # Lanczos overshoots a little at sharp edges
+    small /= small.max()                            # [0, 1], full ink at 1
+    # 6. Paste it into 28 x 28 so that its centre of mass sits at the centre, pixel (14, 14),
+    #    moving it by whole pixels as MNIST did.
+    ys, xs = np.indices(small.shape)
+    mass = small.sum()
+    top = round(14 - (ys * small).sum() / mass)
+    left = round(14 - (xs * small).sum() / mass)
+    top, left = min(max(top, 0), 28 - small.shape[0]), min(max(left, 0), 28 - small.shape[1])
+    digit = np.zeros((28, 28), dtype=np.float32)
+    digit[top:top + small.shape[0], left:left + small.shape[1]] = small
+    return digit.ravel()
+
+
+def read_image(path, background="auto"):
+    """An image file (PNG, JPEG, ...) of one digit as MNIST's 784 pixels; see prepare_digit."""
+    from PIL import Image, UnidentifiedImageError
+    check_regular_file(path, expected="an image")
+    try:
+        with Image.open(path) as image:
+            brightness = _brightness(image)
+    except UnidentifiedImageError:
+        raise DataError(f"{path}: not an image file Pillow can read") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise DataError(f"{path}: could not be read as an image ({error})") from None
+    digit = prepare_digit(brightness, background)
+    if digit is None:
+        raise DataError(f"{path}: found no ink, nothing that stands out from the background; "
+                        f"expected a picture of one digit")
+    return digit
+
+
+def predicts_images(paths):
+    """--predict takes images (files or folders of them), or else one CSV file."""
+    return len(paths) > 1 or os.path.isdir(paths[0]) or is_image_name(paths[0])
+
+
+def image_files(paths):
+    """The image files among --predict's paths, with each folder's images in name order."""
+    files = []
+    for path in paths:
+        if os.path.isdir(path):
+            found = sorted(entry.path for entry in os.scandir(path)
+                           if entry.is_file() and is_image_name(entry.name))
+            if not found:
+                raise DataError(f"{path}: a folder without images ({', '.join(IMAGE_SUFFIXES)})")
+            files += found
+        elif is_image_name(path):
+            files.append(path)
+        else:
+            raise DataError(f"{path}: not an image ({', '.join(IMAGE_SUFFIXES)}); --predict "
+                            f"takes one CSV file, or images and folders of images")
+    return files
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. Building the network
+# ----------------------------------------------------------------------------------------------
+
+MAX_PARAMETERS = 50_000_000      # 200 MB of float32 weights; training keeps a few copies more
+
+
+def mlp_parameters(widths):
+    """How many parameters a 784 -> widths -> 10 network of Dense layers has."""
+    sizes = [PIXELS, *widths, CLASSES]
+    return sum((n_in + 1) * n_out for n_in, n_out in zip(sizes, sizes[1:]))
+
+
+def build_network(args):
+    hidden_activation = {"relu": ReLU, "sigmoid": Sigmoid}[args.activation]
+    # He initialisation suits ReLU; Glorot suits sigmoid (see Dense in nn.py).
+    init = "he" if args.activation == "relu" else "glorot"
+    layers, width = [], PIXELS
+    for number, hidden in enumerate(args.hidden):
+        layers += [Dense(width, hidden, seed=args.seed + number, init=init), hidden_activation()]
+        width = hidden
+    layers += [Dense(width, CLASSES, seed=args.seed + len(args.hidden), init="glorot"), Softmax()]
+    return Network(layers, loss=args.loss)
+
+
+def describe(net):
+    return " -> ".join(repr(layer) for layer in net.layers)
+
+
+def load_model(path, say):
+    """A model saved by --save, checked to map MNIST's 784 pixels to 10 probabilities."""
+    check_regular_file(path, expected="a model file saved by --save")
+    try:
+        net = Network.load(path)
+    except (FileNotFoundError, ValueError) as error:
+        detail = str(error)
+        if "pickle" in detail.lower():       # never suggest loading pickles: they can run code
+            detail = "it holds Python objects (pickled data), and a model holds only numbers"
+        raise DataError(f"{path}: not a model saved by --save ({detail})") from None
+    try:
+        outputs = net.predict(np.zeros((1, PIXELS), dtype=np.float32))
+    except ValueError:
+        outputs = None
+    if outputs is None or outputs.shape != (1, CLASSES):
+        raise DataError(f"{path}: the model does not take MNIST's {PIXELS} pixels to {CLASSES} "
+                        f"digit probabilities ({describe(net)})")
+    say(f"model:  {describe(net)} loaded from {path}, {net.count_params():,} parameters")
+    return net
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. Training
+# ----------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Split:
+    """The training rows, split into examples to learn from and examples to validate on."""
+    X: np.ndarray
+    Y: np.ndarray
+    validation: Optional[tuple]  # (X, Y) or None
+    description: str
+
+
+def split_training_rows(path, pixels, labels, val_size):
+    if val_size is None:
+        val_size = CLASSIC_VALIDATION if len(pixels) >= 60_000 else len(pixels) // 6
+    if val_size >= len(pixels):
+        raise DataError(f"--val-size {val_size} leaves no training examples out of "
+                        f"{len(pixels)} rows in {path}")
+    split = len(pixels) - val_size
+    validation = (pixels[split:], one_hot(labels[split:], CLASSES)) if val_size else None
+    return Split(pixels[:split], one_hot(labels[:split], CLASSES), validation,
+                 f"{path}: {len(pixels):,} rows -> {split:,} train, {val_size:,} validation")
+
+
+def expected_initial_loss(loss):
+    """An untrained net gives each class about 1/10: a cross-entropy of ln 10, or a squared
+    error of (0.9^2 + 9 * 0.1^2) / 10 = 0.09 per output."""
+    if loss == "categorical_crossentropy":
+        return f"ln {CLASSES} = {np.log(CLASSES):.4f}"
+    return f"{((1 - 1 / CLASSES) ** 2 + (CLASSES - 1) / CLASSES ** 2) / CLASSES:.4f}"
+
+
+def train(args, data, say):
+    """Build and train a network as the flags say; returns (network, history)."""
+    net = build_network(args)
+    optimizer = SGD(lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
+                    lr_decay=args.lr_decay)
+    say(f"model:  {describe(net)}, {net.count_params():,} parameters, loss {args.loss}")
+    say(f"train:  {args.epochs} epochs, batch {args.batch_size}, SGD(lr={args.lr:g}, "
+        f"momentum={args.momentum:g}, weight_decay={args.weight_decay:g}, "
+        f"lr_decay={args.lr_decay:g}), seed {args.seed}")
+    initial_loss, initial_accuracy = net.evaluate(data.X, data.Y)
+    accuracy = "" if initial_accuracy is None else f", accuracy {initial_accuracy:.4f}"
+    say(f"before training: loss {initial_loss:.4f} (about {expected_initial_loss(args.loss)} is "
+        f"expected for an untrained {CLASSES}-class net){accuracy}")
+    history = net.fit(data.X, data.Y, epochs=args.epochs, batch_size=args.batch_size,
+                      optimizer=optimizer, validation_data=data.validation, seed=args.seed,
+                      verbose=0 if args.quiet else 1)
+    return net, history
+
+
+def write_history(history, path, say):
+    """The per-epoch lists of the history (loss, accuracy, ...) as CSV, one row an epoch."""
+    columns = {key: values for key, values in history.items() if isinstance(values, list)}
+    epochs = pd.RangeIndex(1, len(history["loss"]) + 1, name="epoch")
+    pd.DataFrame(columns, index=epochs).to_csv(path)
+    say(f"wrote the history to {path}")
+
+
+# ----------------------------------------------------------------------------------------------
+# 5. Reporting: the test set, and predictions for new images
+# ----------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Scored:
+    """Labelled images and the network's probabilities for them (the test set, once tested)."""
+    pixels: np.ndarray           # (n, 784) in [0, 1]
+    labels: np.ndarray           # (n,) digits
+    probabilities: np.ndarray    # (n, 10)
+
+    def mistakes(self):
+        """Indices of the misclassified images, the most confidently wrong first."""
+        predicted = self.probabilities.argmax(axis=1)
+        wrong = np.flatnonzero(predicted != self.labels)
+        return wrong[np.argsort(-self.probabilities[wrong, predicted[wrong]], kind="stable")]
+
+
+def confusion_matrix(true_labels, predicted_labels):
+    """10x10 table: rows are the true digits, columns what the network said."""
+    digits = pd.CategoricalDtype(range(CLASSES))
+    return pd.crosstab(pd.Series(true_labels, name="true").astype(digits),
+                       pd.Series(predicted_labels, name="predicted").astype(digits),
+                       dropna=False)
+
+
+def report_test(net, pixels, labels, say):
+    """Print test accuracy, loss, confusion matrix and per-digit accuracy; returns Scored."""
+    probabilities = net.predict(pixels)
+    test_loss, _ = net.evaluate(pixels, one_hot(labels, CLASSES))
+    predicted = probabilities.argmax(axis=1)
+    print(f"test accuracy: {100 * np.mean(predicted == labels):.2f}% (test loss {test_loss:.4f}, "
+          f"{len(pixels):,} images)")
+    matrix = confusion_matrix(labels, predicted)
+    say("\nconfusion matrix (rows: true digit, columns: predicted digit)")
+    say(matrix.to_string())
+    per_digit = np.diag(matrix) / np.maximum(matrix.sum(axis=1).to_numpy(), 1)
+    say("\nper-digit accuracy: " + "  ".join(f"{digit}: {100 * accuracy:.1f}%"
+                                             for digit, accuracy in enumerate(per_digit)))
+    return Scored(pixels, labels, probabilities)
+
+
+def show_mistakes(scored, count, say):
+    wrong = scored.mistakes()[:count]
+    if len(wrong):
+        say(f"\n{len(wrong)} of the test digits it got wrong, the most confident mistakes first:")
+    for index in wrong:
+        guess = int(scored.probabilities[index].argmax())
+        say(f"\ntest image {index}: true {scored.labels[index]} -> predicted {guess} "
+            f"(confidence {100 * scored.probabilities[index, guess]:.1f}%)")
+        say(text_art(scored.pixels[index]))
+
+
+def write_kaggle_predictions(net, pixels, path, out, say):
+    """Kaggle's submission format: ImageId (from 1), Label."""
+    labels = net.predict(pixels).argmax(axis=1)
+    table = pd.DataFrame({"ImageId": np.arange(1, len(labels) + 1), "Label": labels})
+    table.to_csv(out, index=False)
+    say(f"wrote {len(labels):,} predictions of {path} to {out} (ImageId,Label)")
+
+
+def predict_images(net, paths, digits, out, say):
+    """For each image: the digit, its probability and the next two guesses (printed even
+    under --quiet: they are the result), then the 28x28 input the network saw."""
+    probabilities = net.predict(np.stack(digits))
+    for path, digit, p in zip(paths, digits, probabilities):
+        first, second, third = np.argsort(-p, kind="stable")[:3]
+        print(f"{path}: {first} ({100 * p[first]:.1f}%), then {second} ({100 * p[second]:.1f}%), "
+              f"{third} ({100 * p[third]:.1f}%)")
+        say(text_art(digit))
+    if out:
+        table = pd.DataFrame({"path": paths, "label": probabilities.argmax(axis=1),
+                              "probability": probabilities.max(axis=1)})
+        table.to_csv(out, index=False, float_format="%.4f")
+        say(f"wrote {len(paths):,} predictions to {out} (path,label,probability)")
+
+
+# ----------------------------------------------------------------------------------------------
+# 6. Pictures: digits as text, and a figure of what the network learned
+# ----------------------------------------------------------------------------------------------
+
+SHADES = " .:-=+*#%@"            # from blank to full ink
+
+
+def text_art(image):
+    """A 28x28 image with values in [0, 1] as 28 framed lines of text, two characters per
+    pixel (characters are about twice as tall as they are wide)."""
+    levels = np.minimum((image.reshape(28, 28) * len(SHADES)).astype(int), len(SHADES) - 1)
+    rows = ["|" + "".join(SHADES[level] * 2 for level in row) + "|" for row in levels]
+    edge = "+" + "-" * 56 + "+"
+    return "\n".join([edge, *rows, edge])
+
+
+def _first_weights(net):
+    """The weights of the first layer that has any, e.g. Dense's (784, units)."""
+    return next((layer.parameters()[0][0] for layer in net.layers if layer.parameters()), None)
+
+
+def plot(path, net, say, history=None, scored=None):
+    """One figure: learning curves, misclassified test digits, first-layer weights."""
+    import matplotlib
+    matplotlib.use("Agg")                # draw to a file; there may be no screen
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    mistake_rows, weight_rows, columns = 2, 2, 8
+    figure = plt.figure(figsize=(12, 11), layout="constrained")
+    top, middle, bottom = figure.subfigures(3, 1, height_ratios=[1.1, 1, 1])
+
+    curves = top.subplots(1, 2)
+    keys = [key for key in ("loss", "accuracy") if history and history.get(key)]
+    for axes, key in itertools.zip_longest(curves, keys):
+        if key is None:
+            axes.text(0.5, 0.5, "no learning curve:\nthe model was loaded, not trained"
+                      if not history else "no accuracy for this loss", ha="center", va="center")
+            axes.axis("off")
+            continue
+        epochs = np.arange(1, len(history[key]) + 1)
+        axes.plot(epochs, history[key], "o-", label=f"train {key}")
+        if history.get(f"val_{key}"):
+            axes.plot(epochs, history[f"val_{key}"], "s-", label=f"validation {key}")
+        axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        axes.set_title(key)
+        axes.grid(alpha=0.3)
+        axes.legend()
+
+    wrong = scored.mistakes() if scored is not None else []
+    middle.suptitle(f"test digits it gets wrong, most confident first: true → predicted "
+                    f"(confidence); {len(wrong)} in all")
+    for slot, axes in enumerate(middle.subplots(mistake_rows, columns).flat):
+        axes.axis("off")
+        if slot < len(wrong):
+            index = wrong[slot]
+            guess = int(scored.probabilities[index].argmax())
+            axes.imshow(scored.pixels[index].reshape(28, 28), cmap="gray_r")
+            axes.set_title(f"{scored.labels[index]} → {guess} "
+                           f"({100 * scored.probabilities[index, guess]:.0f}%)", fontsize=10)
+
+    weights = _first_weights(net)
+    units = min(weight_rows * columns, weights.shape[1])
+    bottom.suptitle(f"first-layer weights of {units} hidden units as 28×28 images (red: ink "
+                    f"there raises the unit's input, blue: lowers it)\nthe border stays near its "
+                    f"random start: those pixels are blank in nearly every image, so their "
+                    f"weights get almost no gradient")
+    for unit, axes in enumerate(bottom.subplots(weight_rows, columns).flat):
+        axes.axis("off")
+        if unit < units:
+            image = weights[:, unit].reshape(28, 28)
+            limit = np.abs(image).max()
+            axes.imshow(image, cmap="RdBu_r", vmin=-limit, vmax=limit)
+            axes.set_title(f"unit {unit}", fontsize=9)
+
+    figure.savefig(path, dpi=72)
+    plt.close(figure)
+    say(f"saved the figure to {path}")
+
+
+# ----------------------------------------------------------------------------------------------
+# 7. The command line
 # ----------------------------------------------------------------------------------------------
 
 def _whole_number(minimum):
@@ -200,7 +748,8 @@ def _number(low, low_included, high=None):
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
         too_low = value < low if low_included else value <= low
         if not np.isfinite(value) or too_low or (high is not None and value > high):
-            bounds = f"{'>=' if low_included else '>'} {low:g}" + (f" and <= {high:g}" if high else "")
+            bounds = f"{'>=' if low_included else '>'} {low:g}"
+            bounds += f" and <= {high:g}" if high else ""
             raise argparse.ArgumentTypeError(f"expected a number {bounds}, got {text!r}")
         return value
     return parse
@@ -215,17 +764,35 @@ def _widths(text):
         widths = [0]
     if any(width < 1 for width in widths):
         raise argparse.ArgumentTypeError(f"expected layer widths like 256,128, got {text!r}")
+    if mlp_parameters(widths) > MAX_PARAMETERS:
+        raise argparse.ArgumentTypeError(f"layers {text} would have {mlp_parameters(widths):,} "
+                                         f"parameters; at most {MAX_PARAMETERS:,} are allowed")
     return widths
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        """One line, exit status 2 (argparse's own prints the whole usage first)."""
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds each option's default to its help, once: not when the help already says it."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or "default" in action.help:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         description="Train a neural network (nn.py) on MNIST CSV files: train, validate, test.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_HelpFormatter, allow_abbrev=False)
     data = parser.add_argument_group("data")
     data.add_argument("--train", default=DEFAULT_TRAIN, metavar="PATH",
-                      help="training CSV (.csv or compressed, with or without header); if the "
-                           "default is missing but Colab's sample_data is there, that is used")
+                      help="training CSV (.csv or compressed, with or without header); if "
+                           "this and --test are missing, Colab's sample_data is used")
     data.add_argument("--test", default=DEFAULT_TEST, metavar="PATH", help="test CSV")
     data.add_argument("--limit", type=_whole_number(1), metavar="N",
                       help="use only the first N rows of the training file (quick runs)")
@@ -241,21 +808,24 @@ def parse_args(argv=None):
     model.add_argument("--loss", choices=["categorical_crossentropy", "mse"],
                        default="categorical_crossentropy", help="loss to minimise")
     training = parser.add_argument_group("training")
-    training.add_argument("--epochs", type=_whole_number(1), default=15, help="passes over the data")
-    training.add_argument("--batch-size", type=_whole_number(1), default=128, help="examples per step")
+    training.add_argument("--epochs", type=_whole_number(1), default=15,
+                          help="passes over the data")
+    training.add_argument("--batch-size", type=_whole_number(1), default=128,
+                          help="examples per step")
     training.add_argument("--lr", type=_number(0, False), default=0.1, help="learning rate (> 0)")
-    training.add_argument("--momentum", type=_number(0, True), default=0.9, help="SGD momentum (>= 0)")
+    training.add_argument("--momentum", type=_number(0, True), default=0.9,
+                          help="SGD momentum (>= 0)")
     training.add_argument("--weight-decay", type=_number(0, True), default=0.0,
                           help="L2 weight decay (>= 0)")
     training.add_argument("--lr-decay", type=_number(0, False, 1), default=0.8,
                           help="multiply the learning rate by this after every epoch (0 < x <= 1)")
-    training.add_argument("--seed", type=int, default=0,
+    training.add_argument("--seed", type=_whole_number(0), default=0,
                           help="seed for the initial weights and the shuffling")
     output = parser.add_argument_group("output")
     output.add_argument("--save", metavar="PATH", help="save the trained model (.npz)")
     output.add_argument("--history", metavar="PATH", help="write the per-epoch history as CSV")
     output.add_argument("--quiet", action="store_true",
-                        help="print only the final test accuracy")
+                        help="print only the results: the test accuracy, or the predictions")
     output.add_argument("--show-mistakes", type=_whole_number(0), default=2, metavar="N",
                         help="draw N misclassified test digits as text art (0: none)")
     output.add_argument("--plot", metavar="PATH.png",
@@ -265,34 +835,18 @@ def parse_args(argv=None):
     use.add_argument("--load", metavar="PATH",
                      help="skip training: evaluate the model saved at PATH (by --save) on --test; "
                           "the model and training flags are then ignored")
-    use.add_argument("--predict", metavar="PATH",
-                     help="predict the digits of a CSV of 784 pixel columns (header or not; a "
-                          "label column is ignored), e.g. Kaggle's test.csv; with --load, only this")
+    use.add_argument("--predict", nargs="+", metavar="PATH",
+                     help="images of digits (.png, .jpg, ...; files or folders), or one CSV of "
+                          "784 pixel columns (header or not; a label column is ignored) such as "
+                          "Kaggle's test.csv; with --load, only this")
+    use.add_argument("--background", choices=["auto", "light", "dark"], default="auto",
+                     help="the images' background: light (dark ink on paper), dark (light ink, "
+                          "like MNIST) or auto (decided from each image's border)")
     use.add_argument("--out", metavar="PATH",
-                     help="where --predict writes ImageId,Label rows (default: predictions.csv)")
+                     help="where --predict writes its predictions: ImageId,Label rows for a CSV "
+                          "(predictions.csv if not given), path,label,probability rows for "
+                          "images (only if given)")
     return parser.parse_args(argv)
-
-
-def build_network(args):
-    hidden_activation = {"relu": ReLU, "sigmoid": Sigmoid}[args.activation]
-    # He initialisation suits ReLU; Glorot suits sigmoid (see Dense in nn.py).
-    init = "he" if args.activation == "relu" else "glorot"
-    layers, width = [], PIXELS
-    for number, hidden in enumerate(args.hidden):
-        layers += [Dense(width, hidden, seed=args.seed + number, init=init), hidden_activation()]
-        width = hidden
-    layers += [Dense(width, CLASSES, seed=args.seed + len(args.hidden), init="glorot"), Softmax()]
-    return Network(layers, loss=args.loss)
-
-
-def describe(net):
-    parts = [str(net.n_inputs)]
-    for layer in net.layers:
-        if isinstance(layer, Dense):
-            parts.append(str(layer.n_out))
-        else:
-            parts[-1] += f" {type(layer).__name__}"
-    return " -> ".join(parts)
 
 
 def choose_files(args, say):
@@ -305,210 +859,79 @@ def choose_files(args, say):
     return args.train, args.test
 
 
-def train(args, train_path, test_rows, say):
-    """Build and train a network as the flags say; returns (network, history)."""
-    pixels, labels = load_mnist_csv(train_path, nrows=args.limit)
-    val_size = args.val_size
-    if val_size is None:
-        val_size = CLASSIC_VALIDATION if len(pixels) >= 60_000 else len(pixels) // 6
-    if val_size >= len(pixels):
-        raise DataError(f"--val-size {val_size} leaves no training examples out of "
-                        f"{len(pixels)} rows in {train_path}")
-    split = len(pixels) - val_size
-    X, Y = pixels[:split], one_hot(labels[:split], CLASSES)
-    validation = (pixels[split:], one_hot(labels[split:], CLASSES)) if val_size else None
-
-    net = build_network(args)
-    optimizer = SGD(lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
-                    lr_decay=args.lr_decay)
-    say(f"data:   {train_path}: {len(pixels):,} rows -> {split:,} train, {val_size:,} validation"
-        + (f"; {test_rows:,} test rows" if test_rows else ""))
-    say(f"model:  {describe(net)}, {net.count_params():,} parameters, loss {args.loss}")
-    say(f"train:  {args.epochs} epochs, batch {args.batch_size}, SGD(lr={args.lr:g}, "
-        f"momentum={args.momentum:g}, weight_decay={args.weight_decay:g}, "
-        f"lr_decay={args.lr_decay:g}), seed {args.seed}")
-    initial_loss, initial_accuracy = net.evaluate(X, Y)
-    # An untrained net gives each class about 1/10: a cross-entropy of ln 10, or a squared
-    # error of (0.9^2 + 9 * 0.1^2) / 10 = 0.09 per output.
-    expected = (f"ln {CLASSES} = {np.log(CLASSES):.4f}" if args.loss == "categorical_crossentropy"
-                else f"{((1 - 1 / CLASSES) ** 2 + (CLASSES - 1) / CLASSES ** 2) / CLASSES:.4f}")
-    say(f"before training: loss {initial_loss:.4f} (about {expected} is expected for an untrained "
-        f"{CLASSES}-class net), accuracy {initial_accuracy:.4f}")
-    history = net.fit(X, Y, epochs=args.epochs, batch_size=args.batch_size, optimizer=optimizer,
-                      validation_data=validation, seed=args.seed, verbose=0 if args.quiet else 1)
-    return net, history
-
-
-def load_model(path, say):
+def _require(module, needed_for, package):
     try:
-        net = Network.load(path)
-    except (FileNotFoundError, ValueError) as error:
-        raise DataError(str(error)) from None
-    if (net.n_inputs, net.n_outputs) != (PIXELS, CLASSES):
-        raise DataError(f"{path}: the model takes {net.n_inputs} inputs and gives {net.n_outputs} "
-                        f"outputs; MNIST needs {PIXELS} and {CLASSES}")
-    say(f"model:  {describe(net)} loaded from {path}, {net.count_params():,} parameters")
-    return net
-
-
-def confusion_matrix(true_labels, predicted_labels):
-    """10x10 table: rows are the true digits, columns what the network said."""
-    digits = pd.CategoricalDtype(range(CLASSES))
-    return pd.crosstab(pd.Series(true_labels, name="true").astype(digits),
-                       pd.Series(predicted_labels, name="predicted").astype(digits),
-                       dropna=False)
-
-
-def report_test(net, pixels, labels, say):
-    """Print test accuracy, loss, confusion matrix and per-digit accuracy; returns probabilities."""
-    probabilities = net.predict(pixels)
-    test_loss = net.loss(one_hot(labels, CLASSES), probabilities)
-    predicted = probabilities.argmax(axis=1)
-    print(f"test accuracy: {100 * np.mean(predicted == labels):.2f}% (test loss {test_loss:.4f}, "
-          f"{len(pixels):,} images)")
-    matrix = confusion_matrix(labels, predicted)
-    say("\nconfusion matrix (rows: true digit, columns: predicted digit)")
-    say(matrix.to_string())
-    per_digit = np.diag(matrix) / np.maximum(matrix.sum(axis=1).to_numpy(), 1)
-    say("\nper-digit accuracy: " + "  ".join(f"{digit}: {100 * accuracy:.1f}%"
-                                             for digit, accuracy in enumerate(per_digit)))
-    return probabilities
-
-
-SHADES = " .:-=+*#%@"            # from blank to full ink
-
-
-def text_art(image):
-    """A 28x28 image with values in [0, 1] as 28 framed lines of text, two characters per
-    pixel (characters are about twice as tall as they are wide)."""
-    levels = np.minimum((image.reshape(28, 28) * len(SHADES)).astype(int), len(SHADES) - 1)
-    rows = ["|" + "".join(SHADES[level] * 2 for level in row) + "|" for row in levels]
-    edge = "+" + "-" * 56 + "+"
-    return "\n".join([edge, *rows, edge])
-
-
-def mistakes(labels, probabilities):
-    """Indices of the misclassified images, the most confidently wrong first."""
-    predicted = probabilities.argmax(axis=1)
-    wrong = np.flatnonzero(predicted != labels)
-    return wrong[np.argsort(-probabilities[wrong, predicted[wrong]], kind="stable")]
-
-
-def show_mistakes(pixels, labels, probabilities, count, say):
-    wrong = mistakes(labels, probabilities)[:count]
-    if len(wrong):
-        say(f"\n{len(wrong)} of the test digits it got wrong, the most confident mistakes first:")
-    for index in wrong:
-        guess = int(probabilities[index].argmax())
-        say(f"\ntest image {index}: true {labels[index]} -> predicted {guess} "
-            f"(confidence {100 * probabilities[index, guess]:.1f}%)")
-        say(text_art(pixels[index]))
-
-
-def write_predictions(net, path, out, say):
-    """Kaggle's submission format: ImageId (from 1), Label."""
-    pixels, _ = load_mnist_csv(path, labelled=False)
-    labels = net.predict(pixels).argmax(axis=1)
-    table = pd.DataFrame({"ImageId": np.arange(1, len(labels) + 1), "Label": labels})
-    table.to_csv(out, index=False)
-    say(f"wrote {len(labels):,} predictions of {path} to {out} (ImageId,Label)")
-
-
-def plot(path, net, history, pixels, labels, probabilities, say):
-    """One figure: learning curves, misclassified test digits, first-layer weights."""
-    try:
-        import matplotlib
+        importlib.import_module(module)
     except ImportError:
-        say(f"--plot: matplotlib is not installed, so no figure was drawn "
-            f"(pip install matplotlib, then run again)")
-        return
-    matplotlib.use("Agg")                # draw to a file; there may be no screen
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
+        raise DataError(f"{needed_for} needs {package}, which is not installed: "
+                        f"pip install {package}") from None
 
-    mistake_rows, weight_rows, columns = 2, 2, 8
-    figure = plt.figure(figsize=(12, 11), layout="constrained")
-    top, middle, bottom = figure.subfigures(3, 1, height_ratios=[1.1, 1, 1])
 
-    curves = top.subplots(1, 2)
-    if history:
-        epochs = np.arange(1, len(history["loss"]) + 1)
-        for axes, key in zip(curves, ("loss", "accuracy")):
-            axes.plot(epochs, history[key], "o-", label=f"train {key}")
-            if f"val_{key}" in history:
-                axes.plot(epochs, history[f"val_{key}"], "s-", label=f"validation {key}")
-            axes.set_xlabel("epoch")
-            axes.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-            axes.set_title(key)
-            axes.grid(alpha=0.3)
-            axes.legend()
-    else:
-        for axes in curves:
-            axes.text(0.5, 0.5, "no learning curves:\nthe model was loaded, not trained",
-                      ha="center", va="center")
-            axes.axis("off")
+def check_flags(args):
+    """Refuse, before any work starts, whatever could otherwise fail only after training."""
+    if args.out and not args.predict:
+        raise DataError("--out names the predictions file of --predict; give --predict PATH too")
+    if args.history and args.load:
+        raise DataError("--history needs training: a model given with --load has no history")
+    for flag, path in (("--save", args.save), ("--history", args.history),
+                       ("--out", args.out), ("--plot", args.plot)):
+        if not path:
+            continue
+        if os.path.isdir(path):
+            raise DataError(f"{flag} {path}: is a folder, expected a file name")
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise DataError(f"{flag} {path}: there is no folder {folder}")
+    if args.plot:
+        _require("matplotlib", "--plot", "matplotlib")
+    if args.predict and predicts_images(args.predict):
+        _require("PIL", "--predict with images", "pillow")
 
-    wrong = mistakes(labels, probabilities) if probabilities is not None else []
-    middle.suptitle(f"test digits it gets wrong, most confident first: true → predicted "
-                    f"(confidence); {len(wrong)} in all")
-    for slot, axes in enumerate(middle.subplots(mistake_rows, columns).flat):
-        axes.axis("off")
-        if slot < len(wrong):
-            index = wrong[slot]
-            guess = int(probabilities[index].argmax())
-            axes.imshow(pixels[index].reshape(28, 28), cmap="gray_r")
-            axes.set_title(f"{labels[index]} → {guess} ({100 * probabilities[index, guess]:.0f}%)",
-                           fontsize=10)
 
-    first_dense = next(layer for layer in net.layers if isinstance(layer, Dense))
-    units = min(weight_rows * columns, first_dense.n_out)
-    bottom.suptitle(f"first-layer weights of {units} hidden units as 28×28 images (red: ink there "
-                    f"raises the unit's input, blue: lowers it)\nthe border stays near its random start: "
-                    f"those pixels are blank in nearly every image, so their weights get almost no gradient")
-    for unit, axes in enumerate(bottom.subplots(weight_rows, columns).flat):
-        axes.axis("off")
-        if unit < units:
-            weights = first_dense.weights[:, unit].reshape(28, 28)
-            limit = np.abs(weights).max()
-            axes.imshow(weights, cmap="RdBu_r", vmin=-limit, vmax=limit)
-            axes.set_title(f"unit {unit}", fontsize=9)
-
-    figure.savefig(path, dpi=72)
-    plt.close(figure)
-    say(f"saved the figure to {path}")
+def read_prediction_inputs(args):
+    """--predict's input, read and checked before any training: (CSV pixels or None, image
+    paths, their prepared digits)."""
+    if not args.predict:
+        return None, [], []
+    if not predicts_images(args.predict):
+        return load_mnist_csv(args.predict[0], labelled=False)[0], [], []
+    paths = image_files(args.predict)
+    return None, paths, [read_image(path, args.background) for path in paths]
 
 
 def run(args):
     started = time.perf_counter()
-    say = (lambda *a, **k: None) if args.quiet else print
-    if args.out and not args.predict:
-        raise DataError("--out names the predictions file of --predict; give --predict PATH too")
-    predict_only = bool(args.load and args.predict)   # Kaggle: a saved model, unlabelled images
+    say = (lambda *parts: None) if args.quiet else print
+    check_flags(args)
+    net = load_model(args.load, say) if args.load else None
+    predict_only = bool(args.load and args.predict)     # Kaggle: a saved model, new images
     train_path, test_path = choose_files(args, say)
+    data = None
+    if net is None:
+        data = split_training_rows(train_path, *load_mnist_csv(train_path, nrows=args.limit),
+                                   args.val_size)
+    test = None if predict_only else load_mnist_csv(test_path)
+    csv_pixels, image_paths, digits = read_prediction_inputs(args)
 
-    test_pixels = test_labels = probabilities = history = None
-    if not predict_only:
-        test_pixels, test_labels = load_mnist_csv(test_path)
-    if args.load:
-        net = load_model(args.load, say)
-    else:
-        net, history = train(args, train_path, 0 if predict_only else len(test_pixels), say)
-    if not predict_only:
-        probabilities = report_test(net, test_pixels, test_labels, say)
-        show_mistakes(test_pixels, test_labels, probabilities, args.show_mistakes, say)
-    if args.predict:
-        write_predictions(net, args.predict, args.out or "predictions.csv", say)
+    history = scored = None
+    if net is None:
+        say(f"data:   {data.description}; {len(test[0]):,} test rows")
+        net, history = train(args, data, say)
+    if test is not None:
+        scored = report_test(net, *test, say)
+        show_mistakes(scored, args.show_mistakes, say)
+    if csv_pixels is not None:
+        write_kaggle_predictions(net, csv_pixels, args.predict[0], args.out or "predictions.csv",
+                                 say)
+    if digits:
+        predict_images(net, image_paths, digits, args.out, say)
     if args.save:
         net.save(args.save)
         say(f"saved the model to {args.save}")
     if args.history:
-        if history is None:
-            raise DataError("--history needs training: a model given with --load has no history")
-        table = pd.DataFrame(history, index=pd.RangeIndex(1, len(history["loss"]) + 1, name="epoch"))
-        table.to_csv(args.history)
-        say(f"wrote the history to {args.history}")
+        write_history(history, args.history, say)
     if args.plot:
-        plot(args.plot, net, history, test_pixels, test_labels, probabilities, say)
+        plot(args.plot, net, say, history=history, scored=scored)
     say(f"total time: {time.perf_counter() - started:.1f}s")
     return 0
 
@@ -523,7 +946,7 @@ def main(argv=None):
     except FloatingPointError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    except OSError as error:             # e.g. --save or --history into a missing folder
+    except OSError as error:             # e.g. the disk is full when saving
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
