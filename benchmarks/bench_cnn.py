@@ -31,9 +31,10 @@ sys.path.insert(0, ROOT)
 import nn  # noqa: E402
 from nn import SGD, Dense, ReLU, Softmax, one_hot  # noqa: E402
 from train_mnist import DEFAULT_TRAIN, load_mnist_csv  # noqa: E402
+from bench_mlp import blas_description  # noqa: E402  (this script's folder)
 
-# --- TEMPORARY fallback, DELETE once nn.py has the convolutional layers and a Network that
-# --- takes any layer: until then the layers come from the scratch module and a small loop trains.
+# --- TEMPORARY fallback, DELETE once nn.py has the convolutional layers: until then they come
+# --- from the scratch module where they are being written.
 if hasattr(nn, "Conv2D"):
     from nn import Conv2D, Flatten, MaxPool2D, Reshape  # noqa: E402
     LAYERS_FROM = "nn.py"
@@ -67,42 +68,16 @@ def nn_layers(channels, hidden, seed=0):
 
 
 def nn_epoch_runner(layers, X, Y, batch_size, lr, momentum):
+    network = nn.Network(layers, loss="categorical_crossentropy")
     optimizer = SGD(lr=lr, momentum=momentum)
-    try:
-        network = nn.Network(layers, loss="categorical_crossentropy")
-        network.forward(X[:2])
-    except Exception:        # TEMPORARY (see the fallback above): the old Network takes Dense only
-        network = None
     seeds = iter(range(10**6))
 
     def epoch():
         start = time.perf_counter()
-        if network is not None:
-            network.fit(X, Y, epochs=1, batch_size=batch_size, optimizer=optimizer,
-                        seed=next(seeds), verbose=0)
-        else:
-            small_training_loop(layers, X, Y, batch_size, optimizer, next(seeds))
+        network.fit(X, Y, epochs=1, batch_size=batch_size, optimizer=optimizer, seed=next(seeds),
+                    verbose=0)
         return time.perf_counter() - start
     return epoch
-
-
-def small_training_loop(layers, X, Y, batch_size, optimizer, seed):
-    """TEMPORARY: one epoch as Network.fit does it (shuffle, forward, the softmax +
-    cross-entropy gradient (P - Y) / n, backward, SGD step)."""
-    order = np.random.default_rng(seed).permutation(len(X))
-    pairs = [pair for layer in layers for pair in layer.parameters()]
-    total = 0.0
-    for first in range(0, len(X), batch_size):
-        rows = order[first:first + batch_size]
-        x, y = X[rows], Y[rows]
-        for layer in layers:
-            x = layer.forward(x)
-        total += -np.sum(y * np.log(np.maximum(x, 1e-7)))
-        grad = (x - y) / len(rows)
-        for layer in reversed(layers[:-1]):
-            grad = layer.backward(grad)
-        optimizer.step(pairs)
-    return total / len(X)
 
 
 def torch_epoch_runner(channels, hidden, X, labels, batch_size, lr, momentum, seed):
@@ -167,7 +142,7 @@ def main():
           f"{platform.python_version()}, NumPy {np.__version__}"
           + (f", PyTorch {torch.__version__} ({torch.get_num_threads()} threads)"
              if use_torch else ", PyTorch not installed or skipped (column left out)"))
-    print(f"layers from: {LAYERS_FROM}")
+    print(f"BLAS: {blas_description()}; layers from {LAYERS_FROM}")
     print(f"one epoch = {len(X):,} images, float32, batch {args.batch_size}, SGD(lr={lr}, "
           f"momentum={momentum}); seconds as median (min-max) of {args.rounds} rounds after 1 "
           f"warm-up; ratios taken within each round\n")
