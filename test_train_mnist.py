@@ -9,6 +9,7 @@ Run with:  python -m unittest -v
 import contextlib
 import gzip
 import hashlib
+import importlib.util
 import io
 import os
 import pickle
@@ -27,6 +28,7 @@ from unittest import mock
 import numpy as np
 import pandas as pd
 
+import nn
 import train_mnist
 from train_mnist import DataError, load_mnist_csv
 
@@ -481,7 +483,7 @@ class TestReadingImages(Files):
 
 class TestTheModel(Files):
     def test_the_default_network(self):
-        net = train_mnist.build_network(train_mnist.parse_args([]))
+        net = train_mnist.build_mlp(train_mnist.parse_args([]))
         self.assertEqual(train_mnist.describe(net), "Dense(784, 256) -> ReLU() -> Dense(256, 128) "
                                                     "-> ReLU() -> Dense(128, 10) -> Softmax()")
         self.assertEqual(net.count_params(), train_mnist.mlp_parameters([256, 128]))
@@ -518,6 +520,83 @@ class TestTheModel(Files):
 # ----------------------------------------------------------------------------------------------
 # Training, testing and reporting
 # ----------------------------------------------------------------------------------------------
+
+class TestModelAndTrainingFlags(Files):
+    """--activation, --dropout, --optimizer, --patience and --model cnn, each in a tiny run."""
+
+    def run_tiny(self, *flags):
+        test = self.write("test.csv", self.lines)
+        return run_main("--limit", "600", "--epochs", "2", "--hidden", "32", "--test", test,
+                        "--show-mistakes", "0", *flags)
+
+    def test_activations_and_dropout_build_the_layers_asked_for(self):
+        for activation, name in (("relu", "ReLU()"), ("sigmoid", "Sigmoid()"),
+                                 ("tanh", "Tanh()"), ("leaky_relu", "LeakyReLU(")):
+            args = train_mnist.parse_args(["--activation", activation, "--dropout", "0.25"])
+            layers = train_mnist.describe(train_mnist.build_mlp(args)).split(" -> ")
+            self.assertEqual(layers[1:3], [layers[1], "Dropout(rate=0.25)"])
+            self.assertTrue(layers[1].startswith(name) and layers[4].startswith(name), layers)
+        status, output, errors = self.run_tiny("--activation", "tanh", "--dropout", "0.2")
+        self.assertEqual(status, 0, errors)
+        self.assertIn("Tanh() -> Dropout(rate=0.2)", output)
+
+    def test_defaults_follow_the_model_and_the_optimizer(self):
+        args = train_mnist.parse_args([])
+        self.assertEqual((args.model, args.optimizer, args.lr, args.momentum, args.epochs),
+                         ("mlp", "sgd", 0.1, 0.9, 15))
+        args = train_mnist.parse_args(["--optimizer", "adam"])
+        self.assertEqual((args.lr, args.momentum), (0.001, None))
+        cnn = train_mnist.TRAINING_DEFAULTS["cnn"]
+        args = train_mnist.parse_args(["--model", "cnn"])
+        self.assertEqual((args.epochs, args.optimizer), (cnn["epochs"], cnn["optimizer"]))
+
+    def test_adam(self):
+        status, output, errors = self.run_tiny("--optimizer", "adam", "--batch-size", "32")
+        self.assertEqual(status, 0, errors)
+        self.assertIn("Adam(lr=0.001, weight_decay=0, lr_decay=0.8)", output)
+        losses = [float(loss) for loss in re.findall(r"(?:before training|Epoch \d/2).*? loss:? "
+                                                     r"([\d.]+)", output)]
+        self.assertEqual(len(losses), 3, output)
+        self.assertLess(losses[-1], 0.8 * losses[0])
+        status, output, errors = run_main("--optimizer", "adam", "--momentum", "0.9")
+        self.assertEqual(status, 2)
+        self.assertIn("--momentum is SGD's", errors)
+
+    def test_early_stopping_says_where_it_stopped(self):
+        history = self.path("history.csv")
+        status, output, errors = self.run_tiny("--epochs", "8", "--val-size", "100", "--lr", "0.5",
+                                               "--patience", "1", "--history", history)
+        self.assertEqual(status, 0, errors)
+        stopped, best = re.search(r"early stopping: stopped after epoch (\d) \(patience 1\); "
+                                  r"restored the weights of epoch (\d)", output).groups()
+        self.assertEqual(int(best), int(stopped) - 1)
+        self.assertNotIn(f"Epoch {int(stopped) + 1}/8", output)
+        table = pd.read_csv(history)
+        self.assertEqual(list(table["epoch"]), list(range(1, int(stopped) + 1)))
+        self.assertNotIn("best_epoch", table.columns)
+        status, output, errors = run_main("--patience", "2", "--val-size", "0")
+        self.assertEqual(status, 2)
+        self.assertIn("--patience watches the validation loss", errors)
+
+    @unittest.skipUnless(hasattr(nn, "Conv2D"), "nn.py has no Conv2D yet")
+    def test_the_cnn_trains_shows_mistakes_and_filters_and_loads_again(self):
+        model, figure = self.path("cnn.npz"), self.path("cnn.png")
+        flags = ["--model", "cnn", "--limit", "300", "--epochs", "1", "--val-size", "0",
+                 "--show-mistakes", "1", "--save", model]
+        if importlib.util.find_spec("matplotlib"):
+            flags += ["--plot", figure]
+        status, output, errors = self.run_tiny(*flags)
+        self.assertEqual(status, 0, errors)
+        self.assertIn("Reshape((1, 28, 28)) -> Conv2D(1, 8, 3, padding=1) -> ReLU()", output)
+        self.assertIn("test image", output)
+        self.assertEqual(output.count("+" + "-" * 56 + "+"), 2)
+        accuracy = re.search(r"test accuracy: .*", output).group(0)
+        status, output, errors = run_main("--load", model, "--test", self.path("test.csv"))
+        self.assertEqual(status, 0, errors)
+        self.assertIn(accuracy, output)
+        if "--plot" in flags:
+            self.assertGreater(os.path.getsize(figure), 10_000)
+
 
 class TestTraining(Files):
     def test_smoke_3000_rows_2_epochs_reach_90_percent(self):

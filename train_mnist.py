@@ -33,7 +33,8 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from nn import SGD, Dense, Network, ReLU, Sigmoid, Softmax, one_hot
+from nn import (SGD, Adam, Dense, Dropout, LeakyReLU, Network, ReLU, Sigmoid, Softmax, Tanh,
+                one_hot)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_TRAIN = os.path.join(HERE, "data", "mnist_train.csv.gz")
@@ -461,6 +462,7 @@ def image_files(paths):
 # ----------------------------------------------------------------------------------------------
 
 MAX_PARAMETERS = 50_000_000      # 200 MB of float32 weights; training keeps a few copies more
+ACTIVATIONS = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh, "leaky_relu": LeakyReLU}
 
 
 def mlp_parameters(widths):
@@ -469,16 +471,49 @@ def mlp_parameters(widths):
     return sum((n_in + 1) * n_out for n_in, n_out in zip(sizes, sizes[1:]))
 
 
-def build_network(args):
-    hidden_activation = {"relu": ReLU, "sigmoid": Sigmoid}[args.activation]
-    # He initialisation suits ReLU; Glorot suits sigmoid (see Dense in nn.py).
-    init = "he" if args.activation == "relu" else "glorot"
+def build_mlp(args):
+    """Dense layers of the --hidden widths, each followed by the --activation (and Dropout
+    with --dropout), then a Dense layer to the 10 digits and Softmax."""
+    # He initialisation suits ReLU and its leaky kin; Glorot suits sigmoid and tanh (see Dense).
+    init = "he" if args.activation in ("relu", "leaky_relu") else "glorot"
     layers, width = [], PIXELS
     for number, hidden in enumerate(args.hidden):
-        layers += [Dense(width, hidden, seed=args.seed + number, init=init), hidden_activation()]
+        layers += [Dense(width, hidden, seed=args.seed + number, init=init),
+                   ACTIVATIONS[args.activation]()]
+        if args.dropout:
+            layers.append(Dropout(args.dropout))
         width = hidden
     layers += [Dense(width, CLASSES, seed=args.seed + len(args.hidden), init="glorot"), Softmax()]
     return Network(layers, loss=args.loss)
+
+
+# ==============================================================================================
+# The CNN of --model cnn: a PLACEHOLDER, to be replaced by the tuned recipe: its architecture
+# here, its training defaults in TRAINING_DEFAULTS["cnn"] below. Nothing else depends on them.
+# ==============================================================================================
+
+def build_cnn(args):
+    """Two 3x3 convolutions (8 and 16 filters), each with ReLU and 2x2 max-pooling, then a
+    hidden Dense layer of 64 (with --dropout after its ReLU) and Softmax over the 10 digits."""
+    from nn import Conv2D, Flatten, MaxPool2D, Reshape   # needs nn.py's convolutional layers
+    layers = [Reshape((1, 28, 28)),                     # MNIST's rows of 784 -> 1 x 28 x 28
+              Conv2D(1, 8, 3, padding=1, seed=args.seed), ReLU(), MaxPool2D(2),       # 8x14x14
+              Conv2D(8, 16, 3, padding=1, seed=args.seed + 1), ReLU(), MaxPool2D(2),  # 16x7x7
+              Flatten(), Dense(16 * 7 * 7, 64, seed=args.seed + 2), ReLU()]
+    if args.dropout:
+        layers.append(Dropout(args.dropout))
+    layers += [Dense(64, CLASSES, seed=args.seed + 3, init="glorot"), Softmax()]
+    return Network(layers, loss=args.loss)
+
+
+# Each --model's training defaults; a flag given on the command line wins. The learning rate's
+# default follows the optimizer (LEARNING_RATES), and SGD's momentum is 0.9.
+TRAINING_DEFAULTS = {
+    "mlp": {"epochs": 15, "batch_size": 128, "optimizer": "sgd", "lr_decay": 0.8},
+    "cnn": {"epochs": 15, "batch_size": 128, "optimizer": "sgd", "lr_decay": 0.8},  # placeholder
+}
+LEARNING_RATES = {"sgd": 0.1, "adam": 0.001}
+BUILDERS = {"mlp": build_mlp, "cnn": build_cnn}
 
 
 def describe(net):
@@ -539,22 +574,42 @@ def expected_initial_loss(loss):
     return f"{((1 - 1 / CLASSES) ** 2 + (CLASSES - 1) / CLASSES ** 2) / CLASSES:.4f}"
 
 
+def build_optimizer(args):
+    if args.optimizer == "adam":
+        return Adam(lr=args.lr, weight_decay=args.weight_decay, lr_decay=args.lr_decay)
+    return SGD(lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
+               lr_decay=args.lr_decay)
+
+
+def describe_optimizer(args):
+    settings = {"lr": args.lr, "momentum": args.momentum, "weight_decay": args.weight_decay,
+                "lr_decay": args.lr_decay}
+    if args.optimizer == "adam":
+        del settings["momentum"]             # Adam keeps its own running mean of the gradients
+    name = {"sgd": "SGD", "adam": "Adam"}[args.optimizer]
+    return f"{name}(" + ", ".join(f"{key}={value:g}" for key, value in settings.items()) + ")"
+
+
 def train(args, data, say):
     """Build and train a network as the flags say; returns (network, history)."""
-    net = build_network(args)
-    optimizer = SGD(lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
-                    lr_decay=args.lr_decay)
+    net = BUILDERS[args.model](args)
     say(f"model:  {describe(net)}, {net.count_params():,} parameters, loss {args.loss}")
-    say(f"train:  {args.epochs} epochs, batch {args.batch_size}, SGD(lr={args.lr:g}, "
-        f"momentum={args.momentum:g}, weight_decay={args.weight_decay:g}, "
-        f"lr_decay={args.lr_decay:g}), seed {args.seed}")
+    say(f"train:  {args.epochs} epochs, batch {args.batch_size}, {describe_optimizer(args)}, "
+        f"seed {args.seed}" + (f", early stopping with patience {args.patience}"
+                               if args.patience else ""))
     initial_loss, initial_accuracy = net.evaluate(data.X, data.Y)
     accuracy = "" if initial_accuracy is None else f", accuracy {initial_accuracy:.4f}"
     say(f"before training: loss {initial_loss:.4f} (about {expected_initial_loss(args.loss)} is "
         f"expected for an untrained {CLASSES}-class net){accuracy}")
     history = net.fit(data.X, data.Y, epochs=args.epochs, batch_size=args.batch_size,
-                      optimizer=optimizer, validation_data=data.validation, seed=args.seed,
-                      verbose=0 if args.quiet else 1)
+                      optimizer=build_optimizer(args), validation_data=data.validation,
+                      seed=args.seed, verbose=0 if args.quiet else 1, patience=args.patience)
+    if args.patience:
+        stopped, best = history["stopped_epoch"], history["best_epoch"]
+        said = (f"stopped after epoch {stopped} (patience {args.patience})" if stopped
+                else f"ran all {args.epochs} epochs")
+        say(f"early stopping: {said}; restored the weights of epoch {best}, the best on "
+            f"validation")
     return net, history
 
 
@@ -660,7 +715,8 @@ def text_art(image):
 
 
 def _first_weights(net):
-    """The weights of the first layer that has any, e.g. Dense's (784, units)."""
+    """The first array of the first layer with parameters: a Dense layer's weights (784, units)
+    or a convolution's (filters, channels, k, k)."""
     return next((layer.parameters()[0][0] for layer in net.layers if layer.parameters()), None)
 
 
@@ -706,18 +762,22 @@ def plot(path, net, say, history=None, scored=None):
                            f"({100 * scored.probabilities[index, guess]:.0f}%)", fontsize=10)
 
     weights = _first_weights(net)
-    units = min(weight_rows * columns, weights.shape[1])
-    bottom.suptitle(f"first-layer weights of {units} hidden units as 28×28 images (red: ink "
-                    f"there raises the unit's input, blue: lowers it)\nthe border stays near its "
-                    f"random start: those pixels are blank in nearly every image, so their "
-                    f"weights get almost no gradient")
-    for unit, axes in enumerate(bottom.subplots(weight_rows, columns).flat):
+    explain = "red: ink there raises the output, blue: lowers it"
+    if weights.ndim == 4:                    # a convolution's (filters, channels, k, k)
+        images, name = weights[:, 0], "filter"
+        bottom.suptitle(f"the first convolution's {len(images)} filters, "
+                        f"{images.shape[1]}×{images.shape[2]} ({explain})")
+    else:                                    # a Dense layer's (784, units): a 28×28 image a unit
+        images, name = weights.T.reshape(-1, 28, 28), "unit"
+        bottom.suptitle(f"first-layer weights of hidden units as 28×28 images ({explain})\nthe "
+                        f"border stays near its random start: those pixels are blank in nearly "
+                        f"every image, so their weights get almost no gradient")
+    for number, axes in enumerate(bottom.subplots(weight_rows, columns).flat):
         axes.axis("off")
-        if unit < units:
-            image = weights[:, unit].reshape(28, 28)
-            limit = np.abs(image).max()
-            axes.imshow(image, cmap="RdBu_r", vmin=-limit, vmax=limit)
-            axes.set_title(f"unit {unit}", fontsize=9)
+        if number < len(images):
+            limit = np.abs(images[number]).max()
+            axes.imshow(images[number], cmap="RdBu_r", vmin=-limit, vmax=limit)
+            axes.set_title(f"{name} {number}", fontsize=9)
 
     figure.savefig(path, dpi=72)
     plt.close(figure)
@@ -770,6 +830,23 @@ def _widths(text):
     return widths
 
 
+def _rate(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction from 0 up to (not including) 1, "
+                                         f"got {text!r}")
+    return value
+
+
+def _defaults_text(name):
+    """' (default: X)' for a training flag, naming each --model's default where they differ."""
+    mlp, cnn = TRAINING_DEFAULTS["mlp"][name], TRAINING_DEFAULTS["cnn"][name]
+    return f" (default: {mlp})" if mlp == cnn else f" (default: {mlp}; {cnn} with --model cnn)"
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
         """One line, exit status 2 (argparse's own prints the whole usage first)."""
@@ -801,26 +878,42 @@ def parse_args(argv=None):
                            "validation; 0 for none (default: 10,000, MNIST's classic split, or a "
                            "sixth of the rows when there are fewer than 60,000)")
     model = parser.add_argument_group("model")
+    model.add_argument("--model", choices=list(BUILDERS), default="mlp",
+                       help="mlp: Dense layers (--hidden, --activation); cnn: a small "
+                            "convolutional network")
     model.add_argument("--hidden", type=_widths, default="256,128", metavar="WIDTHS",
-                       help="hidden layer widths, comma-separated ('none' for no hidden layer)")
-    model.add_argument("--activation", choices=["relu", "sigmoid"], default="relu",
-                       help="activation of the hidden layers")
+                       help="the mlp's hidden layer widths, comma-separated ('none' for no "
+                            "hidden layer)")
+    model.add_argument("--activation", choices=list(ACTIVATIONS), default="relu",
+                       help="activation of the mlp's hidden layers")
+    model.add_argument("--dropout", type=_rate, default=0.0, metavar="RATE",
+                       help="dropout after each hidden activation: the fraction of its outputs "
+                            "zeroed at random in each training step (0: none)")
     model.add_argument("--loss", choices=["categorical_crossentropy", "mse"],
                        default="categorical_crossentropy", help="loss to minimise")
     training = parser.add_argument_group("training")
-    training.add_argument("--epochs", type=_whole_number(1), default=15,
-                          help="passes over the data")
-    training.add_argument("--batch-size", type=_whole_number(1), default=128,
-                          help="examples per step")
-    training.add_argument("--lr", type=_number(0, False), default=0.1, help="learning rate (> 0)")
-    training.add_argument("--momentum", type=_number(0, True), default=0.9,
-                          help="SGD momentum (>= 0)")
+    training.add_argument("--optimizer", choices=list(LEARNING_RATES),
+                          help="sgd or adam" + _defaults_text("optimizer"))
+    training.add_argument("--epochs", type=_whole_number(1),
+                          help="passes over the data" + _defaults_text("epochs"))
+    training.add_argument("--batch-size", type=_whole_number(1),
+                          help="examples per step" + _defaults_text("batch_size"))
+    training.add_argument("--lr", type=_number(0, False),
+                          help="learning rate (> 0; default: "
+                               + ", ".join(f"{lr:g} for {name}" for name, lr in
+                                           LEARNING_RATES.items()) + ")")
+    training.add_argument("--momentum", type=_number(0, True),
+                          help="SGD's momentum (>= 0; default: 0.9); Adam has its own")
     training.add_argument("--weight-decay", type=_number(0, True), default=0.0,
                           help="L2 weight decay (>= 0)")
-    training.add_argument("--lr-decay", type=_number(0, False, 1), default=0.8,
-                          help="multiply the learning rate by this after every epoch (0 < x <= 1)")
+    training.add_argument("--lr-decay", type=_number(0, False, 1),
+                          help="multiply the learning rate by this after every epoch (0 < x <= 1)"
+                               + _defaults_text("lr_decay"))
+    training.add_argument("--patience", type=_whole_number(1), metavar="N",
+                          help="early stopping: stop once the validation loss has not improved "
+                               "for N epochs, and keep the weights of the best epoch")
     training.add_argument("--seed", type=_whole_number(0), default=0,
-                          help="seed for the initial weights and the shuffling")
+                          help="seed for the initial weights, the shuffling and dropout")
     output = parser.add_argument_group("output")
     output.add_argument("--save", metavar="PATH", help="save the trained model (.npz)")
     output.add_argument("--history", metavar="PATH", help="write the per-epoch history as CSV")
@@ -830,7 +923,7 @@ def parse_args(argv=None):
                         help="draw N misclassified test digits as text art (0: none)")
     output.add_argument("--plot", metavar="PATH.png",
                         help="save a figure: learning curves, misclassified test digits and "
-                             "first-layer weights (needs matplotlib)")
+                             "first-layer weights or filters (needs matplotlib)")
     use = parser.add_argument_group("using a saved model")
     use.add_argument("--load", metavar="PATH",
                      help="skip training: evaluate the model saved at PATH (by --save) on --test; "
@@ -846,7 +939,20 @@ def parse_args(argv=None):
                      help="where --predict writes its predictions: ImageId,Label rows for a CSV "
                           "(predictions.csv if not given), path,label,probability rows for "
                           "images (only if given)")
-    return parser.parse_args(argv)
+    return _with_defaults(parser.parse_args(argv))
+
+
+def _with_defaults(args):
+    """Fill in the defaults that depend on other flags: the --model's training defaults, then
+    the optimizer's learning rate and SGD's momentum."""
+    for name, value in TRAINING_DEFAULTS[args.model].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.lr is None:
+        args.lr = LEARNING_RATES[args.optimizer]
+    if args.momentum is None and args.optimizer == "sgd":
+        args.momentum = 0.9
+    return args
 
 
 def choose_files(args, say):
@@ -873,6 +979,10 @@ def check_flags(args):
         raise DataError("--out names the predictions file of --predict; give --predict PATH too")
     if args.history and args.load:
         raise DataError("--history needs training: a model given with --load has no history")
+    if args.optimizer == "adam" and args.momentum is not None:
+        raise DataError("--momentum is SGD's: Adam keeps its own running mean of the gradients")
+    if args.patience and args.val_size == 0:
+        raise DataError("--patience watches the validation loss: it needs --val-size above 0")
     for flag, path in (("--save", args.save), ("--history", args.history),
                        ("--out", args.out), ("--plot", args.plot)):
         if not path:
