@@ -8,9 +8,11 @@ memory, batch 64, SGD with momentum 0.9, lr 0.01, softmax + cross-entropy) of:
   nn.py    the network built from nn.py's layers, trained by nn.py;
   PyTorch  the same architecture, layout (batch, channels, height, width), batches, loss and
            optimizer (only when torch is installed).
-Models (3x3 kernels, padding 1, 2x2 max-pooling, ReLU after every convolution and hidden layer):
-  small    conv 8 -> pool -> conv 16 -> pool -> 64 -> 10
-  cnn      the network of `python train_mnist.py --model cnn`
+Models:
+  small    conv 8 -> pool -> conv 16 -> pool -> 64 -> 10 (3x3 kernels, padding 1, 2x2
+           max-pooling, ReLU after each convolution and the hidden layer)
+  cnn      the network of `python train_mnist.py --model cnn`, built by train_mnist.py itself
+The PyTorch network is built from the nn.py one, layer by layer (torch_twin).
 Both sides use the machine's cores (NumPy through its BLAS, PyTorch through its own threads).
 They run interleaved, round after round, after a warm-up round, and each ratio is taken within
 a round, so a slow moment of a shared machine affects both sides of a ratio alike.
@@ -29,6 +31,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 import nn  # noqa: E402
+import train_mnist  # noqa: E402
 from nn import SGD, Dense, ReLU, Softmax, one_hot  # noqa: E402
 from train_mnist import DEFAULT_TRAIN, load_mnist_csv  # noqa: E402
 from bench_mlp import blas_description  # noqa: E402  (this script's folder)
@@ -49,22 +52,21 @@ try:
 except ImportError:
     torch = None
 
-# name: (channels of each convolution, width of the hidden Dense layer)
-MODELS = {"small": ((8, 16), 64),
-          "cnn": ((16, 32), 128)}
+def small_cnn(seed=0):
+    """conv 8 -> pool -> conv 16 -> pool -> 64 -> 10; layer i with weights seeded seed + i."""
+    return [Reshape((1, 28, 28)),
+            Conv2D(1, 8, 3, padding=1, seed=seed), ReLU(), MaxPool2D(2),
+            Conv2D(8, 16, 3, padding=1, seed=seed + 1), ReLU(), MaxPool2D(2),
+            Flatten(), Dense(16 * 7 * 7, 64, seed=seed + 2), ReLU(),
+            Dense(64, 10, seed=seed + 3, init="glorot"), Softmax()]
 
 
-def nn_layers(channels, hidden, seed=0):
-    """Reshape, then (Conv2D, ReLU, MaxPool2D) per entry of channels, Flatten, Dense, Softmax;
-    layer number i (counting only layers with weights) is seeded with seed + i."""
-    layers, size, previous = [Reshape((1, 28, 28))], 28, 1
-    for number, out_channels in enumerate(channels):
-        layers += [Conv2D(previous, out_channels, 3, padding=1, seed=seed + number), ReLU(),
-                   MaxPool2D(2)]
-        previous, size = out_channels, size // 2
-    layers += [Flatten(), Dense(previous * size * size, hidden, seed=seed + len(channels)), ReLU(),
-               Dense(hidden, 10, seed=seed + len(channels) + 1, init="glorot"), Softmax()]
-    return layers
+def recipe_cnn():
+    """The layers of `python train_mnist.py --model cnn` with its default flags."""
+    return train_mnist.build_cnn(train_mnist.parse_args(["--model", "cnn"])).layers
+
+
+MODELS = {"small": small_cnn, "cnn": recipe_cnn}
 
 
 def nn_epoch_runner(layers, X, Y, batch_size, lr, momentum):
@@ -80,19 +82,41 @@ def nn_epoch_runner(layers, X, Y, batch_size, lr, momentum):
     return epoch
 
 
-def torch_epoch_runner(channels, hidden, X, labels, batch_size, lr, momentum, seed):
+def torch_twin(layers):
+    """The PyTorch network with the same architecture as nn.py's `layers` (fresh weights)."""
+    modules = []
+    for layer in layers:
+        kind = type(layer).__name__
+        if kind == "Reshape":
+            modules.append(torch.nn.Unflatten(1, layer.shape))
+        elif kind == "Conv2D":
+            modules.append(torch.nn.Conv2d(layer.in_channels, layer.out_channels,
+                                           layer.kernel_size, stride=layer.stride,
+                                           padding=layer.padding))
+        elif kind == "MaxPool2D":
+            modules.append(torch.nn.MaxPool2d(layer.size))
+        elif kind == "Flatten":
+            modules.append(torch.nn.Flatten())
+        elif kind == "Dense":
+            modules.append(torch.nn.Linear(*layer.weights.shape))
+        elif kind == "ReLU":
+            modules.append(torch.nn.ReLU())
+        elif kind == "Dropout":
+            modules.append(torch.nn.Dropout(layer.rate))
+        elif kind == "Softmax" and layer is layers[-1]:
+            pass                                          # softmax lives inside the loss
+        else:
+            raise ValueError(f"no PyTorch twin for {layer!r}")
+    return torch.nn.Sequential(*modules)
+
+
+def torch_epoch_runner(layers, X, labels, batch_size, lr, momentum, seed):
     torch.manual_seed(seed)
-    modules, size, previous = [], 28, 1
-    for out_channels in channels:
-        modules += [torch.nn.Conv2d(previous, out_channels, 3, padding=1), torch.nn.ReLU(),
-                    torch.nn.MaxPool2d(2)]
-        previous, size = out_channels, size // 2
-    modules += [torch.nn.Flatten(), torch.nn.Linear(previous * size * size, hidden),
-                torch.nn.ReLU(), torch.nn.Linear(hidden, 10)]   # softmax lives inside the loss
-    model = torch.nn.Sequential(*modules)
+    model = torch_twin(layers)
+    model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     loss_function = torch.nn.CrossEntropyLoss()
-    X_t, y_t = torch.from_numpy(X).view(-1, 1, 28, 28), torch.from_numpy(labels)
+    X_t, y_t = torch.from_numpy(X), torch.from_numpy(labels)
     generator = torch.Generator().manual_seed(seed)
 
     def epoch():
@@ -115,9 +139,8 @@ def summary(values):
     return f"{np.median(values):.3f} ({values.min():.3f}-{values.max():.3f})"
 
 
-def describe(channels, hidden):
-    convolutions = " -> pool -> ".join(f"conv {c}" for c in channels)
-    return f"{convolutions} -> pool -> {hidden} -> 10"
+def describe(layers):
+    return " ".join(repr(layer) for layer in layers)
 
 
 def main():
@@ -153,12 +176,11 @@ def main():
     print(header)
     print(rule, flush=True)
     for name in names:
-        channels, hidden = MODELS[name]
-        runners = {"nn": nn_epoch_runner(nn_layers(channels, hidden), X, Y, args.batch_size, lr,
-                                         momentum)}
+        layers = MODELS[name]()
+        runners = {"nn": nn_epoch_runner(layers, X, Y, args.batch_size, lr, momentum)}
         if use_torch:
-            runners["torch"] = torch_epoch_runner(channels, hidden, X, labels, args.batch_size,
-                                                  lr, momentum, 0)
+            runners["torch"] = torch_epoch_runner(layers, X, labels, args.batch_size, lr,
+                                                  momentum, 0)
         times = {key: [] for key in runners}
         for round_number in range(args.rounds + 1):      # round 0 is the warm-up
             for key, runner in runners.items():
@@ -166,7 +188,7 @@ def main():
                 if round_number:
                     times[key].append(seconds)
         nn_times = np.array(times["nn"])
-        row = f"| {name}: {describe(channels, hidden)} | {summary(nn_times)} |"
+        row = f"| {name}: {describe(layers)} | {summary(nn_times)} |"
         if use_torch:
             torch_times = np.array(times["torch"])
             row += f" {summary(torch_times)} | {summary(nn_times / torch_times)} |"
