@@ -309,6 +309,228 @@ class Dropout(Layer):
         return {"rate": self.rate}
 
 
+# <cnn-layers>
+# ----------------------------------------------------------------------------------------------
+# Convolutional layers: for images
+# ----------------------------------------------------------------------------------------------
+
+class Conv2D(Layer):
+    """A convolution: each of out_channels small kernels slides over the image and, at every
+    position, sums kernel * window + bias. The same few weights look for one pattern (an edge,
+    a stroke) everywhere in the image, so a few hundred weights do the work of a huge Dense layer.
+
+    Shapes (PyTorch's): input (batch, in_channels, height, width), weights (out_channels,
+    in_channels, k, k), biases (out_channels,), output (batch, out_channels, out_h, out_w) with
+    out_h = (height + 2 * padding - k) // stride + 1, and the same for the width.
+
+    Memory layout: inside, the numbers are kept as (channels, height, width, batch), the batch
+    innermost, and the output is handed on as a (batch, channels, height, width) *view* of them
+    (a transpose moves no numbers). NumPy pays a fixed cost for each run of neighbouring numbers
+    it walks; this way every slice below is made of runs at least `batch` long, not of short
+    image rows. ReLU and MaxPool2D keep the memory order they are given, so the next Conv2D
+    finds its input already in this layout.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, seed=None,
+                 dtype=np.float32):
+        _check_whole(in_channels, "Conv2D in_channels", 1)
+        _check_whole(out_channels, "Conv2D out_channels", 1)
+        _check_whole(kernel_size, "Conv2D kernel_size", 1)
+        _check_whole(stride, "Conv2D stride", 1)
+        _check_whole(padding, "Conv2D padding", 0)
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.kernel_size, self.stride, self.padding = int(kernel_size), int(stride), int(padding)
+        # He initialisation (see Dense): each output sums in_channels * k * k inputs.
+        fan_in = in_channels * kernel_size * kernel_size
+        shape = (out_channels, in_channels, kernel_size, kernel_size)
+        rng = np.random.default_rng(seed)
+        self.weights = (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(dtype)
+        self.biases = np.zeros(out_channels, dtype=dtype)
+        self.grad_weights = np.zeros_like(self.weights)
+        self.grad_biases = np.zeros_like(self.biases)
+
+    def forward(self, x):
+        k, s, p = self.kernel_size, self.stride, self.padding
+        batch, channels, height, width = self._check_input(x)
+        out_h, out_w = (height + 2 * p - k) // s + 1, (width + 2 * p - k) // s + 1
+        # im2col: make each k x k window of the zero-padded input one COLUMN of a matrix, its
+        # numbers listed by (channel c, kernel row i, kernel column j), the weights' own order.
+        # The pixel under kernel entry (i, j) when the window is at output position (y, x) is
+        # padded[c, y * s + i, x * s + j], so one slice copy per (i, j) fills that entry of
+        # every window at once: k * k copies, and no loop over examples or positions.
+        padded = _zero_padded(x.transpose(1, 2, 3, 0), p)      # (C, H + 2p, W + 2p, batch)
+        columns = _kept(self, "columns", (channels, k, k, out_h, out_w, batch), x.dtype)
+        for i in range(k):
+            for j in range(k):
+                columns[:, i, j] = padded[:, i:i + s * out_h:s, j:j + s * out_w:s, :]
+        self.columns = columns.reshape(channels * k * k, out_h * out_w * batch)
+        self.input_shape = x.shape
+        # Row o of `kernels` is kernel o flattened in the same (c, i, j) order, so the whole
+        # layer is ONE matrix product: output[o, position] = kernel o . window + bias o.
+        kernels = self.weights.reshape(self.out_channels, -1)  # (out_channels, C * k * k)
+        output = kernels @ self.columns                        # (out_channels, positions)
+        output += self.biases[:, None]
+        # The positions run over (y, x, example): hand on the (batch, out_channels, y, x) view.
+        return output.reshape(self.out_channels, out_h, out_w, batch).transpose(3, 0, 1, 2)
+
+    def backward(self, grad_output):
+        # Forward computed  output = kernels @ columns + biases  (a column per position), so
+        # its backward is Dense's with rows and columns swapped. In the code's names:
+        #   grad_kernels = grad @ columns.T   the correlation of the input with the output
+        #                                     gradient, summed over the batch and positions;
+        #   grad_biases  = grad summed over the batch and positions;
+        #   grad_columns = kernels.T @ grad   and col2im: each window's column is added back
+        #                                     where the window was taken from. Windows overlap,
+        #                                     so a pixel collects the gradient of each window
+        #                                     it lies in; the padding's share is dropped.
+        # (For stride 1, dL/dinput is also the full convolution of the output gradient with
+        # the flipped kernels: im2col of the gradient padded by k - 1 - padding, then one
+        # product. It copies out_channels * k * k numbers per pixel where col2im adds
+        # in_channels * k * k: measured 1.7-2x slower for this file's MNIST networks.)
+        k, s, p = self.kernel_size, self.stride, self.padding
+        batch, channels, height, width = self.input_shape
+        _, _, out_h, out_w = grad_output.shape
+        grad = grad_output.transpose(1, 2, 3, 0).reshape(self.out_channels, -1)
+        kernels = self.weights.reshape(self.out_channels, -1)
+        np.matmul(grad, self.columns.T, out=self.grad_weights.reshape(self.out_channels, -1))
+        grad.sum(axis=1, out=self.grad_biases)
+        if not self.input_gradient_needed:  # the network's first layer with weights: nobody
+            return None                      # uses dL/d(its input) (see Layer)
+        grad_columns = (kernels.T @ grad).reshape(channels, k, k, out_h, out_w, batch)
+        grad_padded = np.zeros((channels, height + 2 * p, width + 2 * p, batch), grad.dtype)
+        for i in range(k):
+            for j in range(k):
+                grad_padded[:, i:i + s * out_h:s, j:j + s * out_w:s, :] += grad_columns[:, i, j]
+        return grad_padded[:, p:p + height, p:p + width, :].transpose(3, 0, 1, 2)
+
+    def _check_input(self, x):
+        c, k, p = self.in_channels, self.kernel_size, self.padding
+        if x.ndim != 4 or x.shape[1] != c:
+            raise ValueError(f"{self!r} expects input of shape (batch, {c}, height, width), "
+                             f"got shape {x.shape}")
+        if min(x.shape[2:]) + 2 * p < k:
+            raise ValueError(f"{self!r}: its {k}x{k} kernel is larger than the input padded by "
+                             f"{p} ({x.shape[2] + 2 * p}x{x.shape[3] + 2 * p}): input shape "
+                             f"{x.shape}")
+        return x.shape
+
+    def parameters(self):
+        return [(self.weights, self.grad_weights), (self.biases, self.grad_biases)]
+
+    def config(self):
+        return {"in_channels": self.in_channels, "out_channels": self.out_channels,
+                "kernel_size": self.kernel_size, "stride": self.stride, "padding": self.padding}
+
+    def __repr__(self):
+        options = "".join(f", {name}={value}" for name, value, default
+                          in (("stride", self.stride, 1), ("padding", self.padding, 0))
+                          if value != default)
+        return f"Conv2D({self.in_channels}, {self.out_channels}, {self.kernel_size}{options})"
+
+
+class MaxPool2D(Layer):
+    """Max pooling: keep the largest number of each size x size window (the windows do not
+    overlap), so size 2 halves the height and the width. The image shrinks, and a feature found
+    anywhere in a window counts the same, so small shifts of the input barely matter.
+
+    Shapes: input (batch, channels, height, width) with height and width multiples of size,
+    output (batch, channels, height / size, width / size).
+    """
+
+    def __init__(self, size=2):
+        _check_whole(size, "MaxPool2D size", 1)
+        self.size = int(size)
+
+    def forward(self, x):
+        n = self.size
+        if x.ndim != 4 or x.shape[2] % n or x.shape[3] % n:
+            raise ValueError(f"{self!r} expects input of shape (batch, channels, height, width) "
+                             f"with height and width multiples of {n}, got shape {x.shape}")
+        # x[:, :, i::n, j::n] holds entry (i, j) of every window, so the pooled image is the
+        # element-wise maximum of these n * n views, taken one view at a time.
+        _, *others = [(i, j) for i in range(n) for j in range(n)]      # row-major order
+        output = x[:, :, 0::n, 0::n].copy(order="K")        # order="K": keep the memory order
+        for i, j in others:
+            np.maximum(output, x[:, :, i::n, j::n], out=output)
+        self.input, self.output = x, output
+        return output
+
+    def backward(self, grad_output):
+        # output = the largest entry of its window, so d output / d entry is 1 for that entry
+        # and 0 for the others: the gradient flows back only to where each maximum came from.
+        # On a tie (equal pixels, or a window of ReLU zeros) it goes to the FIRST maximum in
+        # row-major order only, so each window hands on its gradient exactly once.
+        n, x, output = self.size, self.input, self.output
+        grad_output = _in_memory_order_of(output, grad_output)
+        grad_input = np.empty_like(x)        # each entry is written exactly once below
+        unclaimed = np.ones_like(output, dtype=bool)    # windows whose maximum is still to find
+        for i, j in [(i, j) for i in range(n) for j in range(n)]:         # row-major order
+            is_max = x[:, :, i::n, j::n] == output
+            is_max &= unclaimed
+            unclaimed ^= is_max
+            np.multiply(grad_output, is_max, out=grad_input[:, :, i::n, j::n])
+        return grad_input
+
+    def config(self):
+        return {"size": self.size}
+
+    def __repr__(self):
+        return "MaxPool2D()" if self.size == 2 else f"MaxPool2D({self.size})"
+
+
+class Flatten(Layer):
+    """Images to rows, so that Dense layers can follow convolutions: (batch, c, h, w) becomes
+    (batch, c * h * w) in PyTorch's order (channel by channel, each image row by row)."""
+
+    def forward(self, x):
+        if x.ndim < 2:
+            raise ValueError(f"Flatten() expects input of shape (batch, ...), got shape {x.shape}")
+        self.input_shape = x.shape
+        return x.reshape(len(x), -1)
+
+    def backward(self, grad_output):
+        return grad_output.reshape(self.input_shape)   # the same numbers, back in their places
+
+    def config(self):
+        return {}
+
+    def __repr__(self):
+        return "Flatten()"
+
+
+class Reshape(Layer):
+    """Rows to images (or any shape): Reshape((1, 28, 28)) turns MNIST's rows of 784 pixels into
+    one-channel 28 x 28 images, so a CNN takes the same X as any network.
+    Shapes: input (batch, ...), output (batch, *shape), the same numbers."""
+
+    def __init__(self, shape):
+        if not isinstance(shape, (tuple, list)) or not shape or not all(
+                isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d > 0
+                for d in shape):
+            raise ValueError(f"Reshape shape must be a tuple of positive whole numbers, "
+                             f"got {shape!r}")
+        self.shape = tuple(int(d) for d in shape)
+
+    def forward(self, x):
+        size = int(np.prod(self.shape))
+        if x.ndim < 1 or int(np.prod(x.shape[1:])) != size:
+            raise ValueError(f"{self!r} expects input of shape (batch, ...) with {size} numbers "
+                             f"per example, got shape {x.shape}")
+        self.input_shape = x.shape
+        return x.reshape((len(x),) + self.shape)
+
+    def backward(self, grad_output):
+        return grad_output.reshape(self.input_shape)
+
+    def config(self):
+        return {"shape": list(self.shape)}
+
+    def __repr__(self):
+        return f"Reshape({self.shape})"
+
+
+# </cnn-layers>
+
 # ----------------------------------------------------------------------------------------------
 # Losses: a number that says how wrong the predictions are, and its gradient
 # ----------------------------------------------------------------------------------------------
@@ -963,7 +1185,7 @@ def _print_epoch(verbose, epoch, epochs, seconds, history):
 
 MODEL_FORMAT = "nn.Network v2"
 LAYER_TYPES = {cls.__name__: cls for cls in (Dense, ReLU, Sigmoid, Tanh, LeakyReLU, Softmax,
-                                             Dropout)}
+                                             Dropout, Conv2D, MaxPool2D, Flatten, Reshape)}
 MAX_STORED_VALUES = 50_000_000   # 200 MB of float32: far above any model this file trains
 MAX_ARCHITECTURE_CHARACTERS = 1_000_000
 
@@ -1287,3 +1509,45 @@ def _packed_if_possible(net, pairs):
             and all(param.base is packed[0] and grad.base is packed[1] for param, grad in pairs):
         return [packed]
     return pairs
+
+
+# <cnn-helpers>
+# ----------------------------------------------------------------------------------------------
+# F. The convolutional layers' helpers
+# ----------------------------------------------------------------------------------------------
+
+def _check_whole(value, name, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+
+
+def _zero_padded(x, p):
+    """x (channels, h, w, batch) with p zeros around each image: (channels, h+2p, w+2p, batch)."""
+    if p == 0:
+        return x
+    c, h, w, batch = x.shape
+    padded = np.zeros((c, h + 2 * p, w + 2 * p, batch), x.dtype)
+    padded[:, p:p + h, p:p + w, :] = x
+    return padded
+
+
+def _kept(layer, name, shape, dtype):
+    """An array the layer keeps from one batch to the next instead of allocating it anew (its
+    contents are overwritten by the caller). For im2col's columns, a few MB per batch."""
+    array = getattr(layer, "_kept_" + name, None)
+    if array is None or array.shape != shape or array.dtype != dtype:
+        array = np.empty(shape, dtype)
+        setattr(layer, "_kept_" + name, array)
+    return array
+
+
+def _in_memory_order_of(like, array):
+    """array (of like's shape) laid out in memory as like is. An element-wise operation whose
+    operands walk memory in different orders runs several times slower. MaxPool2D needs it for
+    the gradient that Flatten hands back in row order."""
+    if array.strides == like.strides:
+        return array
+    copy = np.empty_like(like)
+    copy[...] = array
+    return copy
+# </cnn-helpers>
