@@ -22,8 +22,9 @@ from unittest import mock
 import numpy as np
 
 import nn
-from nn import (SGD, Adam, Dense, Dropout, Layer, LeakyReLU, Network, ReLU, Sigmoid, Softmax,
-                Tanh, binary_crossentropy, binary_crossentropy_prime, categorical_crossentropy,
+from nn import (SGD, Adam, Conv2D, Dense, Dropout, Flatten, Layer, LeakyReLU, MaxPool2D, Network,
+                ReLU, Reshape, Sigmoid, Softmax, Tanh, binary_crossentropy,
+                binary_crossentropy_prime, categorical_crossentropy,
                 categorical_crossentropy_prime, check_gradients, mse, mse_prime, one_hot)
 
 # ----------------------------------------------------------------------------------------------
@@ -451,6 +452,188 @@ class TestDropout(unittest.TestCase):
             results.append(net.predict(X))
         np.testing.assert_array_equal(results[0], results[1])
         self.assertFalse(np.array_equal(results[0], results[2]))
+
+
+# ----------------------------------------------------------------------------------------------
+# Convolutional layers
+# ----------------------------------------------------------------------------------------------
+
+def images(*shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+def conv_by_loops(x, weights, biases, stride, padding):
+    """The definition of a convolution (cross-correlation), one output number at a time."""
+    batch, _, height, width = x.shape
+    out_c, in_c, k, _ = weights.shape
+    padded = np.zeros((batch, in_c, height + 2 * padding, width + 2 * padding))
+    padded[:, :, padding:padding + height, padding:padding + width] = x
+    out_h = (height + 2 * padding - k) // stride + 1
+    out_w = (width + 2 * padding - k) // stride + 1
+    out = np.zeros((batch, out_c, out_h, out_w))
+    for n, o, y, x_ in np.ndindex(batch, out_c, out_h, out_w):
+        window = padded[n, :, y * stride:y * stride + k, x_ * stride:x_ * stride + k]
+        out[n, o, y, x_] = biases[o] + sum(weights[o, c, i, j] * window[c, i, j]
+                                           for c, i, j in np.ndindex(in_c, k, k))
+    return out
+
+
+class TestConv2D(GradientCheck):
+    CASES = [  # (in, out, k, stride, padding, input shape)
+        (1, 2, 3, 1, 0, (2, 1, 5, 4)),
+        (3, 2, 3, 1, 1, (2, 3, 5, 6)),
+        (2, 3, 3, 2, 1, (2, 2, 7, 5)),
+        (2, 2, 2, 2, 0, (1, 2, 4, 6)),
+        (3, 2, 1, 1, 0, (2, 3, 3, 2)),
+        (2, 2, 3, 2, 0, (2, 2, 6, 6)),     # stride 2 leaves the last row and column unused
+    ]
+
+    def test_forward_matches_the_loop_definition(self):
+        for c_in, c_out, k, s, p, shape in self.CASES:
+            layer = Conv2D(c_in, c_out, k, stride=s, padding=p, seed=1, dtype=np.float64)
+            layer.biases[:] = np.arange(c_out) * 0.1
+            x = images(*shape)
+            expected = conv_by_loops(x, layer.weights, layer.biases, s, p)
+            np.testing.assert_allclose(layer.forward(x), expected, rtol=1e-12, atol=1e-12)
+
+    def test_float32_forward_is_close(self):
+        layer = Conv2D(2, 3, 3, padding=1, seed=2)
+        x = images(2, 2, 5, 5).astype(np.float32)
+        out = layer.forward(x)
+        self.assertEqual(out.dtype, np.float32)
+        expected = conv_by_loops(x.astype(np.float64), layer.weights.astype(np.float64),
+                                 layer.biases, 1, 1)
+        np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+    def test_gradients(self):
+        for c_in, c_out, k, s, p, shape in self.CASES:
+            layer = Conv2D(c_in, c_out, k, stride=s, padding=p, seed=3, dtype=np.float64)
+            layer.biases[:] = images(c_out, seed=4)
+            with self.subTest(layer=repr(layer), shape=shape):
+                self.assertGradientsRight("Conv2D", layer, images(*shape, seed=5))
+
+    def test_gradients_overwrite_rather_than_accumulate(self):
+        layer = Conv2D(2, 2, 3, padding=1, seed=0, dtype=np.float64)
+        x, g = images(2, 2, 4, 4), images(2, 2, 4, 4, seed=1)
+        layer.forward(x)
+        layer.backward(g)
+        first = [grad.copy() for _, grad in layer.parameters()]
+        layer.forward(x)
+        layer.backward(g)
+        for before, (_, after) in zip(first, layer.parameters()):
+            np.testing.assert_array_equal(before, after)
+
+    def test_he_initialisation_shapes_config_and_repr(self):
+        layer = Conv2D(16, 32, 3, seed=0)
+        self.assertEqual(layer.weights.shape, (32, 16, 3, 3))
+        self.assertEqual(layer.biases.shape, (32,))
+        self.assertEqual(layer.weights.dtype, np.float32)
+        self.assertAlmostEqual(float(layer.weights.std()), np.sqrt(2 / (16 * 9)), delta=0.01)
+        self.assertEqual(repr(Conv2D(1, 8, 3, padding=1)), "Conv2D(1, 8, 3, padding=1)")
+        self.assertEqual(repr(Conv2D(2, 4, 5, stride=2)), "Conv2D(2, 4, 5, stride=2)")
+        self.assertEqual(repr(Conv2D(**layer.config())), repr(layer))
+
+    def test_refusals(self):
+        layer = Conv2D(2, 4, 5, padding=1)
+        for shape, words in [((2, 3, 8, 8), "(batch, 2, height, width)"),
+                             ((2, 8, 8), "(batch, 2, height, width)"),
+                             ((2, 2, 2, 8), "larger than the input padded")]:
+            with self.assertRaises(ValueError) as caught:
+                layer.forward(np.zeros(shape, np.float32))
+            for fragment in ("Conv2D(2, 4, 5, padding=1)", words, str(shape)):
+                self.assertIn(fragment, str(caught.exception))
+        for arguments in [(0, 4, 3), (2, 4, 0), (2, 4, 3, 0), (2, 4, 3, 1, -1), (2.0, 4, 3),
+                          (2, True, 3)]:
+            with self.assertRaises(ValueError):
+                Conv2D(*arguments)
+
+
+class TestMaxPool2D(GradientCheck):
+    def test_forward(self):
+        x = np.random.default_rng(0).permutation(np.arange(144.0)).reshape(2, 3, 4, 6)
+        for n in (1, 2):
+            expected = x.reshape(2, 3, 4 // n, n, 6 // n, n).max(axis=(3, 5))
+            np.testing.assert_array_equal(MaxPool2D(n).forward(x), expected)
+        np.testing.assert_array_equal(MaxPool2D(3).forward(x[:, :, :3, :]),
+                                      x[:, :, :3, :].reshape(2, 3, 1, 3, 2, 3).max(axis=(3, 5)))
+
+    def test_gradients(self):
+        for size, shape in [(2, (2, 3, 4, 6)), (3, (1, 2, 3, 6)), (1, (1, 2, 2, 3))]:
+            self.assertGradientsRight(f"MaxPool2D({size})", MaxPool2D(size), images(*shape))
+        # what Conv2D hands on: a (batch, c, h, w) view of memory laid out otherwise
+        x = images(2, 4, 6, 3).transpose(0, 3, 1, 2)
+        pool = MaxPool2D()
+        np.testing.assert_array_equal(pool.forward(x), pool.forward(np.ascontiguousarray(x)))
+        self.assertGradientsRight("MaxPool2D on a transposed view", pool, x)
+
+    def test_ties_send_the_gradient_to_the_first_maximum_only(self):
+        x = np.array([[[[1., 1.], [1., 0.]], [[0., 0.], [0., 0.]]]])   # (1, 2, 2, 2)
+        pool = MaxPool2D()
+        pool.forward(x)
+        grad = pool.backward(np.array([[[[5.]], [[7.]]]]))
+        np.testing.assert_array_equal(grad, [[[[5., 0.], [0., 0.]], [[7., 0.], [0., 0.]]]])
+
+    def test_refusals(self):
+        for shape in [(2, 3, 5, 4), (2, 3, 4, 5), (2, 4, 4)]:
+            with self.assertRaises(ValueError) as caught:
+                MaxPool2D().forward(np.zeros(shape))
+            self.assertIn("MaxPool2D()", str(caught.exception))
+            self.assertIn(str(shape), str(caught.exception))
+        for size in (0, 2.5, True):
+            with self.assertRaises(ValueError):
+                MaxPool2D(size)
+
+
+class TestFlattenReshape(GradientCheck):
+    def test_flatten_in_pytorch_order(self):
+        x = images(2, 3, 4, 5)
+        np.testing.assert_array_equal(Flatten().forward(x), x.reshape(2, 60))
+        channels_last = x.transpose(0, 2, 3, 1).copy().transpose(0, 3, 1, 2)
+        np.testing.assert_array_equal(Flatten().forward(channels_last), x.reshape(2, 60))
+        self.assertGradientsRight("Flatten", Flatten(), x)
+        with self.assertRaises(ValueError) as caught:
+            Flatten().forward(np.zeros(4))
+        self.assertIn("Flatten()", str(caught.exception))
+
+    def test_reshape(self):
+        layer = Reshape((1, 28, 28))
+        self.assertEqual(layer.forward(images(3, 784)).shape, (3, 1, 28, 28))
+        self.assertEqual(repr(layer), "Reshape((1, 28, 28))")
+        self.assertEqual(repr(Reshape(**layer.config())), repr(layer))
+        self.assertGradientsRight("Reshape", Reshape((2, 3)), images(2, 6))
+        with self.assertRaises(ValueError) as caught:
+            layer.forward(images(3, 785))
+        self.assertIn("Reshape((1, 28, 28))", str(caught.exception))
+        self.assertIn("(3, 785)", str(caught.exception))
+        for shape in [(), (0, 3), "28", (2.0,), None]:
+            with self.assertRaises(ValueError):
+                Reshape(shape)
+
+
+class TestCNN(GradientCheck):
+    def tiny_cnn(self):
+        return Network([Reshape((1, 8, 8)), Conv2D(1, 3, 3, padding=1, seed=0), ReLU(),
+                        MaxPool2D(), Conv2D(3, 4, 3, stride=2, padding=1, seed=1), ReLU(),
+                        Flatten(), Dense(4 * 2 * 2, 2, seed=2), Softmax()])
+
+    def test_whole_cnn_gradients(self):
+        self.assertGradientsRight("a small CNN", self.tiny_cnn(), images(3, 64),
+                                  one_hot([0, 1, 1], 2))
+
+    def test_trains_saves_and_loads(self):
+        net = self.tiny_cnn()
+        self.assertFalse(net.layers[1].input_gradient_needed)
+        X = images(40, 64).astype(np.float32)
+        Y = one_hot((X[:, :32].sum(1) > X[:, 32:].sum(1)).astype(int), 2)
+        history = net.fit(X, Y, epochs=20, batch_size=8, optimizer=Adam(lr=0.01), seed=0,
+                          verbose=0)
+        self.assertLess(history["loss"][-1], history["loss"][0] / 2)
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "cnn.npz")
+            net.save(path)
+            loaded = Network.load(path)
+        np.testing.assert_array_equal(loaded.predict(X), net.predict(X))
+        self.assertEqual(repr(loaded.layers[4]), "Conv2D(3, 4, 3, stride=2, padding=1)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1204,7 +1387,8 @@ class TestModuleText(unittest.TestCase):
         with open(nn.__file__, encoding="utf-8") as file:
             text = file.read()
         names = ["class Layer", "class Dense", "class Activation", "class ReLU", "class Sigmoid",
-                 "class Tanh", "class LeakyReLU", "class Softmax", "class Dropout", "def mse(",
+                 "class Tanh", "class LeakyReLU", "class Softmax", "class Dropout", "class Conv2D",
+                 "class MaxPool2D", "class Flatten", "class Reshape", "def mse(",
                  "def categorical_crossentropy(", "def binary_crossentropy(", "class Network",
                  "class SGD", "class Adam", "PART II", "def check_gradients"]
         positions = [text.index(name) for name in names]
