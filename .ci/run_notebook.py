@@ -3,9 +3,11 @@
     python .ci/run_notebook.py walkthrough.ipynb           # CI: run it, keep the file as it is
     python .ci/run_notebook.py walkthrough.ipynb --save    # also write the outputs into the file
 
-The kernel starts in the notebook's own folder, so `import nn` finds nn.py beside it. Exit
-status 0 when every cell ran, 1 when a cell raised or ran past the timeout. Needs nbclient,
-nbformat and ipykernel (.ci/run installs them).
+The kernel starts in the notebook's own folder, so `import nn` finds nn.py beside it. Without
+--save it first checks the file as stored: saved with the outputs of every code cell (so that
+it reads on a repository page without running) and at most --max-mb. Exit status 0 when all
+is well and every cell ran; 1 when a check failed, or a cell raised or ran past the timeout.
+Needs nbclient, nbformat and ipykernel (.ci/run installs them).
 """
 
 import argparse
@@ -19,6 +21,19 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError
 
 
+def stored_problem(path, notebook, max_mb):
+    """What is wrong with the notebook as stored, or None: it must be saved with the outputs
+    of a run of every code cell, so that it reads without running, and stay small."""
+    megabytes = os.path.getsize(path) / 1e6
+    if megabytes > max_mb:
+        return f"is {megabytes:.2f} MB, more than {max_mb} MB (smaller or fewer figures?)"
+    unrun = [i for i, cell in enumerate(notebook.cells)
+             if cell.cell_type == "code" and cell.execution_count is None]
+    if unrun:
+        return f"is stored without the outputs of {len(unrun)} of its code cells"
+    return None
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebook")
@@ -26,6 +41,8 @@ def main():
                         help="seconds any one cell may run (default: %(default)s)")
     parser.add_argument("--save", action="store_true",
                         help="write the fresh outputs back into the notebook")
+    parser.add_argument("--max-mb", type=float, default=1.5,
+                        help="largest size of the stored notebook, in MB (default: %(default)s)")
     args = parser.parse_args()
 
     path = os.path.abspath(args.notebook)
@@ -34,6 +51,12 @@ def main():
     except (OSError, ValueError) as error:     # missing, unreadable, or not a notebook
         print(f"notebook: cannot read {args.notebook}: {error}")
         return 1
+    if not args.save:                          # the committed file, as a repository page shows it
+        problem = stored_problem(path, notebook, args.max_mb)
+        if problem:
+            print(f"notebook: {args.notebook} {problem}; run "
+                  f"`python .ci/run_notebook.py {args.notebook} --save` and commit it")
+            return 1
     client = NotebookClient(notebook, timeout=args.timeout, kernel_name="python3",
                             record_timing=False,
                             resources={"metadata": {"path": os.path.dirname(path)}})
