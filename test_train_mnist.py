@@ -28,7 +28,6 @@ from unittest import mock
 import numpy as np
 import pandas as pd
 
-import nn
 import train_mnist
 from train_mnist import DataError, load_mnist_csv
 
@@ -51,7 +50,7 @@ needs_pillow = unittest.skipIf(photo_digits is None,
 # ----------------------------------------------------------------------------------------------
 
 def run_cli(*arguments, timeout=300):
-    """A real `python train_mnist.py ARGUMENTS`: (exit status, stdout, stderr) and all."""
+    """A real `python train_mnist.py ARGUMENTS`, as a subprocess.CompletedProcess."""
     return subprocess.run([sys.executable, SCRIPT, *arguments], capture_output=True, text=True,
                           timeout=timeout, cwd=HERE, stdin=subprocess.DEVNULL)
 
@@ -116,9 +115,9 @@ class Files(unittest.TestCase):
             file.write(gzip.compress(data) if compress else data)
         return self.path(name)
 
-    def with_line(self, number, new_text, lines=None):
+    def with_line(self, number, new_text):
         """The 40 lines with line `number` (counted from 1) replaced."""
-        lines = list(self.lines if lines is None else lines)
+        lines = list(self.lines)
         lines[number - 1] = new_text
         return lines
 
@@ -291,6 +290,12 @@ class TestRefusingBadCsv(Files):
     def test_wrong_number_of_columns(self):
         self.assertRefused(self.write("short.csv", [line.rsplit(",", 1)[0] for line in self.lines]),
                            "found 784 columns, expected 785 columns", line=1)
+
+    def test_cells_separated_by_something_else(self):
+        for separator in (";", "\t"):
+            lines = [line.replace(",", separator) for line in self.lines]
+            self.assertRefused(self.write("semicolons.csv", lines), "found 1 column, expected 785 "
+                               "columns (a label and 784 pixels), separated by commas", line=1)
 
     def test_a_million_columns_are_refused_fast_in_bounded_memory(self):
         path = self.write("wide.csv", [",".join(["0"] * 1_000_000)])   # one line of 2 MB
@@ -575,7 +580,6 @@ class TestModelAndTrainingFlags(Files):
         self.assertEqual(status, 2)
         self.assertIn("--patience watches the validation loss", errors)
 
-    @unittest.skipUnless(hasattr(nn, "Conv2D"), "nn.py has no Conv2D yet")
     def test_the_cnn_trains_shows_mistakes_and_filters_and_loads_again(self):
         model, figure = self.path("cnn.npz"), self.path("cnn.png")
         flags = ["--model", "cnn", "--limit", "300", "--epochs", "1", "--val-size", "0",
@@ -754,6 +758,18 @@ class TestPredicting(Files):
         originals = net.predict(self.rows[:20, 1:].astype(np.float32) / 255).argmax(axis=1)
         self.assertGreaterEqual(np.count_nonzero(table["label"][1:] == originals), 16)
         self.assertTrue(table["probability"].between(0.1, 1).all())
+
+    @needs_pillow
+    def test_what_predict_refuses_before_any_work(self):
+        os.mkdir(self.path("empty"))
+        csv_file = self.write("digits.csv", self.pixel_lines)
+        for paths, message in (([self.path("absent.png")], "absent.png: no such file"),
+                               ([self.path("empty")], "a folder without images"),
+                               ([self.path("absent.png"), csv_file], "digits.csv: not an image")):
+            with self.subTest(paths=paths):
+                status, output, errors = run_main("--quiet", "--limit", "600", "--predict", *paths)
+                self.assertEqual((status, output), (2, ""))
+                self.assertRegex(errors, f"^error: [^\n]*{re.escape(message)}[^\n]*\n$")
 
     @needs_pillow
     def test_an_image_without_ink_is_refused_in_one_line(self):

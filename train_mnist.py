@@ -33,8 +33,8 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from nn import (SGD, Adam, Dense, Dropout, LeakyReLU, Network, ReLU, Sigmoid, Softmax, Tanh,
-                one_hot)
+from nn import (SGD, Adam, Conv2D, Dense, Dropout, Flatten, LeakyReLU, MaxPool2D, Network, ReLU,
+                Reshape, Sigmoid, Softmax, Tanh, one_hot)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_TRAIN = os.path.join(HERE, "data", "mnist_train.csv.gz")
@@ -48,6 +48,11 @@ CLASSIC_VALIDATION = 10_000      # MNIST's classic split: 50,000 to train, 10,00
 
 class DataError(Exception):
     """A problem with an input file or flag, told to the user in one line (exit status 2)."""
+
+
+def _count(number, noun):
+    """'1 column', '785 columns'."""
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"
 
 
 def _where(path, line=None, column=None):
@@ -192,7 +197,10 @@ def _layout(path, cells, labelled):
     if not labelled:
         expected = "784 pixel columns (or 785 with a label)"
     if columns not in ((PIXELS + 1,) if labelled else (PIXELS, PIXELS + 1)):
-        raise DataError(f"{_where(path, 1)}: found {columns} columns, expected {expected}")
+        if columns == 1 and (";" in cells[0] or "\t" in cells[0]):
+            expected += ", separated by commas"
+        raise DataError(f"{_where(path, 1)}: found {_count(columns, 'column')}, expected "
+                        f"{expected}")
     # A header is a row of names: mostly not numbers. A first row of numbers with a bad cell
     # or two ("0a", "NA", an empty cell) is data, and the checks below refuse it.
     header = sum(not _is_number(cell) for cell in cells) > columns / 2
@@ -222,7 +230,7 @@ def _refuse_cell(path, line, column, layout):
     """The first cell pandas could not read as a number: say what it holds."""
     cells = _cells_of_line(path, line)
     if len(cells) < layout.columns:
-        found = f"only {len(cells)} columns" if cells else "an empty line"
+        found = f"only {_count(len(cells), 'column')}" if cells else "an empty line"
         raise DataError(f"{_where(path, line)}: found {found}, expected {layout.columns} columns")
     text = cells[column].strip()
     found = "an empty cell" if not text else repr(text[:20])
@@ -495,7 +503,6 @@ def build_mlp(args):
 def build_cnn(args):
     """Two 3x3 convolutions (8 and 16 filters), each with ReLU and 2x2 max-pooling, then a
     hidden Dense layer of 64 (with --dropout after its ReLU) and Softmax over the 10 digits."""
-    from nn import Conv2D, Flatten, MaxPool2D, Reshape   # needs nn.py's convolutional layers
     layers = [Reshape((1, 28, 28)),                     # MNIST's rows of 784 -> 1 x 28 x 28
               Conv2D(1, 8, 3, padding=1, seed=args.seed), ReLU(), MaxPool2D(2),       # 8x14x14
               Conv2D(8, 16, 3, padding=1, seed=args.seed + 1), ReLU(), MaxPool2D(2),  # 16x7x7
@@ -1014,6 +1021,7 @@ def run(args):
     say = (lambda *parts: None) if args.quiet else print
     check_flags(args)
     net = load_model(args.load, say) if args.load else None
+    csv_pixels, image_paths, digits = read_prediction_inputs(args)
     predict_only = bool(args.load and args.predict)     # Kaggle: a saved model, new images
     train_path, test_path = choose_files(args, say)
     data = None
@@ -1021,7 +1029,6 @@ def run(args):
         data = split_training_rows(train_path, *load_mnist_csv(train_path, nrows=args.limit),
                                    args.val_size)
     test = None if predict_only else load_mnist_csv(test_path)
-    csv_pixels, image_paths, digits = read_prediction_inputs(args)
 
     history = scored = None
     if net is None:
