@@ -259,12 +259,6 @@ def _as_numbers(path, chunk, line, layout):
     return values
 
 
-def _show(value):
-    """A number as the user wrote it, near enough: 256 or 6.9999999999, not 7."""
-    value = float(value)
-    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
-
-
 def _checked_split(path, values, line, layout, labelled):
     """Check a chunk's values and split it into labels (int64, or None) and pixels (uint8)."""
     highest = np.full(layout.columns, 255.0)
@@ -275,11 +269,13 @@ def _checked_split(path, values, line, layout, labelled):
         bad[:, layout.label_column] = False  # a label column to ignore
     if bad.any():
         row, column = (int(i) for i in np.argwhere(bad)[0])
-        value, where = values[row, column], _where(path, line + row, column + 1)
+        where = _where(path, line + row, column + 1)
+        text = _cells_of_line(path, line + row)[column].strip()    # as the file has it
         if column == layout.label_column:
-            raise DataError(f"{where}: label {_show(value)} is not a digit 0-9")
+            raise DataError(f"{where}: label {text} is not a digit 0-9")
+        value = values[row, column]
         problem = "is outside 0-255" if not 0 <= value <= 255 else "is not a whole number 0-255"
-        raise DataError(f"{where}: pixel value {_show(value)} {problem}")
+        raise DataError(f"{where}: pixel value {text} {problem}")
     if layout.label_column is None:
         return None, values.astype(np.uint8, order="C")   # exact: checked above
     labels = values[:, layout.label_column].astype(np.int64) if labelled else None
