@@ -13,7 +13,9 @@ Models:
            max-pooling, ReLU after each convolution and the hidden layer)
   cnn      the network of `python train_mnist.py --model cnn`, built by train_mnist.py itself
 The PyTorch network is built from the nn.py one, layer by layer (torch_twin).
-Both sides use the machine's cores (NumPy through its BLAS, PyTorch through its own threads).
+Both sides use all the machine's cores (NumPy through its BLAS, PyTorch through its own
+threads), or as many as OPENBLAS_NUM_THREADS says, for both:
+    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_cnn.py     # one thread each
 They run interleaved, round after round, after a warm-up round, and each ratio is taken within
 a round, so a slow moment of a shared machine affects both sides of a ratio alike.
 """
@@ -152,6 +154,8 @@ def main():
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
     args = parser.parse_args()
     use_torch = torch is not None and not args.no_torch
+    if use_torch:
+        torch.set_num_threads(int(os.environ.get("OPENBLAS_NUM_THREADS", os.cpu_count())))
     names = args.models.split(",")
     unknown = [name for name in names if name not in MODELS]
     if unknown:
