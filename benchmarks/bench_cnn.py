@@ -1,6 +1,6 @@
 """How fast does nn.py train a convolutional network on MNIST, next to PyTorch on the same CPU?
 
-    python benchmarks/bench_cnn.py                  # both models, 5 rounds; a Markdown table
+    python benchmarks/bench_cnn.py                  # both models, 5 rounds (about 2.5 minutes)
     python benchmarks/bench_cnn.py --rounds 3 --models small --no-torch
 
 For each model it times one training epoch over all 60,000 MNIST images (float32, already in
@@ -53,6 +53,7 @@ try:
     import torch
 except ImportError:
     torch = None
+
 
 def small_cnn(seed=0):
     """conv 8 -> pool -> conv 16 -> pool -> 64 -> 10; layer i with weights seeded seed + i."""
