@@ -34,20 +34,9 @@ sys.path.insert(0, ROOT)
 
 import nn  # noqa: E402
 import train_mnist  # noqa: E402
-from nn import SGD, Dense, ReLU, Softmax, one_hot  # noqa: E402
+from nn import SGD, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Reshape, Softmax, one_hot  # noqa: E402
 from train_mnist import DEFAULT_TRAIN, load_mnist_csv  # noqa: E402
 from bench_mlp import blas_description  # noqa: E402  (this script's folder)
-
-# --- TEMPORARY fallback, DELETE once nn.py has the convolutional layers: until then they come
-# --- from the scratch module where they are being written.
-if hasattr(nn, "Conv2D"):
-    from nn import Conv2D, Flatten, MaxPool2D, Reshape  # noqa: E402
-    LAYERS_FROM = "nn.py"
-else:
-    sys.path.insert(0, "/work/scratch/cnn")
-    from cnn_layers import Conv2D, Flatten, MaxPool2D, Reshape  # noqa: E402
-    LAYERS_FROM = "scratch cnn_layers.py (fallback)"
-# --- end of the temporary fallback
 
 try:
     import torch
@@ -170,7 +159,7 @@ def main():
           f"{platform.python_version()}, NumPy {np.__version__}"
           + (f", PyTorch {torch.__version__} ({torch.get_num_threads()} threads)"
              if use_torch else ", PyTorch not installed or skipped (column left out)"))
-    print(f"BLAS: {blas_description()}; layers from {LAYERS_FROM}")
+    print(f"BLAS: {blas_description()}")
     print(f"one epoch = {len(X):,} images, float32, batch {args.batch_size}, SGD(lr={lr}, "
           f"momentum={momentum}); seconds as median (min-max) of {args.rounds} rounds after 1 "
           f"warm-up; ratios taken within each round\n")
