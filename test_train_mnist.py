@@ -588,7 +588,7 @@ class TestModelAndTrainingFlags(Files):
             flags += ["--plot", figure]
         status, output, errors = self.run_tiny(*flags)
         self.assertEqual(status, 0, errors)
-        self.assertIn("Reshape((1, 28, 28)) -> Conv2D(1, 8, 3, padding=1) -> ReLU()", output)
+        self.assertIn("Reshape((1, 28, 28)) -> Conv2D(1, 16, 5) -> MaxPool2D() -> ReLU()", output)
         self.assertIn("test image", output)
         self.assertEqual(output.count("+" + "-" * 56 + "+"), 2)
         accuracy = re.search(r"test accuracy: .*", output).group(0)
@@ -827,7 +827,8 @@ class TestCommandLine(Files):
         flags = re.split(r"\n  (?=-)", result.stdout)
         for text in flags:
             self.assertLessEqual(text.count("default"), 1, text)
-        for default in ("(default: 15)", "(default: 0)", "(default: 0.0)", "(default: auto)"):
+        for default in ("(default: 15; 8 with --model cnn)", "(default: 0)", "(default: 0.0)",
+                        "(default: auto)"):
             self.assertIn(default, result.stdout)
 
     def test_bad_flag_values_are_refused_in_one_line(self):
