@@ -648,8 +648,7 @@ class Network:
 
     def parameters(self):
         """Every layer's (parameter, gradient) pairs, for the optimizer."""
-        pairs = [pair for layer in self.layers for pair in layer.parameters()]
-        return _packed_if_possible(self, pairs)      # fit packs them into one array: speed
+        return [pair for layer in self.layers for pair in layer.parameters()]
 
     def count_params(self):
         return sum(param.size for param, _ in self.parameters())
@@ -721,7 +720,7 @@ class Network:
         X, Y, validation_data, optimizer = _checked_fit_arguments(
             self, X, Y, epochs, batch_size, optimizer, validation_data, seed, verbose,
             patience, restore_best)
-        _pack_parameters(self, X.dtype)      # in the data's dtype, in one array: see appendix E
+        _cast_parameters(self.layers, X.dtype)   # the network computes in its data's dtype
         _reseed_random_layers(self, seed)
         rng = np.random.default_rng(seed)
         n = len(X)
@@ -1480,43 +1479,7 @@ def _relative_error(analytic, numerical):
 
 
 # ----------------------------------------------------------------------------------------------
-# E. Speed: all parameters in one array
-#
-# fit moves every parameter into one long array of the data's dtype, and every gradient into
-# another; each layer's arrays become views of their piece (swapped in through the Layer
-# protocol's attributes), so the layers work exactly as before. The optimizer then updates all
-# parameters in a handful of NumPy operations instead of a handful per array.
-# ----------------------------------------------------------------------------------------------
-
-def _pack_parameters(net, dtype):
-    pairs = [pair for layer in net.layers for pair in layer.parameters()]
-    if not pairs:
-        net.packed = None
-        return
-    flat_params = np.concatenate([param.ravel() for param, _ in pairs], dtype=dtype)
-    flat_grads = np.zeros_like(flat_params)
-    views, start = {}, 0
-    for param, grad in pairs:
-        end = start + param.size
-        views[id(param)] = flat_params[start:end].reshape(param.shape)
-        views[id(grad)] = flat_grads[start:end].reshape(param.shape)
-        start = end
-    _swap_arrays(net.layers, lambda array: views.get(id(array), array))
-    net.packed = (flat_params, flat_grads)
-
-
-def _packed_if_possible(net, pairs):
-    """[the packed pair] while every layer's arrays are still views of it (a layer may have
-    replaced an array since, e.g. by assigning self.weights = ...), else the pairs as they are."""
-    packed = getattr(net, "packed", None)
-    if packed is not None and sum(param.size for param, _ in pairs) == packed[0].size \
-            and all(param.base is packed[0] and grad.base is packed[1] for param, grad in pairs):
-        return [packed]
-    return pairs
-
-
-# ----------------------------------------------------------------------------------------------
-# F. The convolutional layers' helpers
+# E. The convolutional layers' helpers
 # ----------------------------------------------------------------------------------------------
 
 def _check_whole(value, name, minimum):

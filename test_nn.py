@@ -832,45 +832,6 @@ class TestLayerProtocol(unittest.TestCase):
             np.testing.assert_array_equal(a, b)
 
 
-class TestPackedParameters(unittest.TestCase):
-    """fit's speed trick (appendix E): every parameter a view of one array, any layer's too."""
-
-    def test_every_layers_arrays_become_views_of_one_array(self):
-        X, Y = blobs()
-        net = Network([Dense(5, 4, seed=0), ReLU(), Scale(4), Dense(4, 3, seed=1), Softmax()])
-        net.fit(X, Y, epochs=1, verbose=0)
-        (flat_params, flat_grads), = net.parameters()
-        self.assertEqual(flat_params.size, 5 * 4 + 4 + 4 + 4 * 3 + 3)
-        for layer in net.layers:
-            for param, grad in layer.parameters():
-                self.assertIs(param.base, flat_params)
-                self.assertIs(grad.base, flat_grads)
-
-    def test_a_replaced_array_is_still_trained(self):
-        X, Y = blobs()
-        net = small_network()
-        net.fit(X, Y, epochs=1, verbose=0)
-        dense = net.layers[0]
-        dense.weights = dense.weights.copy()              # no longer part of the packed array
-        self.assertEqual(len(net.parameters()), 4)        # so the optimizer gets each array
-        before = dense.weights.copy()
-        net.train_on_batch(X[:32], Y[:32], SGD(lr=0.1))
-        self.assertFalse(np.array_equal(before, dense.weights))
-
-    def test_packed_and_unpacked_training_agree_exactly(self):
-        X, Y = blobs()
-        packed, unpacked = small_network(), small_network()
-        optimizer = dict(lr=0.1, momentum=0.9, weight_decay=0.01)
-        packed.fit(X, Y, epochs=1, batch_size=len(X), optimizer=SGD(**optimizer), seed=0,
-                   verbose=0)
-        order = np.random.default_rng(0).permutation(len(X))       # the order fit used
-        unpacked.train_on_batch(X[order], Y[order], SGD(**optimizer))
-        self.assertEqual(len(unpacked.parameters()), 4)
-        for a, b in zip(packed.layers, unpacked.layers):
-            for (param_a, _), (param_b, _) in zip(a.parameters(), b.parameters()):
-                np.testing.assert_array_equal(param_a, param_b)
-
-
 class TestHonestMetrics(unittest.TestCase):
     def test_regression_reports_no_accuracy(self):
         rng = np.random.default_rng(0)
