@@ -36,12 +36,8 @@ import nn  # noqa: E402
 import train_mnist  # noqa: E402
 from nn import SGD, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Reshape, Softmax, one_hot  # noqa: E402
 from train_mnist import DEFAULT_TRAIN, load_mnist_csv  # noqa: E402
-from bench_mlp import blas_description  # noqa: E402  (this script's folder)
-
-try:
-    import torch
-except ImportError:
-    torch = None
+# bench_mlp.py, in this folder, imports torch if it is installed (else torch is None)
+from bench_mlp import blas_description, summary, torch, torch_epoch  # noqa: E402
 
 
 def small_cnn(seed=0):
@@ -104,31 +100,7 @@ def torch_twin(layers):
 
 def torch_epoch_runner(layers, X, labels, batch_size, lr, momentum, seed):
     torch.manual_seed(seed)
-    model = torch_twin(layers)
-    model.train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
-    loss_function = torch.nn.CrossEntropyLoss()
-    X_t, y_t = torch.from_numpy(X), torch.from_numpy(labels)
-    generator = torch.Generator().manual_seed(seed)
-
-    def epoch():
-        start = time.perf_counter()
-        order = torch.randperm(len(X_t), generator=generator)
-        total = 0.0
-        for first in range(0, len(X_t), batch_size):
-            rows = order[first:first + batch_size]
-            optimizer.zero_grad()
-            loss = loss_function(model(X_t[rows]), y_t[rows])
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(rows)             # as nn.py, report the epoch's loss
-        return time.perf_counter() - start
-    return epoch
-
-
-def summary(values):
-    values = np.asarray(values)
-    return f"{np.median(values):.3f} ({values.min():.3f}-{values.max():.3f})"
+    return torch_epoch(torch_twin(layers), X, labels, batch_size, lr, momentum, seed)
 
 
 def describe(layers):

@@ -85,6 +85,13 @@ def torch_epoch_runner(widths, X, labels, batch_size, lr, momentum, seed):
     for n_in, n_out in zip(widths, widths[1:]):
         modules += [torch.nn.Linear(n_in, n_out), torch.nn.ReLU()]
     model = torch.nn.Sequential(*modules[:-1])          # softmax lives inside the loss
+    return torch_epoch(model, X, labels, batch_size, lr, momentum, seed)
+
+
+def torch_epoch(model, X, labels, batch_size, lr, momentum, seed):
+    """A function that trains `model` for one epoch, as nn.py's fit does, and returns the
+    seconds it took (bench_cnn.py uses it too)."""
+    model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     loss_function = torch.nn.CrossEntropyLoss()
     X_t, y_t = torch.from_numpy(X), torch.from_numpy(labels)
