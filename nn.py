@@ -311,6 +311,10 @@ class Dropout(Layer):
 
 # ----------------------------------------------------------------------------------------------
 # Convolutional layers: for images
+#
+# A Dense layer on 784 pixels learns a separate weight for every pixel; a convolution learns a
+# few small kernels and slides them over the image, so a stroke is recognised wherever it is.
+# Reshape turns MNIST's rows into images, Flatten turns feature maps back into rows.
 # ----------------------------------------------------------------------------------------------
 
 class Conv2D(Layer):
@@ -897,7 +901,8 @@ class Adam:
 #
 # What the chapter leans on but a learner need not read first: checking what users pass in
 # (every mistake becomes a ValueError that names the argument, what was expected and what
-# came), the save format, check_gradients, and the machinery fit uses around the learning.
+# came), the machinery fit uses around the learning, the save format, check_gradients, and
+# the memory-layout helpers that make the convolutional layers fast.
 # ==============================================================================================
 
 # ----------------------------------------------------------------------------------------------
