@@ -60,12 +60,13 @@ class Layer:
         self.grad_weights) and use them only through those attributes: the network may swap
         them for arrays of its data's dtype. Layers without parameters return [].
 
-    What a layer may assume: backward is called once after each forward, with the gradient
-    of that forward's output. The network sets two attributes before it calls the layer:
-    `training` (True inside fit and train_on_batch, False inside predict and evaluate; only
-    layers such as Dropout behave differently) and `input_gradient_needed` (False for the
-    first layer with parameters: its input is the data or comes from layers without
-    parameters, so nobody uses dL/d(input); backward may then skip it and return None).
+    What a layer may assume: when backward is called, it is with the gradient of the output of
+    the last forward (predict runs forward alone, without backward). The network sets two
+    attributes before it calls the layer: `training` (True inside fit and train_on_batch, False
+    inside predict and evaluate; only layers such as Dropout behave differently) and
+    `input_gradient_needed` (False for the first layer with parameters: its input is the data
+    or comes from layers without parameters, so nobody uses dL/d(input); backward may then
+    skip it and return None).
 
     To be saved and loaded, a layer also says how to rebuild itself: config() returns the
     keyword arguments (numbers, strings, lists) such that type(layer)(**config) makes an
@@ -337,11 +338,13 @@ class Conv2D(Layer):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, seed=None,
                  dtype=np.float32):
-        _check_whole(in_channels, "Conv2D in_channels", 1)
-        _check_whole(out_channels, "Conv2D out_channels", 1)
-        _check_whole(kernel_size, "Conv2D kernel_size", 1)
-        _check_whole(stride, "Conv2D stride", 1)
+        _check_whole(in_channels, "Conv2D in_channels")
+        _check_whole(out_channels, "Conv2D out_channels")
+        _check_whole(kernel_size, "Conv2D kernel_size")
+        _check_whole(stride, "Conv2D stride")
         _check_whole(padding, "Conv2D padding", 0)
+        _check_seed(seed, "Conv2D seed")
+        _check_float_dtype(dtype, "Conv2D dtype")
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.kernel_size, self.stride, self.padding = int(kernel_size), int(stride), int(padding)
         # He initialisation (see Dense): each output sums in_channels * k * k inputs.
@@ -446,7 +449,7 @@ class MaxPool2D(Layer):
     """
 
     def __init__(self, size=2):
-        _check_whole(size, "MaxPool2D size", 1)
+        _check_whole(size, "MaxPool2D size")
         self.size = int(size)
 
     def forward(self, x):
@@ -500,12 +503,6 @@ class Flatten(Layer):
 
     def backward(self, grad_output):
         return grad_output.reshape(self.input_shape)   # the same numbers, back in their places
-
-    def config(self):
-        return {}
-
-    def __repr__(self):
-        return "Flatten()"
 
 
 class Reshape(Layer):
@@ -777,13 +774,13 @@ class Network:
     def predict(self, X, batch_size=1000):
         """The network's outputs for X, computed in batches, in inference mode."""
         X = _checked_inputs(X)
-        _check_positive_int(batch_size, "batch_size")
+        _check_whole(batch_size, "batch_size")
         return np.concatenate([self.forward(X[i:i + batch_size])
                                for i in range(0, len(X), batch_size)])
 
     def evaluate(self, X, Y, batch_size=1000):
         """(mean loss, accuracy) on X and targets Y; accuracy is None for a regression."""
-        X, Y = _checked_data(self, X, Y)
+        X, Y = _checked_data(X, Y)
         P = self.predict(X, batch_size)
         _check_targets_shape(Y, P, "Y")
         return self.loss(Y, P), self.accuracy(Y, P)
@@ -914,15 +911,16 @@ def _is_number(value):
             and bool(np.isfinite(value)))
 
 
-def _check_positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive whole number, got {value!r}")
+def _check_whole(value, name, minimum=1):
+    """A whole number >= minimum: an int, not a bool and not a float such as 2.0."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        what = "a positive whole number" if minimum == 1 else f"a whole number >= {minimum}"
+        raise ValueError(f"{name} must be {what}, got {value!r}")
 
 
 def _check_seed(seed, name="seed"):
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
-                             or seed < 0):
-        raise ValueError(f"{name} must be None or a whole number >= 0, got {seed!r}")
+    if seed is not None:
+        _check_whole(seed, name, 0)
 
 
 def _checked_fraction(value, name, low, high):
@@ -933,8 +931,8 @@ def _checked_fraction(value, name, low, high):
 
 
 def _check_dense_arguments(n_in, n_out, seed, init, dtype):
-    _check_positive_int(n_in, "Dense n_in (number of inputs)")
-    _check_positive_int(n_out, "Dense n_out (number of outputs)")
+    _check_whole(n_in, "Dense n_in (number of inputs)")
+    _check_whole(n_out, "Dense n_out (number of outputs)")
     _check_seed(seed, "Dense seed")
     if init not in ("he", "glorot"):
         raise ValueError(f"Dense init must be 'he' or 'glorot', got {init!r}")
@@ -966,7 +964,7 @@ def _check_optimizer_numbers(optimizer, **numbers):
 
 
 def _checked_labels(labels, n_classes):
-    _check_positive_int(n_classes, "n_classes")
+    _check_whole(n_classes, "n_classes")
     labels = np.asarray(labels)
     if labels.ndim != 1:
         raise ValueError(f"labels must be a 1-D array of class numbers, got shape {labels.shape}")
@@ -1035,7 +1033,7 @@ def _checked_inputs(X, name="X"):
     return X
 
 
-def _checked_data(net, X, Y, names=("X", "Y")):
+def _checked_data(X, Y, names=("X", "Y")):
     X = _checked_inputs(X, names[0])
     Y = np.asarray(Y)
     if not np.issubdtype(Y.dtype, np.number) or np.issubdtype(Y.dtype, np.complexfloating):
@@ -1060,13 +1058,13 @@ def _check_targets_shape(Y, P, name):
 
 def _checked_fit_arguments(net, X, Y, epochs, batch_size, optimizer, validation_data, seed,
                            verbose, patience, restore_best):
-    _check_positive_int(epochs, "epochs")
-    _check_positive_int(batch_size, "batch_size")
+    _check_whole(epochs, "epochs")
+    _check_whole(batch_size, "batch_size")
     _check_seed(seed)
     if verbose not in (0, 1, True, False):
         raise ValueError(f"verbose must be 0 or 1, got {verbose!r}")
     if patience is not None:
-        _check_positive_int(patience, "patience")
+        _check_whole(patience, "patience")
         if validation_data is None:
             raise ValueError("patience (early stopping) watches the validation loss, so fit "
                              "needs validation_data=(X_val, Y_val) too")
@@ -1077,13 +1075,13 @@ def _checked_fit_arguments(net, X, Y, epochs, batch_size, optimizer, validation_
             and callable(getattr(optimizer, "end_epoch", None))):
         raise ValueError(f"optimizer must be an optimizer such as SGD(lr=0.1) or Adam(), "
                          f"got {optimizer!r}")
-    X, Y = _checked_data(net, X, Y)
+    X, Y = _checked_data(X, Y)
     P = net.forward(X[:1])                   # one example through the network: shapes agree?
     _check_targets_shape(Y, P, "Y")
     if validation_data is not None:
         if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
             raise ValueError("validation_data must be a pair (X_val, Y_val)")
-        X_val, Y_val = _checked_data(net, *validation_data, names=("X_val", "Y_val"))
+        X_val, Y_val = _checked_data(*validation_data, names=("X_val", "Y_val"))
         _check_targets_shape(Y_val, P, "Y_val")
         validation_data = (X_val, Y_val)
     if net.fused_prime is softmax_crossentropy_prime and np.abs(Y.sum(axis=1) - 1).max() > 1e-3:
@@ -1101,19 +1099,14 @@ def _checked_fit_arguments(net, X, Y, epochs, batch_size, optimizer, validation_
 
 def _cast_parameters(layers, dtype):
     """Make every parameter and gradient array `dtype`, the data's: float32 data would
-    otherwise meet float64 weights and every product would silently run in float64."""
-    _swap_arrays(layers, lambda array: array if array.dtype == dtype else array.astype(dtype))
-
-
-def _swap_arrays(layers, new_array):
-    """Replace each parameter and gradient array of each layer by new_array(array). Layers
+    otherwise meet float64 weights and every product would silently run in float64. Layers
     keep their arrays as attributes (the Layer protocol), so each one is swapped there."""
     for layer in layers:
         for pair in layer.parameters():
             for array in pair:
-                replacement = new_array(array)
-                if replacement is array:
+                if array.dtype == dtype:
                     continue
+                replacement = array.astype(dtype)
                 names = [name for name, value in vars(layer).items() if value is array]
                 if not names:
                     raise ValueError(f"{layer!r} returns from parameters() an array that is not "
@@ -1426,36 +1419,32 @@ def check_gradients(model, x, y=None, eps=1e-6, training=False, verbose=True, se
         target.training = training
         return target.forward(x)
 
-    output = forward(run())
-    upstream = (None if is_network
-                else np.random.default_rng(seed).standard_normal(output.shape))
+    # Analytic gradients: one forward and one backward.
+    target = run()
+    out = forward(target)
+    upstream = None
+    if is_network:
+        target.backward(y, out)
+        checks = []                          # (name, the master's array, backward's gradient)
+    else:
+        upstream = np.random.default_rng(seed).standard_normal(out.shape)
+        grad_input = target.backward(upstream)
+        checks = [("input", x, np.array(grad_input, dtype=np.float64))]
+    twins = target.layers if is_network else [target]
+    for i, (layer, twin) in enumerate(zip(layers, twins)):
+        for j, ((param, _), (_, grad)) in enumerate(zip(layer.parameters(), twin.parameters())):
+            name = f"layer {i} {type(layer).__name__} parameter {j}" if is_network \
+                else f"parameter {j}"
+            checks.append((name, param, grad.copy()))
 
     def loss():
         target = run()
         out = forward(target)
         return target.loss(y, out) if is_network else float(np.sum(out * upstream))
 
-    # Analytic gradients, from one forward and backward on a copy in the same state.
-    target = run()
-    out = forward(target)
-    if is_network:
-        target.backward(y, out)
-        analytic = {f"layer {i} {type(layer).__name__} parameter {j}": grad.copy()
-                    for i, layer in enumerate(target.layers)
-                    for j, (_, grad) in enumerate(layer.parameters())}
-    else:
-        grad_input = target.backward(upstream)
-        analytic = {"input": np.array(grad_input, dtype=np.float64)}
-        analytic.update({f"parameter {j}": grad.copy()
-                         for j, (_, grad) in enumerate(target.parameters())})
     # Numerical gradients: nudge each number of each array of the master, up and down.
-    arrays = {} if is_network else {"input": x}
-    for i, layer in enumerate(layers):
-        for j, (param, _) in enumerate(layer.parameters()):
-            arrays[f"layer {i} {type(layer).__name__} parameter {j}" if is_network
-                   else f"parameter {j}"] = param
     errors = {}
-    for name, array in arrays.items():
+    for name, array, analytic in checks:
         numerical = np.zeros_like(array)
         for index in np.ndindex(array.shape):
             original = array[index]
@@ -1465,7 +1454,7 @@ def check_gradients(model, x, y=None, eps=1e-6, training=False, verbose=True, se
             minus = loss()
             array[index] = original
             numerical[index] = (plus - minus) / (2 * eps)
-        errors[name] = _relative_error(analytic[name], numerical)
+        errors[name] = _relative_error(analytic, numerical)
     if verbose:
         title = repr(model) if not is_network else "the network"
         print(f"check_gradients of {title}: worst relative error per array")
@@ -1486,11 +1475,6 @@ def _relative_error(analytic, numerical):
 # ----------------------------------------------------------------------------------------------
 # E. The convolutional layers' helpers
 # ----------------------------------------------------------------------------------------------
-
-def _check_whole(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}")
-
 
 def _zero_padded(x, p):
     """x (channels, h, w, batch) with p zeros around each image: (channels, h+2p, w+2p, batch),
