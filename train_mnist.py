@@ -33,8 +33,8 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from nn import (SGD, Adam, Conv2D, Dense, Dropout, Flatten, LeakyReLU, MaxPool2D, Network, ReLU,
-                Reshape, Sigmoid, Softmax, Tanh, one_hot)
+from nn import (MAX_STORED_VALUES, SGD, Adam, Conv2D, Dense, Dropout, Flatten, LeakyReLU,
+                MaxPool2D, Network, ReLU, Reshape, Sigmoid, Softmax, Tanh, one_hot)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_TRAIN = os.path.join(HERE, "data", "mnist_train.csv.gz")
@@ -465,7 +465,7 @@ def image_files(paths):
 # 3. Building the network
 # ----------------------------------------------------------------------------------------------
 
-MAX_PARAMETERS = 50_000_000      # 200 MB of float32 weights; training keeps a few copies more
+MAX_PARAMETERS = MAX_STORED_VALUES   # what Network.load accepts, so a model saved can be loaded
 ACTIVATIONS = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh, "leaky_relu": LeakyReLU}
 
 
@@ -654,7 +654,7 @@ def confusion_matrix(true_labels, predicted_labels):
 def report_test(net, pixels, labels, say):
     """Print test accuracy, loss, confusion matrix and per-digit accuracy; returns Scored."""
     probabilities = net.predict(pixels)
-    test_loss, _ = net.evaluate(pixels, one_hot(labels, CLASSES))
+    test_loss = net.loss(one_hot(labels, CLASSES), probabilities)   # no second pass
     predicted = probabilities.argmax(axis=1)
     print(f"test accuracy: {100 * np.mean(predicted == labels):.2f}% (test loss {test_loss:.4f}, "
           f"{len(pixels):,} images)")
