@@ -819,9 +819,9 @@ class TestLayerProtocol(unittest.TestCase):
         net = Network([Dropout(0.1), Dense(5, 4), ReLU(), Dense(4, 3), Softmax()])
         flags = [layer.input_gradient_needed for layer in net.layers]
         self.assertEqual(flags, [False, False, True, True, True])
-        X, Y = blobs(n=8)
-        self.assertIsNone(net.layers[1].backward(np.ones((8, 4), np.float32))
-                          if net.forward(X) is not None else None)
+        X, _ = blobs(n=8)
+        net.forward(X)
+        self.assertIsNone(net.layers[1].backward(np.ones((8, 4), np.float32)))
 
     def test_only_the_optimizer_changes_parameters(self):
         X, Y = blobs()
@@ -1231,8 +1231,9 @@ class TestSaveLoad(SaveLoadCase):
         child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
                                  text=True)
         self.assertEqual(child.stdout.readline().strip(), "saving")
-        self.assertEqual([name for name in os.listdir(self.folder.name)
-                          if name.startswith(".nn-save-")].__len__(), 1)
+        temporary = [name for name in os.listdir(self.folder.name)
+                     if name.startswith(".nn-save-")]
+        self.assertEqual(len(temporary), 1)
         child.send_signal(signal.SIGTERM)
         child.wait(timeout=20)
         child.stdout.close()
