@@ -725,9 +725,12 @@ class Network:
         _reseed_random_layers(self, seed)
         rng = np.random.default_rng(seed)
         n = len(X)
-        history = {"loss": [], "accuracy": []}
+        # Accuracy only where it means something (see accuracy): one example tells.
+        metrics = ["loss"] + (["accuracy"] if self.accuracy(Y[:1], self.forward(X[:1]))
+                              is not None else [])
+        history = {key: [] for key in metrics}
         if validation_data is not None:
-            history.update(val_loss=[], val_accuracy=[])
+            history.update({"val_" + key: [] for key in metrics})
         best_loss, best_parameters, epochs_without_progress = np.inf, None, 0
         if patience is not None:
             history.update(best_epoch=None, stopped_epoch=None)
@@ -745,16 +748,17 @@ class Network:
                     Y_batch = Y.take(rows, axis=0)
                     loss, accuracy = self.train_on_batch(X_batch, Y_batch, optimizer)
                     loss_sum += loss * len(rows)
-                    right += (accuracy or 0.0) * len(rows)
+                    right += (accuracy or 0) * len(rows)     # None (no accuracy) counts 0
                     _show_progress(verbose, epoch, epochs, first + len(rows), n)
                 optimizer.end_epoch()
                 _check_parameters_finite(self, optimizer)   # the last step may have diverged
-                history["loss"].append(loss_sum / n)
-                history["accuracy"].append(right / n if accuracy is not None else None)
+                epoch_values = {"loss": loss_sum / n, "accuracy": right / n}
                 if validation_data is not None:
                     val_loss, val_accuracy = self.evaluate(*validation_data)
-                    history["val_loss"].append(val_loss)
-                    history["val_accuracy"].append(val_accuracy)
+                    epoch_values.update(val_loss=val_loss, val_accuracy=val_accuracy)
+                for key, value in epoch_values.items():
+                    if key in history:       # accuracy only where it means something
+                        history[key].append(value)
                 _print_epoch(verbose, epoch, epochs, time.perf_counter() - start, history)
                 if patience is not None:     # early stopping, on the validation loss
                     if val_loss < best_loss:
@@ -769,7 +773,7 @@ class Network:
         if patience is not None and restore_best:
             for (param, _), best in zip(self.parameters(), best_parameters):
                 param[...] = best
-        return _without_empty_metrics(history)
+        return history
 
     def predict(self, X, batch_size=1000):
         """The network's outputs for X, computed in batches, in inference mode."""
@@ -1146,14 +1150,6 @@ def _state_for(pairs, state):
     return state
 
 
-def _without_empty_metrics(history):
-    """Drop accuracy columns from a history whose network has no accuracy (a regression)."""
-    for key in ("accuracy", "val_accuracy"):
-        if key in history and all(value is None for value in history[key]):
-            del history[key]
-    return history
-
-
 def _show_progress(verbose, epoch, epochs, done, n):
     """A live 'Epoch 3/15 - 12800/50000' counter, only on a terminal."""
     if verbose and sys.stdout.isatty() and (done == n or (done // 64) % 100 == 0):
@@ -1166,7 +1162,7 @@ def _print_epoch(verbose, epoch, epochs, seconds, history):
         return
     line = f"Epoch {epoch}/{epochs} - {seconds:.1f}s"
     for key, values in history.items():
-        if isinstance(values, list) and values and values[-1] is not None:
+        if isinstance(values, list):
             line += f" - {key}: {values[-1]:.4f}"
     print(("\r" if sys.stdout.isatty() else "") + line, flush=True)
 
