@@ -910,6 +910,84 @@ class TestEarlyStopping(unittest.TestCase):
         self.assertIn("validation_data", str(caught.exception))
 
 
+class MisbehavesInAHelper(Layer):
+    """Passes its input on, except in fit's helper processes, where it raises or dies."""
+
+    def __init__(self, how):
+        self.parent, self.how = os.getpid(), how
+
+    def forward(self, x):
+        if os.getpid() != self.parent:
+            if self.how == "raise":
+                raise ValueError("a learner's bug")
+            os._exit(3)
+        return x
+
+    def backward(self, grad_output):
+        return grad_output
+
+
+@unittest.skipUnless(hasattr(os, "fork") and (os.cpu_count() or 1) >= 2,
+                     "fit(workers=2) needs os.fork and two cores")
+class TestWorkers(unittest.TestCase):
+    def assertNoHelpersLeft(self):
+        with self.assertRaises(ChildProcessError):
+            os.waitpid(-1, os.WNOHANG)
+
+    def test_trains_as_one_process_does(self):
+        # float64, so only rounding tells them apart; 61 examples in batches of 20 end with a
+        # batch of one, which the helper sits out. Scale is a learner's layer.
+        X, Y = blobs(n=61, dtype=np.float64)
+        runs = []
+        for workers in (1, 2):
+            net = Network([Dense(5, 16, seed=0), ReLU(), Scale(16), Dense(16, 3, seed=1),
+                           Softmax()])
+            history = net.fit(X, Y, epochs=3, batch_size=20, optimizer=Adam(lr=0.01), seed=0,
+                              verbose=0, workers=workers)
+            runs.append((history, [param.copy() for param, _ in net.parameters()]))
+        (history_1, params_1), (history_2, params_2) = runs
+        np.testing.assert_allclose(history_2["loss"], history_1["loss"], rtol=1e-12)
+        self.assertEqual(history_2["accuracy"], history_1["accuracy"])
+        for one, two in zip(params_1, params_2):
+            np.testing.assert_allclose(two, one, rtol=1e-9, atol=1e-12)
+        self.assertNoHelpersLeft()
+
+    def test_reproducible_and_the_layers_keep_their_arrays(self):
+        X, Y = blobs(n=100)
+        runs = []
+        for _ in range(2):
+            net = Network([Dense(5, 16, seed=0), ReLU(), Dropout(0.5), Dense(16, 3, seed=1),
+                           Softmax()])
+            weights = net.layers[0].weights
+            history = net.fit(X, Y, epochs=2, batch_size=10, seed=0, verbose=0, workers=2)
+            self.assertIs(net.layers[0].weights, weights)     # no longer in shared memory
+            runs.append((history, net.predict(X)))
+        self.assertEqual(runs[0][0], runs[1][0])
+        np.testing.assert_array_equal(runs[0][1], runs[1][1])
+        self.assertNoHelpersLeft()
+
+    def test_a_helper_that_fails_stops_fit_with_a_clear_error(self):
+        X, Y = blobs(n=64)
+        for how, message in (("raise", "helper process 1 failed: ValueError: a learner's bug"),
+                             ("die", "helper process 1 (pid")):
+            net = Network([Dense(5, 16, seed=0), MisbehavesInAHelper(how), ReLU(),
+                           Dense(16, 3, seed=1), Softmax()])
+            weights = net.layers[0].weights
+            with self.assertRaises(RuntimeError) as caught:
+                net.fit(X, Y, batch_size=16, verbose=0, workers=2)
+            self.assertIn(message, str(caught.exception))
+            self.assertIs(net.layers[0].weights, weights)
+            self.assertNoHelpersLeft()
+
+    def test_blas_threads_are_given_back(self):
+        before = nn._set_blas_threads(1)
+        if before is None:
+            self.skipTest("NumPy's BLAS here is not an OpenBLAS nn can find")
+        nn._set_blas_threads(before)
+        small_network().fit(*blobs(n=64), verbose=0, workers=2)
+        self.assertEqual(nn._set_blas_threads(before), before)
+
+
 class TestSGD(unittest.TestCase):
     def test_follows_pytorchs_rule_step_by_step(self):
         rng = np.random.default_rng(12)
@@ -1033,6 +1111,9 @@ class TestBadInput(unittest.TestCase):
             self.assertValueError(lambda: small_network().fit(X, Y, epochs=value, verbose=0),
                                   "epochs")
         self.assertValueError(lambda: small_network().fit(X, Y, seed="abc", verbose=0), "seed")
+        for value in (0, 2.5, None, (os.cpu_count() or 1) + 1):
+            self.assertValueError(lambda: small_network().fit(X, Y, workers=value, verbose=0),
+                                  "workers")
         self.assertValueError(lambda: small_network().fit(X, Y, optimizer="sgd", verbose=0),
                               "optimizer", "SGD")
         self.assertValueError(lambda: small_network().fit(X, Y, patience=0, verbose=0,

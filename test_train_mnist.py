@@ -551,6 +551,9 @@ class TestModelAndTrainingFlags(Files):
         cnn = train_mnist.TRAINING_DEFAULTS["cnn"]
         args = train_mnist.parse_args(["--model", "cnn"])
         self.assertEqual((args.epochs, args.optimizer), (cnn["epochs"], cnn["optimizer"]))
+        # two processes share the CNN's batches where the machine has two cores (and os.fork)
+        self.assertEqual(args.workers, min(2, train_mnist.available_workers()))
+        self.assertEqual(train_mnist.parse_args([]).workers, 1)
 
     def test_adam(self):
         status, output, errors = self.run_tiny("--optimizer", "adam", "--batch-size", "32")
@@ -822,7 +825,7 @@ class TestCommandLine(Files):
         for flag in ("--train", "--test", "--epochs", "--batch-size", "--lr", "--momentum",
                      "--weight-decay", "--lr-decay", "--hidden", "--activation", "--loss",
                      "--val-size", "--limit", "--seed", "--save", "--history", "--quiet",
-                     "--predict", "--background", "--out", "--load", "--plot"):
+                     "--predict", "--background", "--out", "--load", "--plot", "--workers"):
             self.assertIn(flag, result.stdout)
         flags = re.split(r"\n  (?=-)", result.stdout)
         for text in flags:
@@ -835,7 +838,9 @@ class TestCommandLine(Files):
         for flags in (["--lr", "0"], ["--lr", "-1"], ["--epochs", "0"], ["--batch-size", "x"],
                       ["--momentum", "-0.1"], ["--weight-decay", "-1"], ["--hidden", "256,0"],
                       ["--activation", "softplus"], ["--loss", "hinge"], ["--lr-decay", "2"],
-                      ["--val-size", "-5"], ["--seed", "-1"], ["--background", "grey"]):
+                      ["--val-size", "-5"], ["--seed", "-1"], ["--background", "grey"],
+                      ["--workers", "0"],
+                      ["--workers", str(train_mnist.available_workers() + 1)]):
             with self.subTest(flags=flags):
                 status, output, errors = run_main(*flags)
                 self.assertEqual(status, 2)

@@ -513,8 +513,8 @@ def build_cnn(args):
 # Each --model's training defaults; a flag given on the command line wins. The learning rate's
 # default follows the model and the optimizer (LEARNING_RATES); SGD's momentum is 0.9.
 TRAINING_DEFAULTS = {
-    "mlp": {"epochs": 15, "batch_size": 128, "optimizer": "sgd", "lr_decay": 0.8},
-    "cnn": {"epochs": 8, "batch_size": 64, "optimizer": "adam", "lr_decay": 0.7},
+    "mlp": {"epochs": 15, "batch_size": 128, "optimizer": "sgd", "lr_decay": 0.8, "workers": 1},
+    "cnn": {"epochs": 8, "batch_size": 64, "optimizer": "adam", "lr_decay": 0.7, "workers": 2},
 }
 LEARNING_RATES = {"mlp": {"sgd": 0.1, "adam": 0.001}, "cnn": {"sgd": 0.1, "adam": 0.002}}
 BUILDERS = {"mlp": build_mlp, "cnn": build_cnn}
@@ -600,14 +600,16 @@ def train(args, data, say):
     say(f"model:  {describe(net)}, {net.count_params():,} parameters, loss {args.loss}")
     say(f"train:  {args.epochs} epochs, batch {args.batch_size}, {describe_optimizer(args)}, "
         f"seed {args.seed}" + (f", early stopping with patience {args.patience}"
-                               if args.patience else ""))
+                               if args.patience else "")
+        + (f", {args.workers} processes" if args.workers > 1 else ""))
     initial_loss, initial_accuracy = net.evaluate(data.X, data.Y)
     accuracy = "" if initial_accuracy is None else f", accuracy {initial_accuracy:.4f}"
     say(f"before training: loss {initial_loss:.4f} (about {expected_initial_loss(args.loss)} is "
         f"expected for an untrained {CLASSES}-class net){accuracy}")
     history = net.fit(data.X, data.Y, epochs=args.epochs, batch_size=args.batch_size,
                       optimizer=build_optimizer(args), validation_data=data.validation,
-                      seed=args.seed, verbose=0 if args.quiet else 1, patience=args.patience)
+                      seed=args.seed, verbose=0 if args.quiet else 1, patience=args.patience,
+                      workers=args.workers)
     if args.patience:
         stopped, best = history["stopped_epoch"], history["best_epoch"]
         said = (f"stopped after epoch {stopped} (patience {args.patience})" if stopped
@@ -804,6 +806,21 @@ def _whole_number(minimum):
     return parse
 
 
+def _workers(text):
+    value = _whole_number(1)(text)
+    if value > 1 and not hasattr(os, "fork"):
+        raise argparse.ArgumentTypeError("more than 1 needs os.fork, which this system lacks")
+    if value > available_workers():
+        raise argparse.ArgumentTypeError(f"this machine has {available_workers()} cores, "
+                                         f"got {text!r}")
+    return value
+
+
+def available_workers():
+    """How many processes fit(workers=...) can use here: the cores, or 1 without os.fork."""
+    return (os.cpu_count() or 1) if hasattr(os, "fork") else 1
+
+
 def _number(low, low_included, high=None):
     def parse(text):
         try:
@@ -918,6 +935,10 @@ def parse_args(argv=None):
     training.add_argument("--patience", type=_whole_number(1), metavar="N",
                           help="early stopping: stop once the validation loss has not improved "
                                "for N epochs, and keep the weights of the best epoch")
+    training.add_argument("--workers", type=_workers, metavar="N",
+                          help="processes that share each batch (nn's fit(workers=N)): 2 "
+                               "trains the CNN about 1.7x as fast on 2 cores, the MLP slower"
+                               + _defaults_text("workers") + ", at most the machine's cores")
     training.add_argument("--seed", type=_whole_number(0), default=0,
                           help="seed for the initial weights, the shuffling and dropout")
     output = parser.add_argument_group("output")
@@ -954,6 +975,7 @@ def _with_defaults(args):
     for name, value in TRAINING_DEFAULTS[args.model].items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    args.workers = min(args.workers, available_workers())   # a default this machine can run
     if args.lr is None:
         args.lr = LEARNING_RATES[args.model][args.optimizer]
     if args.momentum is None and args.optimizer == "sgd":

@@ -13,9 +13,10 @@ Models:
            max-pooling, ReLU after each convolution and the hidden layer)
   cnn      the network of `python train_mnist.py --model cnn`, built by train_mnist.py itself
 The PyTorch network is built from the nn.py one, layer by layer (torch_twin).
-Both sides use all the machine's cores (NumPy through its BLAS, PyTorch through its own
-threads), or as many as OPENBLAS_NUM_THREADS says, for both:
-    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_cnn.py     # one thread each
+Both sides use all the machine's cores (nn.py through fit(workers=N), N processes sharing each
+batch; PyTorch through its own threads), or as many as OPENBLAS_NUM_THREADS says, for both:
+    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_cnn.py     # one core each
+    python benchmarks/bench_cnn.py --workers 1                # nn.py in one process
 They run interleaved, round after round, after a warm-up round, and each ratio is taken within
 a round, so a slow moment of a shared machine affects both sides of a ratio alike.
 """
@@ -57,7 +58,7 @@ def recipe_cnn():
 MODELS = {"small": small_cnn, "cnn": recipe_cnn}
 
 
-def nn_epoch_runner(layers, X, Y, batch_size, lr, momentum):
+def nn_epoch_runner(layers, X, Y, batch_size, lr, momentum, workers):
     network = nn.Network(layers, loss="categorical_crossentropy")
     optimizer = SGD(lr=lr, momentum=momentum)
     seeds = iter(range(10**6))
@@ -65,7 +66,7 @@ def nn_epoch_runner(layers, X, Y, batch_size, lr, momentum):
     def epoch():
         start = time.perf_counter()
         network.fit(X, Y, epochs=1, batch_size=batch_size, optimizer=optimizer, seed=next(seeds),
-                    verbose=0)
+                    verbose=0, workers=workers)
         return time.perf_counter() - start
     return epoch
 
@@ -114,10 +115,13 @@ def main():
     parser.add_argument("--models", default="small,cnn", help=f"among {', '.join(MODELS)}")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
+    cores = int(os.environ.get("OPENBLAS_NUM_THREADS", os.cpu_count()))
+    parser.add_argument("--workers", type=int, default=cores,
+                        help="nn.py's fit(workers=...): processes sharing each batch")
     args = parser.parse_args()
     use_torch = torch is not None and not args.no_torch
     if use_torch:
-        torch.set_num_threads(int(os.environ.get("OPENBLAS_NUM_THREADS", os.cpu_count())))
+        torch.set_num_threads(cores)
     names = args.models.split(",")
     unknown = [name for name in names if name not in MODELS]
     if unknown:
@@ -133,7 +137,7 @@ def main():
              if use_torch else ", PyTorch not installed or skipped (column left out)"))
     print(f"BLAS: {blas_description()}")
     print(f"one epoch = {len(X):,} images, float32, batch {args.batch_size}, SGD(lr={lr}, "
-          f"momentum={momentum}); seconds as median (min-max) of {args.rounds} rounds after 1 "
+          f"momentum={momentum}), nn.py with workers={args.workers}; seconds as median (min-max) of {args.rounds} rounds after 1 "
           f"warm-up; ratios taken within each round\n")
     header, rule = "| model | nn.py s |", "| --- | --- |"
     if use_torch:
@@ -143,7 +147,8 @@ def main():
     print(rule, flush=True)
     for name in names:
         layers = MODELS[name]()
-        runners = {"nn": nn_epoch_runner(layers, X, Y, args.batch_size, lr, momentum)}
+        runners = {"nn": nn_epoch_runner(layers, X, Y, args.batch_size, lr, momentum,
+                                         args.workers)}
         if use_torch:
             runners["torch"] = torch_epoch_runner(layers, X, labels, args.batch_size, lr,
                                                   momentum, 0)
