@@ -789,14 +789,18 @@ class Network:
                 param[...] = best
         return history
 
-    def predict(self, X, batch_size=1000):
-        """The network's outputs for X, computed in batches, in inference mode."""
+    def predict(self, X, batch_size=128):
+        """The network's outputs for X, computed in batches, in inference mode.
+
+        (Batches of 128 keep a convolution's im2col matrix in the processor's cache: 10,000
+        MNIST images through the --model cnn network took 0.33 s in batches of 128, 0.63 s in
+        batches of 1000; an MLP's took 5-17 ms longer, of 33-58.)"""
         X = _checked_inputs(X)
         _check_whole(batch_size, "batch_size")
         return np.concatenate([self.forward(X[i:i + batch_size])
                                for i in range(0, len(X), batch_size)])
 
-    def evaluate(self, X, Y, batch_size=1000):
+    def evaluate(self, X, Y, batch_size=128):
         """(mean loss, accuracy) on X and targets Y; accuracy is None for a regression."""
         X, Y = _checked_data(X, Y)
         P = self.predict(X, batch_size)

@@ -937,7 +937,7 @@ def parse_args(argv=None):
                                "for N epochs, and keep the weights of the best epoch")
     training.add_argument("--workers", type=_workers, metavar="N",
                           help="processes that share each batch (nn's fit(workers=N)): 2 "
-                               "trains the CNN about 1.7x as fast on 2 cores, the MLP slower"
+                               "trains the CNN about 1.4x as fast on 2 cores, the MLP slower"
                                + _defaults_text("workers") + ", at most the machine's cores")
     training.add_argument("--seed", type=_whole_number(0), default=0,
                           help="seed for the initial weights, the shuffling and dropout")

@@ -16,7 +16,7 @@ The PyTorch network is built from the nn.py one, layer by layer (torch_twin).
 Both sides use all the machine's cores (nn.py through fit(workers=N), N processes sharing each
 batch; PyTorch through its own threads), or as many as OPENBLAS_NUM_THREADS says, for both:
     OPENBLAS_NUM_THREADS=1 python benchmarks/bench_cnn.py     # one core each
-    python benchmarks/bench_cnn.py --workers 1                # nn.py in one process
+    python benchmarks/bench_cnn.py --workers 1,2              # nn.py in 1 and in 2 processes
 They run interleaved, round after round, after a warm-up round, and each ratio is taken within
 a round, so a slow moment of a shared machine affects both sides of a ratio alike.
 """
@@ -116,8 +116,9 @@ def main():
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
     cores = int(os.environ.get("OPENBLAS_NUM_THREADS", os.cpu_count()))
-    parser.add_argument("--workers", type=int, default=cores,
-                        help="nn.py's fit(workers=...): processes sharing each batch")
+    parser.add_argument("--workers", default=str(cores),
+                        help="nn.py's fit(workers=...), processes sharing each batch; several "
+                             "(e.g. 1,2) time nn.py once for each, in the same rounds")
     args = parser.parse_args()
     use_torch = torch is not None and not args.no_torch
     if use_torch:
@@ -126,6 +127,10 @@ def main():
     unknown = [name for name in names if name not in MODELS]
     if unknown:
         parser.error(f"unknown model(s) {', '.join(unknown)}; choose among {', '.join(MODELS)}")
+    try:
+        worker_counts = [int(text) for text in args.workers.split(",")]
+    except ValueError:
+        parser.error(f"--workers takes whole numbers separated by commas, got {args.workers!r}")
 
     X, labels = load_mnist_csv(DEFAULT_TRAIN)
     Y = one_hot(labels, 10)
@@ -137,33 +142,38 @@ def main():
              if use_torch else ", PyTorch not installed or skipped (column left out)"))
     print(f"BLAS: {blas_description()}")
     print(f"one epoch = {len(X):,} images, float32, batch {args.batch_size}, SGD(lr={lr}, "
-          f"momentum={momentum}), nn.py with workers={args.workers}; seconds as median (min-max) of {args.rounds} rounds after 1 "
+          f"momentum={momentum}); seconds as median (min-max) of {args.rounds} rounds after 1 "
           f"warm-up; ratios taken within each round\n")
-    header, rule = "| model | nn.py s |", "| --- | --- |"
+    nn_keys = [f"nn.py workers={count}" for count in worker_counts]
+    columns = [f"{key} s" for key in nn_keys]
     if use_torch:
-        header += " PyTorch s | nn.py / PyTorch |"
-        rule += " --- | --- |"
-    print(header)
-    print(rule, flush=True)
+        columns += ["PyTorch s"] + [f"{key} / PyTorch" for key in nn_keys]
+    if len(nn_keys) > 1:
+        columns.append(f"{nn_keys[-1]} / {nn_keys[0]}")
+    print("| model | " + " | ".join(columns) + " |")
+    print("| --- |" + " --- |" * len(columns), flush=True)
     for name in names:
+        runners = {key: nn_epoch_runner(MODELS[name](), X, Y, args.batch_size, lr, momentum,
+                                        count)
+                   for key, count in zip(nn_keys, worker_counts)}
         layers = MODELS[name]()
-        runners = {"nn": nn_epoch_runner(layers, X, Y, args.batch_size, lr, momentum,
-                                         args.workers)}
         if use_torch:
-            runners["torch"] = torch_epoch_runner(layers, X, labels, args.batch_size, lr,
-                                                  momentum, 0)
+            runners["PyTorch"] = torch_epoch_runner(layers, X, labels, args.batch_size, lr,
+                                                    momentum, 0)
         times = {key: [] for key in runners}
         for round_number in range(args.rounds + 1):      # round 0 is the warm-up
             for key, runner in runners.items():
                 seconds = runner()
                 if round_number:
                     times[key].append(seconds)
-        nn_times = np.array(times["nn"])
-        row = f"| {name}: {describe(layers)} | {summary(nn_times)} |"
+        times = {key: np.array(values) for key, values in times.items()}
+        cells = [summary(times[key]) for key in nn_keys]
         if use_torch:
-            torch_times = np.array(times["torch"])
-            row += f" {summary(torch_times)} | {summary(nn_times / torch_times)} |"
-        print(row, flush=True)
+            cells += [summary(times["PyTorch"])]
+            cells += [summary(times[key] / times["PyTorch"]) for key in nn_keys]
+        if len(nn_keys) > 1:
+            cells.append(summary(times[nn_keys[-1]] / times[nn_keys[0]]))
+        print(f"| {name}: {describe(layers)} | " + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":
