@@ -1544,8 +1544,9 @@ def _in_memory_order_of(like, array):
 #
 # Processes, not threads: two threads share Python's lock (the GIL), and a training step makes
 # over a hundred NumPy calls, each of which must take it back. Measured on the small MNIST CNN
-# (batch 64, 2 cores): two threads on half a batch each took 6.0 ms a step where one took 7.1;
-# two processes take 3.6 ms each.
+# (batch 64, 2 cores, one BLAS thread each): two threads on half a batch each took 6.0 ms a
+# step where one thread took 7.0; two processes side by side took 3.3-3.6 ms each on half a
+# batch, where one took 7.2 ms on the whole batch.
 # ----------------------------------------------------------------------------------------------
 
 @contextlib.contextmanager
@@ -1577,6 +1578,8 @@ class _Helpers:
         shared = _shared_arrays(params + grads * (self.workers - 1))
         self.helper_grads = [shared[len(params) + k * len(grads):][:len(grads)]
                              for k in range(self.workers - 1)]
+        for layer, _, grad in self.pairs:       # (checks only that the layer keeps it as an
+            _replace_array(layer, grad, grad)    # attribute, where a helper will replace it)
         for (layer, param, _), shared_param in zip(self.pairs, shared):
             shared_param[...] = param
             _replace_array(layer, param, shared_param)
@@ -1624,7 +1627,7 @@ class _Helpers:
                     reply = b"ok" + np.array([loss, np.nan if accuracy is None else accuracy],
                                              np.float64).tobytes()
                 except Exception as error:
-                    reply = f"{type(error).__name__}: {error}".encode()
+                    reply = f"error:{type(error).__name__}: {error}".encode()
                 connection.send_bytes(reply)
 
     def _gradients(self, rows):
@@ -1668,8 +1671,8 @@ class _Helpers:
         except (EOFError, OSError):
             raise RuntimeError(f"fit's helper process {k} (pid {self.pids[k - 1]}) stopped "
                                f"unexpectedly (killed, or out of memory?)") from None
-        if not reply.startswith(b"ok"):
-            raise RuntimeError(f"fit's helper process {k} failed: {reply.decode()}")
+        if reply.startswith(b"error:"):
+            raise RuntimeError(f"fit's helper process {k} failed: {reply[6:].decode()}")
         return reply
 
     def stop(self):

@@ -979,6 +979,27 @@ class TestWorkers(unittest.TestCase):
             self.assertIs(net.layers[0].weights, weights)
             self.assertNoHelpersLeft()
 
+    def test_a_layer_that_hides_its_gradient_is_refused_before_any_fork(self):
+        class Hidden(Scale):
+            def __init__(self, n):
+                super().__init__(n)
+                self.grads = {"scale": self.grad_scale}     # reached only through a dict
+                del self.grad_scale
+
+            def backward(self, grad_output):
+                self.grads["scale"][...] = (grad_output * self.input).sum(axis=0)
+                return grad_output * self.scale
+
+            def parameters(self):
+                return [(self.scale, self.grads["scale"])]
+
+        net = Network([Dense(5, 16, seed=0), Hidden(16), Dense(16, 3, seed=1), Softmax()])
+        with self.assertRaises(ValueError) as caught:
+            net.fit(*blobs(n=64), verbose=0, workers=2)
+        self.assertIn("self.<name>", str(caught.exception))
+        self.assertNoHelpersLeft()
+        net.fit(*blobs(n=64), verbose=0)                     # one process needs no swapping
+
     def test_blas_threads_are_given_back(self):
         before = nn._set_blas_threads(1)
         if before is None:
