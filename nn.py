@@ -63,7 +63,8 @@ class Layer:
         A list of (parameter, gradient) array pairs; an optimizer updates each parameter in
         place from its gradient. Keep both arrays as attributes of the layer (self.weights,
         self.grad_weights) and use them only through those attributes: the network may swap
-        them for arrays of its data's dtype. Layers without parameters return [].
+        them for arrays of its data's dtype, or for arrays shared between processes
+        (fit(workers=...)). Layers without parameters return [].
 
     What a layer may assume: when backward is called, it is with the gradient of the output of
     the last forward (predict runs forward alone, without backward). The network sets two
@@ -685,17 +686,22 @@ class Network:
             for layer in reversed(layers[self.first_trained:]):
                 grad = layer.backward(grad)
 
+    def compute_gradients(self, X, Y):
+        """Forward and backward on one batch: fills every layer's gradients for it.
+        Returns (loss, accuracy) on the batch (accuracy may be None)."""
+        P = self.forward(X, training=True)
+        self.backward(Y, P)
+        return self.loss(Y, P), self.accuracy(Y, P)
+
     def train_on_batch(self, X, Y, optimizer):
         """One step of gradient descent on one batch: forward, loss, backward, update.
         Returns (loss, accuracy) on the batch as it was before the step (accuracy may be None).
         """
-        P = self.forward(X, training=True)
-        loss = self.loss(Y, P)
+        loss, accuracy = self.compute_gradients(X, Y)
         if not np.isfinite(loss):
             raise _divergence(f"the training loss became {loss}", optimizer)
-        self.backward(Y, P)
         optimizer.step(self.parameters())
-        return loss, self.accuracy(Y, P)
+        return loss, accuracy
 
     def accuracy(self, Y, P):
         """The fraction of examples answered right, where that means something, else None:
@@ -723,10 +729,11 @@ class Network:
         best epoch. history["best_epoch"] and history["stopped_epoch"] (None if it ran to the
         end) say what happened.
 
-        workers=N (N <= the machine's cores; Linux and macOS) computes each batch's gradient
-        in N processes at once, each on a part of the batch, for speed (see Part II, F). The
-        result is the same gradient up to rounding, but Dropout draws other masks, so a seeded
-        fit is reproducible for a given N, not across different N.
+        workers=N (on Linux, N up to max_workers(), the cores) computes each batch's gradient
+        in N processes at once, each on a part of the batch, for speed (see Part II, F, also
+        for what this asks of a layer of your own). The result is the same gradient up to
+        rounding, but Dropout draws other masks, so a seeded fit is reproducible for a given
+        N, not across different N.
         """
         X, Y, validation_data, optimizer = _checked_fit_arguments(
             self, X, Y, epochs, batch_size, optimizer, validation_data, seed, verbose,
@@ -1083,13 +1090,9 @@ def _checked_fit_arguments(net, X, Y, epochs, batch_size, optimizer, validation_
     _check_whole(epochs, "epochs")
     _check_whole(batch_size, "batch_size")
     _check_whole(workers, "workers")
-    cores = os.cpu_count() or 1
-    if workers > 1 and not hasattr(os, "fork"):
-        raise ValueError(f"workers={workers} needs processes started by os.fork, which this "
-                         f"system lacks; use workers=1")
-    if workers > cores:
-        raise ValueError(f"workers must be at most the number of cores ({cores}), "
-                         f"got {workers}")
+    if workers > max_workers():
+        raise ValueError(f"workers must be at most {max_workers()} here (the cores this "
+                         f"process may use, on Linux; 1 on other systems), got {workers}")
     _check_seed(seed)
     if verbose not in (0, 1, True, False):
         raise ValueError(f"verbose must be 0 or 1, got {verbose!r}")
@@ -1141,22 +1144,28 @@ def _cast_parameters(layers, dtype):
 def _replace_array(layer, array, replacement):
     """Put `replacement` wherever `layer` keeps `array` as an attribute (the Layer protocol:
     parameters and gradients live in self.<name>)."""
+    for name in _attribute_names(layer, array):
+        setattr(layer, name, replacement)
+
+
+def _attribute_names(layer, array):
     names = [name for name, value in vars(layer).items() if value is array]
     if not names:
         raise ValueError(f"{layer!r} returns from parameters() an array that is not one of its "
                          f"attributes, so nn cannot replace it (to convert its dtype, or to "
                          f"share it between processes): keep each parameter and gradient as "
                          f"self.<name>")
-    for name in names:
-        setattr(layer, name, replacement)
+    return names
 
 
-def _reseed_random_layers(net, seed):
-    """A seeded fit gives each layer that draws random numbers (Dropout) its own seed."""
-    if seed is not None:
-        for i, layer in enumerate(net.layers):
-            if callable(getattr(layer, "reseed", None)):
-                layer.reseed([seed, i])
+def _reseed_random_layers(net, seed, helper=0):
+    """A seeded fit gives each layer that draws random numbers (Dropout) its own seed; fit's
+    helper process number `helper` (Part F) gives them seeds of their own, or fresh ones."""
+    if seed is None and not helper:
+        return
+    for i, layer in enumerate(net.layers):
+        if callable(getattr(layer, "reseed", None)):
+            layer.reseed(None if seed is None else [seed, i] + ([helper] if helper else []))
 
 
 def _divergence(what, optimizer):
@@ -1547,7 +1556,23 @@ def _in_memory_order_of(like, array):
 # (batch 64, 2 cores, one BLAS thread each): two threads on half a batch each took 6.0 ms a
 # step where one thread took 7.0; two processes side by side took 3.3-3.6 ms each on half a
 # batch, where one took 7.2 ms on the whole batch.
+#
+# What this asks of a layer, beyond the protocol: it sees a part of each batch, in its own
+# process. A layer that computes statistics over its batch gets its part's; what a layer
+# changes besides its gradients stays in its process (only parameters are shared); a random
+# layer draws different numbers in each process only through reseed(seed), as Dropout does.
+# backward must write into its gradient arrays (grad[...] = ...), as Layer says: a layer that
+# binds a new array instead is refused, since its helpers' gradients would never arrive.
 # ----------------------------------------------------------------------------------------------
+
+def max_workers():
+    """The most processes fit(workers=...) can use here: the cores this process may run on, on
+    Linux; 1 elsewhere (Windows has no os.fork, and on macOS forking a process whose BLAS,
+    Accelerate, has run is not safe)."""
+    if not sys.platform.startswith("linux"):
+        return 1
+    return len(os.sched_getaffinity(0))
+
 
 @contextlib.contextmanager
 def _helper_processes(net, X, Y, workers, seed):
@@ -1556,11 +1581,13 @@ def _helper_processes(net, X, Y, workers, seed):
         yield None
         return
     helpers = _Helpers(net, X, Y, workers, seed)
+    failed = True
     try:
         helpers.start()
         yield helpers
+        failed = False
     finally:
-        helpers.stop()
+        helpers.stop(failed)
 
 
 class _Helpers:
@@ -1568,23 +1595,34 @@ class _Helpers:
         self.net, self.X, self.Y, self.workers, self.seed = net, X, Y, workers, seed
         self.pairs = [(layer, param, grad) for layer in net.layers
                       for param, grad in layer.parameters()]
+        self.grads = [grad for _, _, grad in self.pairs]     # this process's gradients
         self.connections, self.pids, self.swapped, self.blas_threads = [], [], [], None
 
     def start(self):
+        for layer, _, grad in self.pairs:        # each helper will put its own gradients
+            _attribute_names(layer, grad)        # where the layer keeps these: can it?
         # The parameters move into shared memory (and back, in stop), beside one set of
-        # gradients per helper.
-        params = [param for _, param, _ in self.pairs]
-        grads = [grad for _, _, grad in self.pairs]
-        shared = _shared_arrays(params + grads * (self.workers - 1))
-        self.helper_grads = [shared[len(params) + k * len(grads):][:len(grads)]
-                             for k in range(self.workers - 1)]
-        for layer, _, grad in self.pairs:       # (checks only that the layer keeps it as an
-            _replace_array(layer, grad, grad)    # attribute, where a helper will replace it)
-        for (layer, param, _), shared_param in zip(self.pairs, shared):
-            shared_param[...] = param
-            _replace_array(layer, param, shared_param)
-            self.swapped.append((layer, param, shared_param))
+        # gradients per helper. An array that several layers share (tied weights) moves once.
+        params = list({id(param): param for _, param, _ in self.pairs}.values())
+        shared = iter(_shared_arrays(params + self.grads * (self.workers - 1)))
+        shared_params = {id(param): next(shared) for param in params}
+        self.helper_grads = [[next(shared) for _ in self.grads]
+                             for _ in range(self.workers - 1)]
+        for param in params:
+            shared_params[id(param)][...] = param
+        swapped = set()                          # (layer, parameter) pairs, by identity
+        for layer, param, _ in self.pairs:
+            if (id(layer), id(param)) not in swapped:
+                swapped.add((id(layer), id(param)))
+                _replace_array(layer, param, shared_params[id(param)])
+                self.swapped.append((layer, param, shared_params[id(param)]))
         self.blas_threads = _set_blas_threads(1)
+        if self.blas_threads is None and "1" not in (os.environ.get("OPENBLAS_NUM_THREADS"),
+                                                     os.environ.get("MKL_NUM_THREADS")):
+            warnings.warn("fit(workers=...) found no OpenBLAS to run on one thread per process, "
+                          "so the processes may fight over the cores: if workers=1 is faster, "
+                          "start Python with OPENBLAS_NUM_THREADS=1 (MKL_NUM_THREADS=1 for MKL)",
+                          RuntimeWarning, stacklevel=5)
         for k in range(1, self.workers):
             ours, theirs = multiprocessing.connection.Pipe()
             with warnings.catch_warnings():
@@ -1611,11 +1649,10 @@ class _Helpers:
         """A helper's life: for each message of rows, forward and backward on them, reply with
         the loss and accuracy; exit when fit closes the pipe."""
         signal.signal(signal.SIGINT, signal.SIG_IGN)    # Ctrl-C is for fit, which stops us
-        for (layer, _, grad), own in zip(self.pairs, self.helper_grads[k - 1]):
+        self.grads = self.helper_grads[k - 1]
+        for (layer, _, grad), own in zip(self.pairs, self.grads):
             _replace_array(layer, grad, own)
-        for i, layer in enumerate(self.net.layers):     # its own random numbers (Dropout)
-            if callable(getattr(layer, "reseed", None)):
-                layer.reseed(None if self.seed is None else [self.seed, i, k])
+        _reseed_random_layers(self.net, self.seed, helper=k)
         with np.errstate(over="ignore", invalid="ignore"):
             while True:
                 try:
@@ -1631,33 +1668,37 @@ class _Helpers:
                 connection.send_bytes(reply)
 
     def _gradients(self, rows):
-        """Forward and backward on the examples X[rows]: fills this process's gradients."""
-        X_part, Y_part = self.X.take(rows, axis=0), self.Y.take(rows, axis=0)
-        P = self.net.forward(X_part, training=True)
-        self.net.backward(Y_part, P)
-        return self.net.loss(Y_part, P), self.net.accuracy(Y_part, P)
+        """compute_gradients on the examples X[rows], into this process's gradient arrays."""
+        loss, accuracy = self.net.compute_gradients(self.X.take(rows, axis=0),
+                                                    self.Y.take(rows, axis=0))
+        now = [grad for layer in self.net.layers for _, grad in layer.parameters()]
+        for (layer, _, _), grad, current in zip(self.pairs, self.grads, now):
+            if current is not grad:
+                raise ValueError(f"{layer!r}: its backward bound a new gradient array instead "
+                                 f"of writing into its own (grad[...] = ...), as the Layer "
+                                 f"protocol asks and fit(workers > 1) needs")
+        return loss, accuracy
 
     def train_on_batch(self, rows, optimizer):
         """Network.train_on_batch on X[rows], Y[rows], shared out between the processes."""
         parts = np.array_split(rows, self.workers)      # the first part is the largest
-        for connection, part in zip(self.connections, parts[1:]):
+        for k, part in enumerate(parts[1:], start=1):
             if len(part):
-                connection.send_bytes(part.astype(np.int64).tobytes())
+                self._send(k, part)
         loss, accuracy = self._gradients(parts[0])
         share = len(parts[0]) / len(rows)
         loss, accuracy = loss * share, None if accuracy is None else accuracy * share
-        for (_, _, grad) in self.pairs:
+        for grad in self.grads:
             grad *= share
-        for k, (connection, part) in enumerate(zip(self.connections, parts[1:]), start=1):
+        for k, part in enumerate(parts[1:], start=1):
             if not len(part):
                 continue
-            reply = self._receive(k, connection)
+            their_loss, their_accuracy = self._receive(k)
             share = len(part) / len(rows)
-            their_loss, their_accuracy = np.frombuffer(reply[2:], np.float64)
             loss += their_loss * share
             if accuracy is not None:
                 accuracy += their_accuracy * share
-            for (_, _, grad), theirs in zip(self.pairs, self.helper_grads[k - 1]):
+            for grad, theirs in zip(self.grads, self.helper_grads[k - 1]):
                 theirs *= share                  # the helper overwrites it at its next step
                 grad += theirs
         if not np.isfinite(loss):
@@ -1665,26 +1706,41 @@ class _Helpers:
         optimizer.step(self.net.parameters())
         return float(loss), None if accuracy is None else float(accuracy)
 
-    def _receive(self, k, connection):
+    def _send(self, k, rows):
         try:
-            reply = connection.recv_bytes()
+            self.connections[k - 1].send_bytes(rows.astype(np.int64).tobytes())
+        except OSError:
+            raise self._gone(k) from None
+
+    def _receive(self, k):
+        """Helper k's (loss, accuracy), once its gradients are in place."""
+        try:
+            reply = self.connections[k - 1].recv_bytes()
         except (EOFError, OSError):
-            raise RuntimeError(f"fit's helper process {k} (pid {self.pids[k - 1]}) stopped "
-                               f"unexpectedly (killed, or out of memory?)") from None
+            raise self._gone(k) from None
         if reply.startswith(b"error:"):
             raise RuntimeError(f"fit's helper process {k} failed: {reply[6:].decode()}")
-        return reply
+        return np.frombuffer(reply[2:], np.float64)
 
-    def stop(self):
+    def _gone(self, k):
+        return RuntimeError(f"fit's helper process {k} (pid {self.pids[k - 1]}) stopped "
+                            f"unexpectedly (killed, or out of memory?)")
+
+    def stop(self, failed):
+        # The learned values go back into the layers' own arrays first (helpers never write
+        # parameters), so that nothing below, not even a second Ctrl-C, can leave the layers
+        # on shared memory.
+        for layer, param, shared_param in self.swapped:
+            param[...] = shared_param
+            _replace_array(layer, shared_param, param)
+        if self.blas_threads is not None:
+            _set_blas_threads(self.blas_threads)
         for connection in self.connections:      # a helper exits when its pipe closes
             connection.close()
         for pid in self.pids:
+            if failed:                           # it may be busy: its work is of no use now
+                _kill(pid)
             _reap(pid)
-        if self.blas_threads is not None:
-            _set_blas_threads(self.blas_threads)
-        for layer, param, shared_param in self.swapped:   # the learned values, back in the
-            param[...] = shared_param                      # layer's own arrays
-            _replace_array(layer, shared_param, param)
 
 
 def _shared_arrays(like):
@@ -1709,10 +1765,16 @@ def _reap(pid, seconds=5.0):
         if done:
             return
         if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            return
+            _kill(pid)
+            deadline = math.inf
         time.sleep(0.001)
+
+
+def _kill(pid):
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def _set_blas_threads(n):

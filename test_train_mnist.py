@@ -552,7 +552,7 @@ class TestModelAndTrainingFlags(Files):
         args = train_mnist.parse_args(["--model", "cnn"])
         self.assertEqual((args.epochs, args.optimizer), (cnn["epochs"], cnn["optimizer"]))
         # two processes share the CNN's batches where the machine has two cores (and os.fork)
-        self.assertEqual(args.workers, min(2, train_mnist.available_workers()))
+        self.assertEqual(args.workers, min(2, train_mnist.max_workers()))
         self.assertEqual(train_mnist.parse_args([]).workers, 1)
 
     def test_adam(self):
@@ -840,7 +840,7 @@ class TestCommandLine(Files):
                       ["--activation", "softplus"], ["--loss", "hinge"], ["--lr-decay", "2"],
                       ["--val-size", "-5"], ["--seed", "-1"], ["--background", "grey"],
                       ["--workers", "0"],
-                      ["--workers", str(train_mnist.available_workers() + 1)]):
+                      ["--workers", str(train_mnist.max_workers() + 1)]):
             with self.subTest(flags=flags):
                 status, output, errors = run_main(*flags)
                 self.assertEqual(status, 2)
