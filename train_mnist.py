@@ -931,7 +931,7 @@ def parse_args(argv=None):
                                "for N epochs, and keep the weights of the best epoch")
     training.add_argument("--workers", type=_workers, metavar="N",
                           help="processes that share each batch (nn's fit(workers=N), on "
-                               "Linux): with 2 on 2 cores the CNN's run takes 0.74 of the time, "
+                               "Linux): with 2 on 2 cores the CNN's run takes 0.75 of the time, "
                                "the MLP's longer" + _defaults_text("workers")
                                + ", at most the cores")
     training.add_argument("--seed", type=_whole_number(0), default=0,
