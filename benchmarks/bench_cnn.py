@@ -1,17 +1,19 @@
-"""How fast does nn.py train a convolutional network on MNIST, next to PyTorch on the same CPU?
+"""How fast does nn.py train a convolutional network on MNIST, next to its matrix products alone
+and to PyTorch on the same CPU?
 
-    python benchmarks/bench_cnn.py                  # both models, 5 rounds (about 2.5 minutes)
+    python benchmarks/bench_cnn.py                  # both models, 5 rounds (about 3 minutes)
     python benchmarks/bench_cnn.py --rounds 3 --models small --no-torch
 
 For each model it times one training epoch over all 60,000 MNIST images (float32, already in
 memory, batch 64, SGD with momentum 0.9, lr 0.01, softmax + cross-entropy) of:
-  nn.py    the network built from nn.py's layers, trained by nn.py;
-  PyTorch  the same architecture, layout (batch, channels, height, width), batches, loss and
-           optimizer (only when torch is installed).
+  nn.py      the network built from nn.py's layers, trained by nn.py;
+  GEMM-only  the matrix products of that epoch, at the same shapes, and nothing else;
+  PyTorch    the same architecture, layout (batch, channels, height, width), batches, loss and
+             optimizer (only when torch is installed).
 Models:
-  small    conv 8 -> pool -> conv 16 -> pool -> 64 -> 10 (3x3 kernels, padding 1, 2x2
-           max-pooling, ReLU after each convolution and the hidden layer)
-  cnn      the network of `python train_mnist.py --model cnn`, built by train_mnist.py itself
+  small      conv 8 -> pool -> conv 16 -> pool -> 64 -> 10 (3x3 kernels, padding 1, 2x2
+             max-pooling, ReLU after each convolution and the hidden layer)
+  cnn        the network of `python train_mnist.py --model cnn`, built by train_mnist.py itself
 The PyTorch network is built from the nn.py one, layer by layer (torch_twin).
 Both sides use all the machine's cores (nn.py through fit(workers=N), N processes sharing each
 batch; PyTorch through its own threads), or as many as OPENBLAS_NUM_THREADS says, for both:
@@ -71,6 +73,46 @@ def nn_epoch_runner(layers, X, Y, batch_size, lr, momentum, workers):
     return epoch
 
 
+def gemm_only_epoch_runner(layers, n, batch_size, dtype=np.float32):
+    """A function that runs the matrix products of one nn.py epoch of `layers` and nothing else,
+    at the same shapes and dtype: per batch, for each Conv2D the forward kernels @ columns and
+    the backward grad @ columns.T (weights' gradient) and kernels.T @ grad (input gradient,
+    skipped for the first layer with weights, as nn.py does); for each Dense the three of
+    bench_mlp.py. The practical limit for any im2col NumPy implementation."""
+    rng = np.random.default_rng(0)
+    network = nn.Network(layers)
+    sizes = [batch_size] * (n // batch_size) + ([n % batch_size] if n % batch_size else [])
+    products = {}                            # batch size -> [(a, b, out or None), ...]
+    for size in set(sizes):
+        network.forward(rng.random((size, 28 * 28), dtype=dtype))   # the shapes, per layer
+        products[size] = []
+        for i, layer in enumerate(network.layers):
+            if isinstance(layer, Conv2D):
+                _, channels, height, width = layer.input_shape
+                k, s, p = layer.kernel_size, layer.stride, layer.padding
+                positions = ((height + 2 * p - k) // s + 1) * ((width + 2 * p - k) // s + 1) * size
+                rows, outs = channels * k * k, layer.out_channels
+            elif isinstance(layer, Dense):
+                rows, outs, positions = layer.n_in, layer.n_out, size
+            else:
+                continue
+            kernels = rng.random((outs, rows), dtype=dtype)
+            columns = rng.random((rows, positions), dtype=dtype)
+            grad = rng.random((outs, positions), dtype=dtype)
+            products[size] += [(kernels, columns, None),
+                               (grad, columns.T, np.empty((outs, rows), dtype))]
+            if i > network.first_trained:
+                products[size].append((kernels.T, grad, None))
+
+    def epoch():
+        start = time.perf_counter()
+        for size in sizes:
+            for a, b, out in products[size]:
+                np.matmul(a, b, out=out)
+        return time.perf_counter() - start
+    return epoch
+
+
 def torch_twin(layers):
     """The PyTorch network with the same architecture as nn.py's `layers` (fresh weights)."""
     modules = []
@@ -109,7 +151,7 @@ def describe(layers):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "),
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5, help="timed epochs of each kind")
     parser.add_argument("--models", default="small,cnn", help=f"among {', '.join(MODELS)}")
@@ -145,7 +187,8 @@ def main():
           f"momentum={momentum}); seconds as median (min-max) of {args.rounds} rounds after 1 "
           f"warm-up; ratios taken within each round\n")
     nn_keys = [f"nn.py workers={count}" for count in worker_counts]
-    columns = [f"{key} s" for key in nn_keys]
+    columns = [f"{key} s" for key in nn_keys] + ["GEMM-only s"]
+    columns += [f"{key} / GEMM-only" for key in nn_keys]
     if use_torch:
         columns += ["PyTorch s"] + [f"{key} / PyTorch" for key in nn_keys]
     if len(nn_keys) > 1:
@@ -157,6 +200,7 @@ def main():
                                         count)
                    for key, count in zip(nn_keys, worker_counts)}
         layers = MODELS[name]()
+        runners["GEMM-only"] = gemm_only_epoch_runner(MODELS[name](), len(X), args.batch_size)
         if use_torch:
             runners["PyTorch"] = torch_epoch_runner(layers, X, labels, args.batch_size, lr,
                                                     momentum, 0)
@@ -167,7 +211,8 @@ def main():
                 if round_number:
                     times[key].append(seconds)
         times = {key: np.array(values) for key, values in times.items()}
-        cells = [summary(times[key]) for key in nn_keys]
+        cells = [summary(times[key]) for key in nn_keys] + [summary(times["GEMM-only"])]
+        cells += [summary(times[key] / times["GEMM-only"]) for key in nn_keys]
         if use_torch:
             cells += [summary(times["PyTorch"])]
             cells += [summary(times[key] / times["PyTorch"]) for key in nn_keys]
