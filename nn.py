@@ -688,10 +688,13 @@ class Network:
 
     def compute_gradients(self, X, Y):
         """Forward and backward on one batch: fills every layer's gradients for it.
-        Returns (loss, accuracy) on the batch (accuracy may be None)."""
+        Returns (loss, accuracy) on the batch (accuracy may be None). After a loss that is
+        not finite (the weights diverged) there is no backward: train_on_batch stops there."""
         P = self.forward(X, training=True)
-        self.backward(Y, P)
-        return self.loss(Y, P), self.accuracy(Y, P)
+        loss = self.loss(Y, P)
+        if np.isfinite(loss):
+            self.backward(Y, P)
+        return loss, self.accuracy(Y, P)
 
     def train_on_batch(self, X, Y, optimizer):
         """One step of gradient descent on one batch: forward, loss, backward, update.
@@ -1141,16 +1144,16 @@ def _cast_parameters(layers, dtype):
                     _replace_array(layer, array, array.astype(dtype))
 
 
-def _replace_array(layer, array, replacement):
+def _replace_array(layer, array, replacement, required=True):
     """Put `replacement` wherever `layer` keeps `array` as an attribute (the Layer protocol:
     parameters and gradients live in self.<name>)."""
-    for name in _attribute_names(layer, array):
+    for name in _attribute_names(layer, array, required):
         setattr(layer, name, replacement)
 
 
-def _attribute_names(layer, array):
+def _attribute_names(layer, array, required=True):
     names = [name for name, value in vars(layer).items() if value is array]
-    if not names:
+    if not names and required:
         raise ValueError(f"{layer!r} returns from parameters() an array that is not one of its "
                          f"attributes, so nn cannot replace it (to convert its dtype, or to "
                          f"share it between processes): keep each parameter and gradient as "
@@ -1561,8 +1564,9 @@ def _in_memory_order_of(like, array):
 # process. A layer that computes statistics over its batch gets its part's; what a layer
 # changes besides its gradients stays in its process (only parameters are shared); a random
 # layer draws different numbers in each process only through reseed(seed), as Dropout does.
-# backward must write into its gradient arrays (grad[...] = ...), as Layer says: a layer that
-# binds a new array instead is refused, since its helpers' gradients would never arrive.
+# A layer must keep its arrays, as Layer says (param -= ..., grad[...] = ...), and tie weights
+# by holding the same array, not a view of it: one that binds new arrays, or ties through a
+# view, is refused, since its helpers' gradients or updates would never arrive.
 # ----------------------------------------------------------------------------------------------
 
 def max_workers():
@@ -1595,12 +1599,12 @@ class _Helpers:
         self.net, self.X, self.Y, self.workers, self.seed = net, X, Y, workers, seed
         self.pairs = [(layer, param, grad) for layer in net.layers
                       for param, grad in layer.parameters()]
-        self.grads = [grad for _, _, grad in self.pairs]     # this process's gradients
+        self.params = [param for _, param, _ in self.pairs]  # this process's arrays, which
+        self.grads = [grad for _, _, grad in self.pairs]     # the layers must keep
         self.connections, self.pids, self.swapped, self.blas_threads = [], [], [], None
 
     def start(self):
-        for layer, _, grad in self.pairs:        # each helper will put its own gradients
-            _attribute_names(layer, grad)        # where the layer keeps these: can it?
+        self._check_arrays()
         # The parameters move into shared memory (and back, in stop), beside one set of
         # gradients per helper. An array that several layers share (tied weights) moves once.
         params = list({id(param): param for _, param, _ in self.pairs}.values())
@@ -1616,6 +1620,7 @@ class _Helpers:
                 swapped.add((id(layer), id(param)))
                 _replace_array(layer, param, shared_params[id(param)])
                 self.swapped.append((layer, param, shared_params[id(param)]))
+        self.params = [shared_params[id(param)] for _, param, _ in self.pairs]
         self.blas_threads = _set_blas_threads(1)
         if self.blas_threads is None and "1" not in (os.environ.get("OPENBLAS_NUM_THREADS"),
                                                      os.environ.get("MKL_NUM_THREADS")):
@@ -1645,14 +1650,35 @@ class _Helpers:
             self.connections.append(ours)
             self.pids.append(pid)
 
+    def _check_arrays(self):
+        """What sharing needs of the layers' arrays, checked before any process starts."""
+        for layer, _, grad in self.pairs:        # each helper will put its own gradients
+            _attribute_names(layer, grad)        # where the layer keeps these: can it?
+        grads = [grad for _, _, grad in self.pairs]
+        if len({id(grad) for grad in grads}) < len(grads):
+            raise ValueError("fit(workers > 1) needs a gradient array of its own for each "
+                             "parameter, but parameters() lists one twice")
+        params = list({id(param): (layer, param) for layer, param, _ in self.pairs}.values())
+        for i, (layer, param) in enumerate(params):
+            for other, other_param in params[i + 1:]:
+                if np.may_share_memory(param, other_param):
+                    raise ValueError(f"{layer!r} and {other!r} hold parameters that are views "
+                                     f"of one array; fit(workers > 1) shares whole arrays: "
+                                     f"keep the same array in both, and transpose or slice it "
+                                     f"where you use it")
+
     def _serve(self, k, connection):
         """A helper's life: for each message of rows, forward and backward on them, reply with
         the loss and accuracy; exit when fit closes the pipe."""
         signal.signal(signal.SIGINT, signal.SIG_IGN)    # Ctrl-C is for fit, which stops us
-        self.grads = self.helper_grads[k - 1]
-        for (layer, _, grad), own in zip(self.pairs, self.grads):
-            _replace_array(layer, grad, own)
-        _reseed_random_layers(self.net, self.seed, helper=k)
+        trouble = None
+        try:
+            self.grads = self.helper_grads[k - 1]
+            for (layer, _, grad), own in zip(self.pairs, self.grads):
+                _replace_array(layer, grad, own)
+            _reseed_random_layers(self.net, self.seed, helper=k)
+        except Exception as error:               # told to fit at its first message
+            trouble = error
         with np.errstate(over="ignore", invalid="ignore"):
             while True:
                 try:
@@ -1660,6 +1686,8 @@ class _Helpers:
                 except EOFError:
                     return
                 try:
+                    if trouble is not None:
+                        raise trouble
                     loss, accuracy = self._gradients(rows)
                     reply = b"ok" + np.array([loss, np.nan if accuracy is None else accuracy],
                                              np.float64).tobytes()
@@ -1671,12 +1699,13 @@ class _Helpers:
         """compute_gradients on the examples X[rows], into this process's gradient arrays."""
         loss, accuracy = self.net.compute_gradients(self.X.take(rows, axis=0),
                                                     self.Y.take(rows, axis=0))
-        now = [grad for layer in self.net.layers for _, grad in layer.parameters()]
-        for (layer, _, _), grad, current in zip(self.pairs, self.grads, now):
-            if current is not grad:
-                raise ValueError(f"{layer!r}: its backward bound a new gradient array instead "
-                                 f"of writing into its own (grad[...] = ...), as the Layer "
-                                 f"protocol asks and fit(workers > 1) needs")
+        now = [pair for layer in self.net.layers for pair in layer.parameters()]
+        for (layer, _, _), param, grad, (param_now, grad_now) in zip(self.pairs, self.params,
+                                                                     self.grads, now):
+            if param_now is not param or grad_now is not grad or len(now) != len(self.pairs):
+                raise ValueError(f"{layer!r} bound a new parameter or gradient array instead "
+                                 f"of writing into its own (param -= ..., grad[...] = ...), as "
+                                 f"the Layer protocol asks and fit(workers > 1) needs")
         return loss, accuracy
 
     def train_on_batch(self, rows, optimizer):
@@ -1729,18 +1758,20 @@ class _Helpers:
     def stop(self, failed):
         # The learned values go back into the layers' own arrays first (helpers never write
         # parameters), so that nothing below, not even a second Ctrl-C, can leave the layers
-        # on shared memory.
-        for layer, param, shared_param in self.swapped:
-            param[...] = shared_param
-            _replace_array(layer, shared_param, param)
-        if self.blas_threads is not None:
-            _set_blas_threads(self.blas_threads)
-        for connection in self.connections:      # a helper exits when its pipe closes
-            connection.close()
-        for pid in self.pids:
-            if failed:                           # it may be busy: its work is of no use now
-                _kill(pid)
-            _reap(pid)
+        # on shared memory; and the helpers stop, whatever happens here.
+        try:
+            for layer, param, shared_param in self.swapped:
+                param[...] = shared_param
+                _replace_array(layer, shared_param, param, required=False)
+            if self.blas_threads is not None:
+                _set_blas_threads(self.blas_threads)
+        finally:
+            for connection in self.connections:  # a helper exits when its pipe closes
+                connection.close()
+            for pid in self.pids:
+                if failed:                       # it may be busy: its work is of no use now
+                    _kill(pid)
+                _reap(pid)
 
 
 def _shared_arrays(like):

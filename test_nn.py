@@ -912,7 +912,8 @@ class TestEarlyStopping(unittest.TestCase):
 
 class MisbehavesInAHelper(Layer):
     """Passes its input on, but in fit's helper processes it raises or dies ("raise", "die"),
-    or it kills the helper from fit's own process while fit validates ("kill")."""
+    or fails as a helper starts ("reseed"), or it kills the helper from fit's own process while
+    fit validates ("kill")."""
 
     def __init__(self, how, folder=None):
         self.parent, self.how, self.folder = os.getpid(), how, folder
@@ -938,6 +939,10 @@ class MisbehavesInAHelper(Layer):
 
     def backward(self, grad_output):
         return grad_output
+
+    def reseed(self, seed):                           # fit calls it in each helper at start
+        if os.getpid() != self.parent and self.how == "reseed":
+            raise ValueError("a learner's bug in reseed")
 
 
 class RebindsItsGradient(Scale):
@@ -1053,6 +1058,7 @@ class TestWorkers(unittest.TestCase):
         X, Y = blobs(n=64)
         with tempfile.TemporaryDirectory() as folder:
             for how, message in (("raise", "helper process 1 failed: ValueError: a learner's"),
+                                 ("reseed", "helper process 1 failed: ValueError: a learner's"),
                                  ("die", "helper process 1 (pid"),
                                  ("kill", "helper process 1 (pid")):
                 net = Network([Dense(5, 16, seed=0), MisbehavesInAHelper(how, folder), ReLU(),
@@ -1079,15 +1085,45 @@ class TestWorkers(unittest.TestCase):
             def parameters(self):
                 return [(self.scale, self.grads["scale"])]
 
+        class ClipsItsScale(Scale):                         # binds a new parameter array
+            def forward(self, x):
+                self.scale = np.clip(self.scale, -2, 2)
+                return super().forward(x)
+
+        class ListsItTwice(Scale):
+            def parameters(self):
+                return super().parameters() * 2
+
         X, Y = blobs(n=64)
-        for layer, message in ((Hidden(16), "self.<name>"),
-                               (RebindsItsGradient(16), "grad[...] = ...")):
-            net = Network([Dense(5, 16, seed=0), layer, Dense(16, 3, seed=1), Softmax()])
+        for layers, message in (([Hidden(16)], "self.<name>"),
+                                ([RebindsItsGradient(16)], "grad[...] = ..."),
+                                ([ClipsItsScale(16)], "bound a new parameter"),
+                                ([ListsItTwice(16)], "lists one twice")):
+            net = Network([Dense(5, 16, seed=0)] + layers + [Dense(16, 3, seed=1), Softmax()])
+            weights = net.layers[0].weights
             with self.assertRaises(ValueError) as caught:
                 net.fit(X, Y, verbose=0, workers=2)
             self.assertIn(message, str(caught.exception))
+            self.assertIs(net.layers[0].weights, weights)
             self.assertNoHelpersLeft()
-            net.fit(X, Y, verbose=0)                     # one process trains them as before
+        encoder = Dense(5, 3, seed=0)
+        net = Network([encoder, Tanh(), Dense(3, 5)], loss="mse")
+        net.layers[2].weights = encoder.weights.T            # tied through a view
+        net.layers[2].grad_weights = np.zeros_like(net.layers[2].weights)
+        with self.assertRaises(ValueError) as caught:
+            net.fit(X, X, verbose=0, workers=2)
+        self.assertIn("views of one array", str(caught.exception))
+        self.assertNoHelpersLeft()
+
+    def test_no_backward_after_a_loss_that_is_not_finite(self):
+        X, Y = blobs(n=8)
+        net = small_network()
+        net.layers[0].weights[0, 0] = np.nan
+        loss, _ = net.compute_gradients(X, Y)
+        self.assertTrue(np.isnan(loss))
+        self.assertFalse(net.layers[0].grad_weights.any())   # backward never ran
+        with self.assertRaises(FloatingPointError):
+            net.train_on_batch(X, Y, SGD(lr=0.1))
 
     def test_blas_threads_are_given_back(self):
         before = nn._set_blas_threads(2)
