@@ -804,7 +804,7 @@ class Network:
 
         (Batches of 128 keep a convolution's im2col matrix in the processor's cache: 10,000
         MNIST images through the --model cnn network took 0.33 s in batches of 128, 0.63 s in
-        batches of 1000; an MLP's took 5-17 ms longer, of 33-58.)"""
+        batches of 1000; an MLP's took 10-17 ms longer, of 33-58.)"""
         X = _checked_inputs(X)
         _check_whole(batch_size, "batch_size")
         return np.concatenate([self.forward(X[i:i + batch_size])
@@ -1135,13 +1135,25 @@ def _checked_fit_arguments(net, X, Y, epochs, batch_size, optimizer, validation_
 
 def _cast_parameters(layers, dtype):
     """Make every parameter and gradient array `dtype`, the data's: float32 data would
-    otherwise meet float64 weights and every product would silently run in float64. Layers
-    keep their arrays as attributes (the Layer protocol), so each one is swapped there."""
-    for layer in layers:
-        for pair in layer.parameters():
-            for array in pair:
-                if array.dtype != dtype:
-                    _replace_array(layer, array, array.astype(dtype))
+    otherwise meet float64 weights and every product would silently run in float64."""
+    _swap_arrays([(layer, array) for layer in layers for pair in layer.parameters()
+                  for array in pair],
+                 lambda array: array if array.dtype == dtype else array.astype(dtype))
+
+
+def _swap_arrays(layer_arrays, new_array):
+    """For each (layer, array), put new_array(array) wherever the layer keeps the array as an
+    attribute (the Layer protocol). An array that several layers keep (tied weights) gets one
+    new array for all of them, so they stay tied. Returns the (layer, array, new) swaps made."""
+    made, swaps = {}, []
+    for layer, array in layer_arrays:
+        if id(array) not in made:
+            made[id(array)] = new_array(array)
+        new = made[id(array)]
+        if new is not array and not any(l is layer and a is array for l, a, _ in swaps):
+            _replace_array(layer, array, new)
+            swaps.append((layer, array, new))
+    return swaps
 
 
 def _replace_array(layer, array, replacement, required=True):
@@ -1606,21 +1618,16 @@ class _Helpers:
     def start(self):
         self._check_arrays()
         # The parameters move into shared memory (and back, in stop), beside one set of
-        # gradients per helper. An array that several layers share (tied weights) moves once.
-        params = list({id(param): param for _, param, _ in self.pairs}.values())
-        shared = iter(_shared_arrays(params + self.grads * (self.workers - 1)))
-        shared_params = {id(param): next(shared) for param in params}
-        self.helper_grads = [[next(shared) for _ in self.grads]
+        # gradients per helper.
+        def shared_copy(param):
+            shared = _shared_like(param)
+            shared[...] = param
+            return shared
+        self.swapped = _swap_arrays([(layer, param) for layer, param, _ in self.pairs],
+                                    shared_copy)
+        self.params = [param for param, _ in self.net.parameters()]   # the shared ones now
+        self.helper_grads = [[_shared_like(grad) for grad in self.grads]
                              for _ in range(self.workers - 1)]
-        for param in params:
-            shared_params[id(param)][...] = param
-        swapped = set()                          # (layer, parameter) pairs, by identity
-        for layer, param, _ in self.pairs:
-            if (id(layer), id(param)) not in swapped:
-                swapped.add((id(layer), id(param)))
-                _replace_array(layer, param, shared_params[id(param)])
-                self.swapped.append((layer, param, shared_params[id(param)]))
-        self.params = [shared_params[id(param)] for _, param, _ in self.pairs]
         self.blas_threads = _set_blas_threads(1)
         if self.blas_threads is None and "1" not in (os.environ.get("OPENBLAS_NUM_THREADS"),
                                                      os.environ.get("MKL_NUM_THREADS")):
@@ -1774,15 +1781,10 @@ class _Helpers:
                 _reap(pid)
 
 
-def _shared_arrays(like):
-    """Arrays shaped as those in `like`, in one block of memory that forked processes share."""
-    offsets, total = [], 0
-    for array in like:
-        offsets.append(total)
-        total += -(-array.nbytes // 64) * 64             # each array starts on 64 bytes
-    memory = mmap.mmap(-1, max(total, 1))               # anonymous and shared
-    return [np.frombuffer(memory, array.dtype, array.size, offset).reshape(array.shape)
-            for array, offset in zip(like, offsets)]
+def _shared_like(array):
+    """An array of array's shape and dtype in memory that forked processes share (zeros)."""
+    memory = mmap.mmap(-1, max(array.nbytes, 1))        # anonymous and shared
+    return np.frombuffer(memory, array.dtype, array.size).reshape(array.shape)
 
 
 def _reap(pid, seconds=5.0):

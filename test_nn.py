@@ -1018,6 +1018,11 @@ class TestWorkers(unittest.TestCase):
         runs = self.train_both_ways(autoencoder, X, X, lambda: SGD(lr=0.05), epochs=2,
                                     batch_size=8)
         self.assertSameTraining(runs)
+        for workers in (1, 2):       # float64 data: the float32 weights became float64, once
+            net = autoencoder()
+            net.fit(X, X, verbose=0, workers=workers)
+            self.assertIs(net.layers[2].weights, net.layers[0].weights)
+            self.assertEqual(net.layers[0].weights.dtype, np.float64)
 
     def test_three_processes(self):
         # Two cores allow fit only two, so this drives fit's machinery directly.
