@@ -877,6 +877,10 @@ class SGD:
         """Called by fit after every epoch."""
         self.lr *= self.lr_decay
 
+    def __repr__(self):
+        return (f"SGD(lr={self.lr:g}, momentum={self.momentum:g}, "
+                f"weight_decay={self.weight_decay:g}, lr_decay={self.lr_decay:g})")
+
 
 class Adam:
     """Adam, by PyTorch's rule (torch.optim.Adam), step t = 1, 2, ...:
@@ -923,6 +927,13 @@ class Adam:
     def end_epoch(self):
         """Called by fit after every epoch."""
         self.lr *= self.lr_decay
+
+    def __repr__(self):        # beta1, beta2 and eps only where they are not PyTorch's defaults
+        options = "".join(f", {name}={value:g}" for name, value, default
+                          in (("beta1", self.beta1, 0.9), ("beta2", self.beta2, 0.999),
+                              ("eps", self.eps, 1e-8)) if value != default)
+        return (f"Adam(lr={self.lr:g}{options}, weight_decay={self.weight_decay:g}, "
+                f"lr_decay={self.lr_decay:g})")
 
 
 # ==============================================================================================

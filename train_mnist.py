@@ -529,11 +529,8 @@ def load_model(path, say):
     check_regular_file(path, expected="a model file saved by --save")
     try:
         net = Network.load(path)
-    except (FileNotFoundError, ValueError) as error:
-        detail = str(error)
-        if "pickle" in detail.lower():       # never suggest loading pickles: they can run code
-            detail = "it holds Python objects (pickled data), and a model holds only numbers"
-        raise DataError(f"{path}: not a model saved by --save ({detail})") from None
+    except ValueError as error:              # (nn never unpickles; check_regular_file found it)
+        raise DataError(f"{path}: not a model saved by --save ({error})") from None
     try:
         outputs = net.predict(np.zeros((1, PIXELS), dtype=np.float32))
     except ValueError:
@@ -585,20 +582,11 @@ def build_optimizer(args):
                lr_decay=args.lr_decay)
 
 
-def describe_optimizer(args):
-    settings = {"lr": args.lr, "momentum": args.momentum, "weight_decay": args.weight_decay,
-                "lr_decay": args.lr_decay}
-    if args.optimizer == "adam":
-        del settings["momentum"]             # Adam keeps its own running mean of the gradients
-    name = {"sgd": "SGD", "adam": "Adam"}[args.optimizer]
-    return f"{name}(" + ", ".join(f"{key}={value:g}" for key, value in settings.items()) + ")"
-
-
 def train(args, data, say):
     """Build and train a network as the flags say; returns (network, history)."""
-    net = BUILDERS[args.model](args)
+    net, optimizer = BUILDERS[args.model](args), build_optimizer(args)
     say(f"model:  {describe(net)}, {net.count_params():,} parameters, loss {args.loss}")
-    say(f"train:  {args.epochs} epochs, batch {args.batch_size}, {describe_optimizer(args)}, "
+    say(f"train:  {args.epochs} epochs, batch {args.batch_size}, {optimizer!r}, "
         f"seed {args.seed}" + (f", early stopping with patience {args.patience}"
                                if args.patience else "")
         + (f", {args.workers} processes" if args.workers > 1 else ""))
@@ -607,7 +595,7 @@ def train(args, data, say):
     say(f"before training: loss {initial_loss:.4f} (about {expected_initial_loss(args.loss)} is "
         f"expected for an untrained {CLASSES}-class net){accuracy}")
     history = net.fit(data.X, data.Y, epochs=args.epochs, batch_size=args.batch_size,
-                      optimizer=build_optimizer(args), validation_data=data.validation,
+                      optimizer=optimizer, validation_data=data.validation,
                       seed=args.seed, verbose=0 if args.quiet else 1, patience=args.patience,
                       workers=args.workers)
     if args.patience:

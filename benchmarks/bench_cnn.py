@@ -73,36 +73,34 @@ def nn_epoch_runner(layers, X, Y, batch_size, lr, momentum, workers):
     return epoch
 
 
-def gemm_only_epoch_runner(layers, n, batch_size, dtype=np.float32):
+def gemm_only_epoch_runner(layers, n, batch_size):
     """A function that runs the matrix products of one nn.py epoch of `layers` and nothing else,
-    at the same shapes and dtype: per batch, for each Conv2D the forward kernels @ columns and
-    the backward grad @ columns.T (weights' gradient) and kernels.T @ grad (input gradient,
-    skipped for the first layer with weights, as nn.py does); for each Dense the three of
-    bench_mlp.py. The practical limit for any im2col NumPy implementation."""
-    rng = np.random.default_rng(0)
+    at the same shapes and dtype: each Conv2D computes kernels @ columns and each Dense
+    input @ weights, so for every batch and such layer, forward A @ B and backward G @ B.T
+    (dL/dA) and A.T @ G (dL/dB), the input's gradient skipped where nn.py skips it. The
+    practical limit for any im2col NumPy implementation."""
     network = nn.Network(layers)
     sizes = [batch_size] * (n // batch_size) + ([n % batch_size] if n % batch_size else [])
     products = {}                            # batch size -> [(a, b, out or None), ...]
     for size in set(sizes):
-        network.forward(rng.random((size, 28 * 28), dtype=dtype))   # the shapes, per layer
+        network.forward(np.zeros((size, 28 * 28), np.float32))    # the layers' shapes
         products[size] = []
-        for i, layer in enumerate(network.layers):
-            if isinstance(layer, Conv2D):
-                _, channels, height, width = layer.input_shape
-                k, s, p = layer.kernel_size, layer.stride, layer.padding
-                positions = ((height + 2 * p - k) // s + 1) * ((width + 2 * p - k) // s + 1) * size
-                rows, outs = channels * k * k, layer.out_channels
-            elif isinstance(layer, Dense):
-                rows, outs, positions = layer.n_in, layer.n_out, size
+        for layer in network.layers:
+            if isinstance(layer, Conv2D):    # the input is B (its columns)
+                A, B = layer.weights.reshape(layer.out_channels, -1), layer.columns
+                input_is_a = False
+            elif isinstance(layer, Dense):   # the input is A
+                A, B, input_is_a = layer.input, layer.weights, True
             else:
                 continue
-            kernels = rng.random((outs, rows), dtype=dtype)
-            columns = rng.random((rows, positions), dtype=dtype)
-            grad = rng.random((outs, positions), dtype=dtype)
-            products[size] += [(kernels, columns, None),
-                               (grad, columns.T, np.empty((outs, rows), dtype))]
-            if i > network.first_trained:
-                products[size].append((kernels.T, grad, None))
+            A, B = A.copy(), B.copy()
+            G = np.ones((A.shape[0], B.shape[1]), A.dtype)           # dL/d(A @ B)
+            grad_a, grad_b = (G, B.T, A), (A.T, G, B)    # each with its result's shape
+            weights, inputs = (grad_b, grad_a) if input_is_a else (grad_a, grad_b)
+            products[size] += [(A, B, None),             # nn.py writes the weights' gradient
+                               weights[:2] + (np.empty_like(weights[2]),)]    # in place
+            if layer.input_gradient_needed:
+                products[size].append(inputs[:2] + (None,))
 
     def epoch():
         start = time.perf_counter()
@@ -146,10 +144,6 @@ def torch_epoch_runner(layers, X, labels, batch_size, lr, momentum, seed):
     return torch_epoch(torch_twin(layers), X, labels, batch_size, lr, momentum, seed)
 
 
-def describe(layers):
-    return " ".join(repr(layer) for layer in layers)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "),
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -158,7 +152,7 @@ def main():
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
     cores = int(os.environ.get("OPENBLAS_NUM_THREADS", os.cpu_count()))
-    parser.add_argument("--workers", default=str(cores),
+    parser.add_argument("--workers", default=str(min(cores, nn.max_workers())),
                         help="nn.py's fit(workers=...), processes sharing each batch; several "
                              "(e.g. 1,2) time nn.py once for each, in the same rounds")
     args = parser.parse_args()
@@ -200,7 +194,7 @@ def main():
                                         count)
                    for key, count in zip(nn_keys, worker_counts)}
         layers = MODELS[name]()
-        runners["GEMM-only"] = gemm_only_epoch_runner(MODELS[name](), len(X), args.batch_size)
+        runners["GEMM-only"] = gemm_only_epoch_runner(layers, len(X), args.batch_size)
         if use_torch:
             runners["PyTorch"] = torch_epoch_runner(layers, X, labels, args.batch_size, lr,
                                                     momentum, 0)
@@ -218,7 +212,8 @@ def main():
             cells += [summary(times[key] / times["PyTorch"]) for key in nn_keys]
         if len(nn_keys) > 1:
             cells.append(summary(times[nn_keys[-1]] / times[nn_keys[0]]))
-        print(f"| {name}: {describe(layers)} | " + " | ".join(cells) + " |", flush=True)
+        print(f"| {name}: {train_mnist.describe(nn.Network(layers))} | " + " | ".join(cells)
+              + " |", flush=True)
 
 
 if __name__ == "__main__":

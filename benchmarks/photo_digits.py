@@ -136,7 +136,8 @@ def main(argv=None):
         read = time.perf_counter() - started - made
 
     right = (net.predict(prepared).argmax(axis=1) == labels) & read_ok
-    mnist_right = net.predict(pixels).argmax(axis=1) == labels
+    mnist_answers = net.predict(pixels).argmax(axis=1)
+    mnist_right = mnist_answers == labels
     print(f"\n{len(paths):,} photo-like pictures of the first MNIST test digits (made in "
           f"{made:.1f} s, read and prepared in {read:.1f} s; {np.count_nonzero(~read_ok)} refused)")
     print(f"right on the pictures: {percent(right)}; on the same digits as MNIST has them: "
@@ -148,7 +149,7 @@ def main(argv=None):
     plain = enlarged_and_inverted(digits)
     difference = np.abs(plain - pixels)
     means, largest = difference.mean(axis=1), difference.max(axis=1)
-    same = net.predict(plain).argmax(axis=1) == net.predict(pixels).argmax(axis=1)
+    same = net.predict(plain).argmax(axis=1) == mnist_answers
     shifted = np.abs(np.roll(pixels.reshape(-1, 28, 28), 1, axis=2).reshape(-1, 784) - pixels)
     print(f"\nenlarged to 280x280 and inverted, nothing else: the prepared 28x28 differs from "
           f"MNIST's by {means.mean():.3f} per pixel on average (pixels in [0, 1]; median digit "
