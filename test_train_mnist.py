@@ -1,4 +1,5 @@
-"""Tests for train_mnist.py: reading CSV files and images, and the command line.
+"""Tests for train_mnist.py and the modules beside it (readers.py: CSV files, images and
+flag values; outputs.py: text art, the figure, CSV outputs), and the command line.
 
 The files are small ones the tests write to a temporary folder, or slices of data/. Most runs
 of the command line happen in this process (train_mnist.main), which is fast; a few go through
@@ -28,8 +29,10 @@ from unittest import mock
 import numpy as np
 import pandas as pd
 
+import outputs
+import readers
 import train_mnist
-from train_mnist import DataError, load_mnist_csv
+from readers import DataError, load_mnist_csv
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(HERE, "train_mnist.py")
@@ -414,7 +417,7 @@ class TestReadingImages(Files):
     def test_mnist_layout_longest_side_20_centre_of_mass_at_14(self):
         picture = np.zeros((300, 500))
         picture[50:250, 100:160] = 1.0                      # a tall bar off to the left
-        prepared = train_mnist.prepare_digit(picture).reshape(28, 28)
+        prepared = readers.prepare_digit(picture).reshape(28, 28)
         rows, columns = np.flatnonzero(prepared.any(1)), np.flatnonzero(prepared.any(0))
         self.assertEqual(rows[-1] - rows[0] + 1, 20)
         self.assertEqual((prepared.min(), prepared.max()), (0.0, 1.0))
@@ -425,15 +428,15 @@ class TestReadingImages(Files):
     def test_dark_on_light_is_inverted_and_light_on_dark_is_not(self):
         light_on_dark = photo_digits.enlarged(self.digits[0])
         dark_on_light = photo_digits.enlarged(self.digits[0], inverted=True)
-        one, other = (train_mnist.prepare_digit(np.asarray(picture, dtype=np.float64))
+        one, other = (readers.prepare_digit(np.asarray(picture, dtype=np.float64))
                       for picture in (light_on_dark, dark_on_light))
         np.testing.assert_allclose(one, other, atol=0.02)
-        told = train_mnist.prepare_digit(np.asarray(light_on_dark, dtype=np.float64), "light")
+        told = readers.prepare_digit(np.asarray(light_on_dark, dtype=np.float64), "light")
         self.assertGreater(np.abs(told - one).mean(), 0.1)  # the override is obeyed
 
     def test_every_image_mode_gives_the_same_digit(self):
         picture = photo_digits.enlarged(self.digits[1], inverted=True)
-        expected = train_mnist.read_image(self.save(picture, "gray.png"))
+        expected = readers.read_image(self.save(picture, "gray.png"))
         wide = (np.asarray(picture, dtype=np.uint16) * 257).astype(np.uint16)
         transparent = Image.new("RGBA", picture.size, (0, 0, 0, 0))
         transparent.putalpha(Image.eval(picture, lambda value: 255 - value))
@@ -442,7 +445,7 @@ class TestReadingImages(Files):
                     "gray-alpha.png": picture.convert("LA"), "photo.jpg": picture.convert("RGB")}
         for name, image in variants.items():
             with self.subTest(name=name):
-                prepared = train_mnist.read_image(self.save(image, name))
+                prepared = readers.read_image(self.save(image, name))
                 self.assertLess(np.abs(prepared - expected).mean(), 0.01)
 
     def test_no_ink_is_refused_not_guessed(self):
@@ -454,20 +457,20 @@ class TestReadingImages(Files):
             if name == "speck.png":
                 image.putpixel((20, 20), 0)                 # one dark pixel: a speck, not ink
             with self.subTest(name=name), self.assertRaisesRegex(DataError, "found no ink"):
-                train_mnist.read_image(self.save(image, name))
+                readers.read_image(self.save(image, name))
 
     def test_a_large_photo_and_a_tiny_drawing(self):
         big = photo_digits.enlarged(self.digits[2], inverted=True).resize((2000, 2000))
         tiny = photo_digits.enlarged(self.digits[2], inverted=True).resize((14, 14))
-        expected = train_mnist.read_image(self.save(photo_digits.enlarged(self.digits[2]), "a.png"))
+        expected = readers.read_image(self.save(photo_digits.enlarged(self.digits[2]), "a.png"))
         for image, name in ((big, "big.png"), (tiny, "tiny.png")):
-            prepared = train_mnist.read_image(self.save(image, name))
+            prepared = readers.read_image(self.save(image, name))
             self.assertLess(np.abs(prepared - expected).mean(), 0.05, name)
 
     def test_files_that_are_not_images(self):
         path = self.write("fake.png", ["not an image"])
         with self.assertRaises(DataError) as caught:
-            train_mnist.read_image(path)
+            readers.read_image(path)
         self.assertIn("not an image file", str(caught.exception))
         self.save(photo_digits.enlarged(self.digits[0]), "cut.png")
         with open(self.path("cut.png"), "rb") as file:
@@ -475,7 +478,7 @@ class TestReadingImages(Files):
         with open(self.path("cut.png"), "wb") as file:
             file.write(data[: len(data) // 2])
         with self.assertRaises(DataError) as caught:
-            train_mnist.read_image(self.path("cut.png"))
+            readers.read_image(self.path("cut.png"))
         self.assertIn("could not be read as an image", str(caught.exception))
 
 
@@ -665,7 +668,7 @@ class TestReporting(Files):
         image = np.zeros(784, dtype=np.float32)
         image[28 * 5 + 3] = 1.0                             # row 5, column 3: full ink
         image[28 * 20 + 27] = 0.45
-        lines = train_mnist.text_art(image).splitlines()
+        lines = outputs.text_art(image).splitlines()
         self.assertEqual(len(lines), 30)
         self.assertTrue(all(len(line) == 58 for line in lines))
         self.assertEqual(lines[0], "+" + "-" * 56 + "+")
@@ -905,15 +908,18 @@ class TestCommandLine(Files):
 
 
 class TestTheSource(unittest.TestCase):
-    def test_sections_follow_the_data(self):
-        with open(SCRIPT, encoding="utf-8") as file:
-            headings = re.findall(r"^# \d\. (.*)$", file.read(), re.MULTILINE)
-        self.assertEqual([heading.split()[0].rstrip(":") for heading in headings],
-                         ["Reading", "Reading", "Building", "Training", "Reporting", "Pictures",
-                          "The"])
+    def test_sections_follow_the_story(self):
+        sections = {SCRIPT: ["Arguments", "Data", "Model", "Fit", "Test"],
+                    readers.__file__: ["MNIST", "Pictures", "Flag"],
+                    outputs.__file__: ["Digits", "The", "CSV"]}
+        for path, expected in sections.items():
+            with open(path, encoding="utf-8") as file:
+                headings = re.findall(r"^# \d\. (.*)$", file.read(), re.MULTILINE)
+            self.assertEqual([heading.split()[0] for heading in headings], expected, path)
 
     def test_lines_fit_in_100_columns(self):
-        for path in (SCRIPT, __file__, os.path.join(HERE, "benchmarks", "photo_digits.py")):
+        for path in (SCRIPT, readers.__file__, outputs.__file__, __file__,
+                     os.path.join(HERE, "benchmarks", "photo_digits.py")):
             with open(path, encoding="utf-8") as file:
                 long = [number for number, line in enumerate(file, 1) if len(line) > 101]
             self.assertEqual(long, [], path)

@@ -38,7 +38,8 @@ sys.path.insert(0, ROOT)
 import nn  # noqa: E402
 import train_mnist  # noqa: E402
 from nn import SGD, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Reshape, Softmax, one_hot  # noqa: E402
-from train_mnist import DEFAULT_TRAIN, load_mnist_csv  # noqa: E402
+from readers import load_mnist_csv  # noqa: E402
+from train_mnist import DEFAULT_TRAIN  # noqa: E402
 # bench_mlp.py, in this folder, imports torch if it is installed (else torch is None)
 from bench_mlp import blas_description, summary, torch, torch_epoch  # noqa: E402
 

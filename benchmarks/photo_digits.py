@@ -32,6 +32,7 @@ from PIL import Image, ImageFilter
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+import readers  # noqa: E402
 import train_mnist  # noqa: E402
 
 FORMATS = ("gray PNG", "RGB PNG", "RGBA PNG", "JPEG")
@@ -85,8 +86,8 @@ def save(image, kind, path_without_suffix, rng):
 
 def enlarged_and_inverted(digits):
     """Each digit only enlarged to 280x280 and inverted, then prepared as --predict does."""
-    return np.stack([train_mnist.prepare_digit(np.asarray(enlarged(digit, inverted=True),
-                                                          dtype=np.float64))
+    return np.stack([readers.prepare_digit(np.asarray(enlarged(digit, inverted=True),
+                                                      dtype=np.float64))
                      for digit in digits])
 
 
@@ -112,7 +113,7 @@ def main(argv=None):
             if train_mnist.main(["--save", model, "--quiet"]) != 0:
                 return 1
         net = train_mnist.load_model(model, print)
-        pixels, labels = train_mnist.load_mnist_csv(train_mnist.DEFAULT_TEST)
+        pixels, labels = readers.load_mnist_csv(train_mnist.DEFAULT_TEST)
         pixels, labels = pixels[:args.count], labels[:args.count]
         digits = np.rint(pixels * 255)
         folder = args.keep or scratch
@@ -130,8 +131,8 @@ def main(argv=None):
         prepared, read_ok = np.zeros((len(paths), 784), dtype=np.float32), np.ones(len(paths), bool)
         for number, path in enumerate(paths):
             try:
-                prepared[number] = train_mnist.read_image(path)
-            except train_mnist.DataError:    # refused (no ink found): counted as wrong
+                prepared[number] = readers.read_image(path)
+            except readers.DataError:        # refused (no ink found): counted as wrong
                 read_ok[number] = False
         read = time.perf_counter() - started - made
 

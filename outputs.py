@@ -1,0 +1,146 @@
+"""What train_mnist.py shows and writes besides its log: digits drawn as text, the figure of
+--plot (learning curves, mistakes, first-layer weights), and the CSV files of --history and
+--predict. matplotlib is imported only when a figure is drawn."""
+
+import itertools
+
+import numpy as np
+import pandas as pd
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. Digits as text
+# ----------------------------------------------------------------------------------------------
+
+SHADES = " .:-=+*#%@"            # from blank to full ink
+
+
+def text_art(image):
+    """A 28x28 image with values in [0, 1] as 28 framed lines of text, two characters per
+    pixel (characters are about twice as tall as they are wide)."""
+    levels = np.minimum((image.reshape(28, 28) * len(SHADES)).astype(int), len(SHADES) - 1)
+    rows = ["|" + "".join(SHADES[level] * 2 for level in row) + "|" for row in levels]
+    edge = "+" + "-" * 56 + "+"
+    return "\n".join([edge, *rows, edge])
+
+
+def show_mistakes(scored, count, say):
+    """The `count` most confident mistakes of the test set, each drawn as text."""
+    wrong = scored.mistakes()[:count]
+    if len(wrong):
+        say(f"\n{len(wrong)} of the test digits it got wrong, the most confident mistakes first:")
+    for index in wrong:
+        guess = int(scored.probabilities[index].argmax())
+        say(f"\ntest image {index}: true {scored.labels[index]} -> predicted {guess} "
+            f"(confidence {100 * scored.probabilities[index, guess]:.1f}%)")
+        say(text_art(scored.pixels[index]))
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. The figure: what the network learned
+# ----------------------------------------------------------------------------------------------
+
+def _first_weights(net):
+    """The first array of the first layer with parameters: a Dense layer's weights (784, units)
+    or a convolution's (filters, channels, k, k)."""
+    return next((layer.parameters()[0][0] for layer in net.layers if layer.parameters()), None)
+
+
+def plot(path, net, say, history=None, scored=None):
+    """One figure: learning curves, misclassified test digits, first-layer weights."""
+    import matplotlib
+    matplotlib.use("Agg")                # draw to a file; there may be no screen
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    mistake_rows, weight_rows, columns = 2, 2, 8
+    figure = plt.figure(figsize=(12, 11), layout="constrained")
+    top, middle, bottom = figure.subfigures(3, 1, height_ratios=[1.1, 1, 1])
+
+    curves = top.subplots(1, 2)
+    keys = [key for key in ("loss", "accuracy") if history and history.get(key)]
+    for axes, key in itertools.zip_longest(curves, keys):
+        if key is None:
+            axes.text(0.5, 0.5, "no learning curve:\nthe model was loaded, not trained"
+                      if not history else "no accuracy for this loss", ha="center", va="center")
+            axes.axis("off")
+            continue
+        epochs = np.arange(1, len(history[key]) + 1)
+        axes.plot(epochs, history[key], "o-", label=f"train {key}")
+        if history.get(f"val_{key}"):
+            axes.plot(epochs, history[f"val_{key}"], "s-", label=f"validation {key}")
+        axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        axes.set_title(key)
+        axes.grid(alpha=0.3)
+        axes.legend()
+
+    wrong = scored.mistakes() if scored is not None else []
+    middle.suptitle(f"test digits it gets wrong, most confident first: true → predicted "
+                    f"(confidence); {len(wrong)} in all")
+    for slot, axes in enumerate(middle.subplots(mistake_rows, columns).flat):
+        axes.axis("off")
+        if slot < len(wrong):
+            index = wrong[slot]
+            guess = int(scored.probabilities[index].argmax())
+            axes.imshow(scored.pixels[index].reshape(28, 28), cmap="gray_r")
+            axes.set_title(f"{scored.labels[index]} → {guess} "
+                           f"({100 * scored.probabilities[index, guess]:.0f}%)", fontsize=10)
+
+    weights = _first_weights(net)
+    explain = "red: ink there raises the output, blue: lowers it"
+    if weights.ndim == 4:                    # a convolution's (filters, channels, k, k)
+        images, name = weights[:, 0], "filter"
+        bottom.suptitle(f"the first convolution's {len(images)} filters, "
+                        f"{images.shape[1]}×{images.shape[2]} ({explain})")
+    else:                                    # a Dense layer's (784, units): a 28×28 image a unit
+        images, name = weights.T.reshape(-1, 28, 28), "unit"
+        bottom.suptitle(f"first-layer weights of hidden units as 28×28 images ({explain})\nthe "
+                        f"border stays near its random start: those pixels are blank in nearly "
+                        f"every image, so their weights get almost no gradient")
+    for number, axes in enumerate(bottom.subplots(weight_rows, columns).flat):
+        axes.axis("off")
+        if number < len(images):
+            limit = np.abs(images[number]).max()
+            axes.imshow(images[number], cmap="RdBu_r", vmin=-limit, vmax=limit)
+            axes.set_title(f"{name} {number}", fontsize=9)
+
+    figure.savefig(path, dpi=72)
+    plt.close(figure)
+    say(f"saved the figure to {path}")
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. CSV files: the history, and predictions
+# ----------------------------------------------------------------------------------------------
+
+def write_history(history, path, say):
+    """The per-epoch lists of the history (loss, accuracy, ...) as CSV, one row an epoch."""
+    columns = {key: values for key, values in history.items() if isinstance(values, list)}
+    epochs = pd.RangeIndex(1, len(history["loss"]) + 1, name="epoch")
+    pd.DataFrame(columns, index=epochs).to_csv(path)
+    say(f"wrote the history to {path}")
+
+
+def write_kaggle_predictions(net, pixels, path, out, say):
+    """Kaggle's submission format: ImageId (from 1), Label."""
+    labels = net.predict(pixels).argmax(axis=1)
+    table = pd.DataFrame({"ImageId": np.arange(1, len(labels) + 1), "Label": labels})
+    table.to_csv(out, index=False)
+    say(f"wrote {len(labels):,} predictions of {path} to {out} (ImageId,Label)")
+
+
+def predict_images(net, paths, digits, out, say):
+    """For each image: the digit, its probability and the next two guesses (printed even
+    under --quiet: they are the result), then the 28x28 input the network saw."""
+    probabilities = net.predict(np.stack(digits))
+    for path, digit, p in zip(paths, digits, probabilities):
+        first, second, third = np.argsort(-p, kind="stable")[:3]
+        print(f"{path}: {first} ({100 * p[first]:.1f}%), then {second} ({100 * p[second]:.1f}%), "
+              f"{third} ({100 * p[third]:.1f}%)")
+        say(text_art(digit))
+    if out:
+        table = pd.DataFrame({"path": paths, "label": probabilities.argmax(axis=1),
+                              "probability": probabilities.max(axis=1)})
+        table.to_csv(out, index=False, float_format="%.4f")
+        say(f"wrote {len(paths):,} predictions to {out} (path,label,probability)")

@@ -1,0 +1,531 @@
+"""Reading what a user hands train_mnist.py, and refusing in one line what it cannot use:
+MNIST CSV files in any layout and compression, pictures of digits prepared as MNIST's were, and
+the values of command-line flags. Every refusal is a DataError (or argparse's error for a flag)
+naming the file, line and column where it can, what was expected and what came."""
+
+import argparse
+import bz2
+import contextlib
+import csv
+import dataclasses
+import gzip
+import itertools
+import lzma
+import os
+import re
+import stat
+import tarfile
+import zipfile
+import zlib
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+PIXELS = 784                     # 28 x 28
+CLASSES = 10
+
+
+class DataError(Exception):
+    """A problem with an input file or flag, told to the user in one line (exit status 2)."""
+
+
+def _count(number, noun):
+    """'1 column', '785 columns'."""
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"
+
+
+def _where(path, line=None, column=None):
+    """'FILE, line L, column C': the start of an error message."""
+    return str(path) + (f", line {line}" if line else "") + (f", column {column}" if column else "")
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. MNIST CSV files
+# ----------------------------------------------------------------------------------------------
+# load_mnist_csv reads a table of digits however it is laid out (a header or none, the label
+# anywhere or absent) and compressed (gzip, bz2, xz, zip, tar), in chunks of bounded memory,
+# and refuses the first bad cell by line and column.
+
+LABEL_NAMES = ("label", "target", "class", "y", "digit")   # a header's names for the label
+LONGEST_FIRST_LINE = 65_536      # bytes: any sensible header of 785 names fits many times over
+CHUNK_ROWS = 10_000              # rows parsed at a time, so pandas' working memory stays small
+
+# The first bytes of a file say how it is compressed, whatever its name says.
+MAGIC_NUMBERS = {b"\x1f\x8b": "gzip", b"BZh": "bz2", b"\xfd7zXZ\x00": "xz",
+                 b"PK\x03\x04": "zip", b"PK\x05\x06": "zip", b"\x28\xb5\x2f\xfd": "zstd",
+                 b"7z\xbc\xaf\x27\x1c": "7z", b"Rar!": "rar", b"\x04\x22\x4d\x18": "lz4"}
+DECOMPRESSORS = {"gzip": gzip.open, "bz2": bz2.open, "xz": lzma.open}
+READ_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError, zipfile.BadZipFile,
+               tarfile.TarError, UnicodeDecodeError)
+
+
+def check_regular_file(path, expected="a CSV file"):
+    """Refuse up front what cannot be read as a file: a missing path, a folder, or a pipe or
+    device (reading a FIFO that nobody writes to would wait forever)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except OSError as error:
+        raise DataError(f"{path}: could not be read ({error.strerror})") from None
+    if stat.S_ISDIR(mode):
+        raise DataError(f"{path}: is a folder, expected {expected}")
+    if not stat.S_ISREG(mode):
+        kind = "a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a device or socket"
+        raise DataError(f"{path}: is {kind}, not a regular file; expected {expected}")
+
+
+@contextlib.contextmanager
+def _reading(path):
+    """Turn every way a file can fail to read into a DataError that names it."""
+    try:
+        yield
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: has no data rows") from None
+    except pd.errors.ParserError as error:
+        detail = str(error).strip().splitlines()[-1]
+        width = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", detail)
+        if width:
+            expected, line, found = width.groups()
+            raise DataError(f"{_where(path, line)}: found {found} columns, expected {expected}") \
+                from None
+        raise DataError(f"{path}: not a well-formed CSV table ({detail})") from None
+    except READ_ERRORS as error:         # damaged or truncated compression, unreadable files
+        raise DataError(f"{path}: could not be read ({type(error).__name__}: {error})") from None
+
+
+def _only_file_in(path, kind, members):
+    if len(members) != 1:
+        raise DataError(f"{path}: a {kind} archive holding {len(members)} files; expected "
+                        f"exactly one CSV file in it")
+    return members[0]
+
+
+def _is_tar(path):
+    try:
+        return tarfile.is_tarfile(path)      # plain, or compressed with gzip, bz2 or xz
+    except READ_ERRORS:
+        return False
+
+
+def _decompressed(path, opened):
+    """The file's bytes as a stream, decompressed; `opened` (an ExitStack) will close it."""
+    if _is_tar(path):
+        archive = opened.enter_context(tarfile.open(path))
+        member = _only_file_in(path, "tar", [m for m in archive.getmembers() if m.isfile()])
+        return opened.enter_context(archive.extractfile(member))
+    with open(path, "rb") as file:
+        start = file.read(8)
+    kind = next((kind for magic, kind in MAGIC_NUMBERS.items() if start.startswith(magic)), None)
+    if kind == "zip":
+        archive = opened.enter_context(zipfile.ZipFile(path))
+        member = _only_file_in(path, "zip", [i for i in archive.infolist() if not i.is_dir()])
+        return opened.enter_context(archive.open(member))
+    if kind in DECOMPRESSORS:
+        return opened.enter_context(DECOMPRESSORS[kind](path, "rb"))
+    if kind is not None:
+        raise DataError(f"{path}: is compressed with {kind}, which this program does not read; "
+                        f"expected a CSV file, plain or compressed with gzip, bz2, xz or zip")
+    return opened.enter_context(open(path, "rb"))
+
+
+@contextlib.contextmanager
+def _open(path):
+    """Open a CSV file for reading, plain or compressed; closes everything it opened."""
+    with _reading(path), contextlib.ExitStack() as opened:
+        yield _decompressed(path, opened)
+
+
+def _cells(raw):
+    """The cells of one line of CSV, given as bytes."""
+    return next(csv.reader([raw.decode("utf-8-sig", errors="replace")]), [])
+
+
+def _first_line_cells(path):
+    """The cells of the file's first line, read in bounded memory: a line too long to be an
+    MNIST row or header is refused after 64 KB, however long it goes on."""
+    with _open(path) as stream:
+        raw = stream.readline(LONGEST_FIRST_LINE + 1)
+    if not raw:
+        raise DataError(f"{path}: the file is empty")
+    if b"\x00" in raw:
+        raise DataError(f"{_where(path, 1)}: binary data, expected comma-separated numbers")
+    if len(raw) > LONGEST_FIRST_LINE:
+        raise DataError(f"{_where(path, 1)}: more than {raw.count(b','):,} columns in its first "
+                        f"{LONGEST_FIRST_LINE:,} bytes, expected 785 columns")
+    return _cells(raw)
+
+
+def _is_number(text):
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+@dataclasses.dataclass
+class Layout:
+    """How a CSV file is laid out, as read from its first line."""
+    columns: int                 # 784 (pixels only) or 785 (a label and the pixels)
+    first_line: int              # the file line of the first example: 2 after a header row
+    label_column: Optional[int]  # where the label is (0-based), None for pixels only
+
+
+def _layout(path, cells, labelled):
+    """Decide from the first line's cells whether it is a header, and where the label is."""
+    columns = len(cells)
+    expected = "785 columns (a label and 784 pixels)"
+    if not labelled:
+        expected = "784 pixel columns (or 785 with a label)"
+    if columns not in ((PIXELS + 1,) if labelled else (PIXELS, PIXELS + 1)):
+        if columns == 1 and (";" in cells[0] or "\t" in cells[0]):
+            expected += ", separated by commas"
+        raise DataError(f"{_where(path, 1)}: found {_count(columns, 'column')}, expected "
+                        f"{expected}")
+    # A header is a row of names: mostly not numbers. A first row of numbers with a bad cell
+    # or two ("0a", "NA", an empty cell) is data, and the checks below refuse it.
+    header = sum(not _is_number(cell) for cell in cells) > columns / 2
+    first_line = 2 if header else 1
+    if columns == PIXELS:
+        return Layout(columns, first_line, None)
+    if not header:
+        return Layout(columns, first_line, 0)    # no names: the label comes first, as in MNIST
+    names = [cell.strip().lower() for cell in cells]
+    found = [i for i, name in enumerate(names) if name in LABEL_NAMES]
+    if len(found) != 1:
+        which = (f"{len(found)} columns ({', '.join(repr(cells[i]) for i in found)})" if found
+                 else "no column")
+        raise DataError(f"{_where(path, 1)}: the header names {which} as the label; expected "
+                        f"one column named {', '.join(LABEL_NAMES[:-1])} or {LABEL_NAMES[-1]}")
+    return Layout(columns, first_line, found[0])
+
+
+def _cells_of_line(path, line):
+    """Read one line of the file again, to quote what is in it."""
+    with _open(path) as stream:
+        raw = next(itertools.islice(stream, line - 1, None), b"")
+    return _cells(raw.rstrip(b"\r\n")) if raw.strip() else []
+
+
+def _refuse_cell(path, line, column, layout):
+    """The first cell pandas could not read as a number: say what it holds."""
+    cells = _cells_of_line(path, line)
+    if len(cells) < layout.columns:
+        found = f"only {_count(len(cells), 'column')}" if cells else "an empty line"
+        raise DataError(f"{_where(path, line)}: found {found}, expected {layout.columns} columns")
+    text = cells[column].strip()
+    found = "an empty cell" if not text else repr(text[:20])
+    raise DataError(f"{_where(path, line, column + 1)}: found {found}, expected a number")
+
+
+def _column_numbers(cells):
+    """One column of a chunk as float64, NaN where a cell is not a number."""
+    if cells.dtype.kind == "b":              # pandas reads True/False as booleans: not digits
+        return np.full(len(cells), np.nan)
+    return pd.to_numeric(cells, errors="coerce").to_numpy(np.float64, na_value=np.nan)
+
+
+def _as_numbers(path, chunk, line, layout):
+    """A chunk of the table as float64, which tells 254.99999999 and 1e-50 from whole numbers
+    (float32 would round them to whole ones). The first cell that is not a number (text,
+    True/False, an empty cell, a short row) is refused, by name."""
+    if all(dtype.kind in "iuf" for dtype in chunk.dtypes):
+        values = chunk.to_numpy(np.float64)  # the usual case: pandas read every column as numbers
+    else:
+        values = np.column_stack([_column_numbers(cells) for _, cells in chunk.items()])
+    missing = np.isnan(values)               # empty cells and NA too
+    if missing.any():
+        row, column = np.argwhere(missing)[0]
+        _refuse_cell(path, line + int(row), int(column), layout)
+    return values
+
+
+def _checked_split(path, values, line, layout, labelled):
+    """Check a chunk's values and split it into labels (int64, or None) and pixels (uint8)."""
+    highest = np.full(layout.columns, 255.0)
+    if layout.label_column is not None:
+        highest[layout.label_column] = CLASSES - 1
+    bad = (values < 0) | (values > highest) | (values != np.floor(values))
+    if layout.label_column is not None and not labelled:
+        bad[:, layout.label_column] = False  # a label column to ignore
+    if bad.any():
+        row, column = (int(i) for i in np.argwhere(bad)[0])
+        where = _where(path, line + row, column + 1)
+        text = _cells_of_line(path, line + row)[column].strip()    # as the file has it
+        if column == layout.label_column:
+            raise DataError(f"{where}: label {text} is not a digit 0-9")
+        value = values[row, column]
+        problem = "is outside 0-255" if not 0 <= value <= 255 else "is not a whole number 0-255"
+        raise DataError(f"{where}: pixel value {text} {problem}")
+    if layout.label_column is None:
+        return None, values.astype(np.uint8, order="C")   # exact: checked above
+    labels = values[:, layout.label_column].astype(np.int64) if labelled else None
+    return labels, np.delete(values, layout.label_column, axis=1).astype(np.uint8, order="C")
+
+
+def load_mnist_csv(path, nrows=None, labelled=True):
+    """Read an MNIST CSV file; returns (pixels, labels).
+
+    pixels: float32 (rows, 784) scaled to [0, 1], rows contiguous in memory.
+    labels: int64 (rows,) in 0..9, or None when labelled=False (a file to predict; a label
+    column, if present, is then ignored).
+    Raises DataError naming the file, the line and column where it can, and what was expected.
+    """
+    check_regular_file(path)
+    layout = _layout(path, _first_line_cells(path), labelled)
+    label_parts, pixel_parts, line = [], [], layout.first_line
+    # Whole chunks of rows at a time; the checked pixels are kept as bytes (a quarter of
+    # float32's memory) until the end, where they become one float32 array.
+    with _open(path) as stream, pd.read_csv(
+            stream, header=None, names=range(layout.columns), skiprows=layout.first_line - 1,
+            nrows=nrows, chunksize=CHUNK_ROWS, low_memory=False, skip_blank_lines=False,
+            encoding_errors="replace") as chunks:
+        for chunk in chunks:
+            values = _as_numbers(path, chunk, line, layout)
+            labels, pixels = _checked_split(path, values, line, layout, labelled)
+            label_parts.append(labels)
+            pixel_parts.append(pixels)
+            line += len(chunk)
+    if line == layout.first_line:
+        raise DataError(f"{path}: has no data rows")
+    pixels = np.concatenate(pixel_parts, dtype=np.float32)
+    pixels /= 255                            # scale to [0, 1], in place
+    return pixels, (np.concatenate(label_parts) if labelled else None)
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. Pictures of digits, prepared as MNIST's were
+# ----------------------------------------------------------------------------------------------
+# prepare_digit turns a picture of one digit (a drawing, a scan, a phone photo) into the 784
+# pixels MNIST would have made of it; read_image reads a file into it; image_files lists the
+# images among --predict's paths.
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
+LUMA = np.array([0.299, 0.587, 0.114])     # brightness of red, green, blue (ITU-R 601, as Pillow)
+
+
+def is_image_name(path):
+    return path.lower().endswith(IMAGE_SUFFIXES)
+
+
+def _resized(array, width, height):
+    """A 2-D float array resampled to width x height with Pillow's Lanczos filter, which
+    averages many pixels into one when shrinking (anti-aliasing) and interpolates smoothly
+    when enlarging."""
+    from PIL import Image
+    image = Image.fromarray(array.astype(np.float32))
+    return np.asarray(image.resize((width, height), Image.Resampling.LANCZOS), dtype=np.float64)
+
+
+def _brightness(image):
+    """Every pixel's brightness as a float, from any mode: RGB, palette, 16-bit, with alpha..."""
+    from PIL import ImageOps
+    image = ImageOps.exif_transpose(image)      # a phone photo: turn it as the camera was held
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+        # See-through pixels show the page behind them. Drawing apps save dark strokes on a
+        # transparent page, so put the image on a page that contrasts with what is drawn.
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.float64) / 255
+        colour, opacity = rgba[..., :3] @ LUMA, rgba[..., 3]
+        drawn = opacity > 0.5
+        page = 1.0 if not drawn.any() or colour[drawn].mean() < 0.5 else 0.0
+        return opacity * colour + (1 - opacity) * page
+    return np.asarray(image.convert("F"), dtype=np.float64)   # "F": floats, any bit depth
+
+
+def _without_specks(inked):
+    """Keep only the inked pixels that have an inked neighbour (of the 8 around them)."""
+    padded = np.pad(inked, 1)
+    height, width = inked.shape
+    neighbours = sum(padded[1 + dy:1 + dy + height, 1 + dx:1 + dx + width]
+                     for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx)
+    return inked & (neighbours > 0)
+
+
+def prepare_digit(brightness, background="auto"):
+    """Make a picture of one digit into the 784 pixels MNIST would have made of it.
+
+    brightness: 2-D array (height, width), any scale. background: "auto" (decide from the
+    picture), "light" (dark ink on a light page) or "dark" (light ink on a dark page).
+    Returns float32 (784,) in [0, 1], light ink on black like MNIST, or None when there is no
+    ink to find (a blank page, or nothing that stands out from its noise).
+    """
+    # 1. A phone photo has far more pixels than a 20-pixel digit needs: shrink it so its
+    #    longer side is at most 1,000 pixels (faster, and averaging smooths the noise).
+    height, width = brightness.shape
+    if max(height, width) > 1000:
+        scale = 1000 / max(height, width)
+        brightness = _resized(brightness, max(1, round(width * scale)),
+                              max(1, round(height * scale)))
+    # 2. Stretch the picture's own darkest..lightest to 0..1, whatever its bit depth or exposure.
+    low, high = brightness.min(), brightness.max()
+    if high <= low:
+        return None                                 # one flat shade: nothing drawn
+    gray = (brightness - low) / (high - low)
+    # 3. Ink and page. The border is nearly all page. If most of it is light, the page is light
+    #    (paper, a drawing app) and the ink dark: turn the picture around, to MNIST's light ink
+    #    on a dark page. --background overrides the guess; then only the border's pixels on the
+    #    page's side of mid-grey are page (in a tight crop, ink may cover much of the border).
+    border = np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
+    if background == "auto":
+        light_page, page = np.median(border) > 0.5, border
+    else:
+        light_page = background == "light"
+        page = border[border > 0.5] if light_page else border[border <= 0.5]
+        if page.size == 0:                          # told so, against what the border shows
+            page = np.array([1.0 if light_page else 0.0])
+    shade = np.median(page)
+    ink = np.clip(shade - gray if light_page else gray - shade, 0, None)
+    # 4. Noise. Paper texture, camera noise and JPEG artefacts make the page vary, and the
+    #    border shows by how much. Ink fainter than three times that (and than a fifth of the
+    #    full contrast) is page, and becomes 0 as MNIST's background is; a lone pixel above it
+    #    is a speck, since ink comes in strokes.
+    spread = np.percentile(np.abs(page - shade), 90)
+    inked = _without_specks(ink > max(3 * spread, 0.2))
+    if not inked.any():
+        return None
+    # 5. Crop to the ink's bounding box, then scale it so that its longer side is 20 pixels,
+    #    keeping the aspect ratio. Resampling averages the many pixels of a stroke's edge into
+    #    grey ones: MNIST's anti-aliasing. Its strokes peak at full ink (255), so do ours.
+    rows, columns = np.flatnonzero(inked.any(axis=1)), np.flatnonzero(inked.any(axis=0))
+    box = np.where(inked, ink, 0)[rows[0]:rows[-1] + 1, columns[0]:columns[-1] + 1]
+    scale = 20 / max(box.shape)
+    small = _resized(box, max(1, round(box.shape[1] * scale)), max(1, round(box.shape[0] * scale)))
+    small = np.clip(small, 0, None)                 # Lanczos overshoots a little at sharp edges
+    small /= small.max()                            # [0, 1], full ink at 1
+    # 6. Paste it into 28 x 28 so that its centre of mass sits at the centre, pixel (14, 14),
+    #    moving it by whole pixels as MNIST did.
+    ys, xs = np.indices(small.shape)
+    mass = small.sum()
+    top = round(14 - (ys * small).sum() / mass)
+    left = round(14 - (xs * small).sum() / mass)
+    top, left = min(max(top, 0), 28 - small.shape[0]), min(max(left, 0), 28 - small.shape[1])
+    digit = np.zeros((28, 28), dtype=np.float32)
+    digit[top:top + small.shape[0], left:left + small.shape[1]] = small
+    return digit.ravel()
+
+
+def read_image(path, background="auto"):
+    """An image file (PNG, JPEG, ...) of one digit as MNIST's 784 pixels; see prepare_digit."""
+    from PIL import Image, UnidentifiedImageError
+    check_regular_file(path, expected="an image")
+    try:
+        with Image.open(path) as image:
+            brightness = _brightness(image)
+    except UnidentifiedImageError:
+        raise DataError(f"{path}: not an image file Pillow can read") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise DataError(f"{path}: could not be read as an image ({error})") from None
+    digit = prepare_digit(brightness, background)
+    if digit is None:
+        raise DataError(f"{path}: found no ink, nothing that stands out from the background; "
+                        f"expected a picture of one digit")
+    return digit
+
+
+def predicts_images(paths):
+    """--predict takes images (files or folders of them), or else one CSV file."""
+    return len(paths) > 1 or os.path.isdir(paths[0]) or is_image_name(paths[0])
+
+
+def image_files(paths):
+    """The image files among --predict's paths, with each folder's images in name order."""
+    files = []
+    for path in paths:
+        if os.path.isdir(path):
+            found = sorted(entry.path for entry in os.scandir(path)
+                           if entry.is_file() and is_image_name(entry.name))
+            if not found:
+                raise DataError(f"{path}: a folder without images ({', '.join(IMAGE_SUFFIXES)})")
+            files += found
+        elif is_image_name(path):
+            files.append(path)
+        else:
+            raise DataError(f"{path}: not an image ({', '.join(IMAGE_SUFFIXES)}); --predict "
+                            f"takes one CSV file, or images and folders of images")
+    return files
+
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. Flag values
+# ----------------------------------------------------------------------------------------------
+# Types for argparse: each reads one flag's value or refuses it in one line, and the parser
+# reports a mistake in one line too, instead of argparse's whole usage.
+
+def whole_number(minimum, most=None, why=""):
+    """A whole number >= minimum (and <= most, if given: `why` says where that bound comes from)."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {text!r}")
+        if most is not None and value > most:
+            raise argparse.ArgumentTypeError(f"at most {most} {why}, got {text!r}")
+        return value
+    return parse
+
+
+def bounded_number(low, low_included, high=None):
+    """A finite number above low (or from low, if low_included), and <= high if given."""
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        too_low = value < low if low_included else value <= low
+        if not np.isfinite(value) or too_low or (high is not None and value > high):
+            bounds = f"{'>=' if low_included else '>'} {low:g}"
+            bounds += f" and <= {high:g}" if high else ""
+            raise argparse.ArgumentTypeError(f"expected a number {bounds}, got {text!r}")
+        return value
+    return parse
+
+
+def fraction(text):
+    """A rate from 0 up to (not including) 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction from 0 up to (not including) 1, "
+                                         f"got {text!r}")
+    return value
+
+
+def layer_widths(parameters, most):
+    """Hidden layer widths like 256,128 ('none' for no hidden layer), refused when the network
+    would have more than `most` parameters (`parameters(widths)` counts them)."""
+    def parse(text):
+        if text.strip() in ("", "none"):
+            return []
+        try:
+            widths = [int(part) for part in text.split(",")]
+        except ValueError:
+            widths = [0]
+        if any(width < 1 for width in widths):
+            raise argparse.ArgumentTypeError(f"expected layer widths like 256,128, got {text!r}")
+        if parameters(widths) > most:
+            raise argparse.ArgumentTypeError(f"layers {text} would have {parameters(widths):,} "
+                                             f"parameters; at most {most:,} are allowed")
+        return widths
+    return parse
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message):
+        """One line, exit status 2 (argparse's own prints the whole usage first)."""
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds each option's default to its help, once: not when the help already says it."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or "default" in action.help:
+            return action.help
+        return super()._get_help_string(action)
