@@ -2,10 +2,25 @@
 --plot (learning curves, mistakes, first-layer weights), and the CSV files of --history and
 --predict. matplotlib is imported only when a figure is drawn."""
 
+import dataclasses
 import itertools
 
 import numpy as np
 import pandas as pd
+
+
+@dataclasses.dataclass
+class Scored:
+    """Labelled images and the network's probabilities for them (the test set, once tested)."""
+    pixels: np.ndarray           # (n, 784) in [0, 1]
+    labels: np.ndarray           # (n,) digits
+    probabilities: np.ndarray    # (n, 10)
+
+    def mistakes(self):
+        """Indices of the misclassified images, the most confidently wrong first."""
+        predicted = self.probabilities.argmax(axis=1)
+        wrong = np.flatnonzero(predicted != self.labels)
+        return wrong[np.argsort(-self.probabilities[wrong, predicted[wrong]], kind="stable")]
 
 
 # ----------------------------------------------------------------------------------------------

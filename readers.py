@@ -9,6 +9,7 @@ import contextlib
 import csv
 import dataclasses
 import gzip
+import importlib
 import itertools
 import lzma
 import os
@@ -40,6 +41,22 @@ def _where(path, line=None, column=None):
     return str(path) + (f", line {line}" if line else "") + (f", column {column}" if column else "")
 
 
+def check_regular_file(path, expected="a CSV file"):
+    """Refuse up front what cannot be read as a file: a missing path, a folder, or a pipe or
+    device (reading a FIFO that nobody writes to would wait forever)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except OSError as error:
+        raise DataError(f"{path}: could not be read ({error.strerror})") from None
+    if stat.S_ISDIR(mode):
+        raise DataError(f"{path}: is a folder, expected {expected}")
+    if not stat.S_ISREG(mode):
+        kind = "a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a device or socket"
+        raise DataError(f"{path}: is {kind}, not a regular file; expected {expected}")
+
+
 # ----------------------------------------------------------------------------------------------
 # 1. MNIST CSV files
 # ----------------------------------------------------------------------------------------------
@@ -58,22 +75,6 @@ MAGIC_NUMBERS = {b"\x1f\x8b": "gzip", b"BZh": "bz2", b"\xfd7zXZ\x00": "xz",
 DECOMPRESSORS = {"gzip": gzip.open, "bz2": bz2.open, "xz": lzma.open}
 READ_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError, zipfile.BadZipFile,
                tarfile.TarError, UnicodeDecodeError)
-
-
-def check_regular_file(path, expected="a CSV file"):
-    """Refuse up front what cannot be read as a file: a missing path, a folder, or a pipe or
-    device (reading a FIFO that nobody writes to would wait forever)."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except OSError as error:
-        raise DataError(f"{path}: could not be read ({error.strerror})") from None
-    if stat.S_ISDIR(mode):
-        raise DataError(f"{path}: is a folder, expected {expected}")
-    if not stat.S_ISREG(mode):
-        kind = "a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a device or socket"
-        raise DataError(f"{path}: is {kind}, not a regular file; expected {expected}")
 
 
 @contextlib.contextmanager
@@ -299,8 +300,8 @@ def load_mnist_csv(path, nrows=None, labelled=True):
 # 2. Pictures of digits, prepared as MNIST's were
 # ----------------------------------------------------------------------------------------------
 # prepare_digit turns a picture of one digit (a drawing, a scan, a phone photo) into the 784
-# pixels MNIST would have made of it; read_image reads a file into it; image_files lists the
-# images among --predict's paths.
+# pixels MNIST would have made of it; read_image reads a file into it; read_to_predict reads
+# --predict's paths: one CSV file, or images and folders of them.
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 LUMA = np.array([0.299, 0.587, 0.114])     # brightness of red, green, blue (ITU-R 601, as Pillow)
@@ -448,11 +449,23 @@ def image_files(paths):
 
 
 
+def read_to_predict(paths, background="auto"):
+    """--predict's input, read and checked before any training: (CSV pixels or None, image
+    paths, their prepared digits)."""
+    if not paths:
+        return None, [], []
+    if not predicts_images(paths):
+        return load_mnist_csv(paths[0], labelled=False)[0], [], []
+    paths = image_files(paths)
+    return None, paths, [read_image(path, background) for path in paths]
+
+
 # ----------------------------------------------------------------------------------------------
-# 3. Flag values
+# 3. Flag values, and flags that do not go together
 # ----------------------------------------------------------------------------------------------
-# Types for argparse: each reads one flag's value or refuses it in one line, and the parser
-# reports a mistake in one line too, instead of argparse's whole usage.
+# Types for argparse: each reads one flag's value or refuses it in one line, as the parser does
+# any mistake (instead of argparse's whole usage). check_flags then refuses, before any work,
+# what could otherwise fail only after training.
 
 def whole_number(minimum, most=None, why=""):
     """A whole number >= minimum (and <= most, if given: `why` says where that bound comes from)."""
@@ -529,3 +542,36 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if action.default is None or action.default is False or "default" in action.help:
             return action.help
         return super()._get_help_string(action)
+
+
+def check_flags(args):
+    """Refuse, before any work starts, whatever could otherwise fail only after training."""
+    if args.out and not args.predict:
+        raise DataError("--out names the predictions file of --predict; give --predict PATH too")
+    if args.history and args.load:
+        raise DataError("--history needs training: a model given with --load has no history")
+    if args.optimizer == "adam" and args.momentum is not None:
+        raise DataError("--momentum is SGD's: Adam keeps its own running mean of the gradients")
+    if args.patience and args.val_size == 0:
+        raise DataError("--patience watches the validation loss: it needs --val-size above 0")
+    for flag, path in (("--save", args.save), ("--history", args.history),
+                       ("--out", args.out), ("--plot", args.plot)):
+        if not path:
+            continue
+        if os.path.isdir(path):
+            raise DataError(f"{flag} {path}: is a folder, expected a file name")
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise DataError(f"{flag} {path}: there is no folder {folder}")
+    if args.plot:
+        _require("matplotlib", "--plot", "matplotlib")
+    if args.predict and predicts_images(args.predict):
+        _require("PIL", "--predict with images", "pillow")
+
+
+def _require(module, needed_for, package):
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise DataError(f"{needed_for} needs {package}, which is not installed: "
+                        f"pip install {package}") from None

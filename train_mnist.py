@@ -4,14 +4,12 @@
     python train_mnist.py --help       # every option with its default
     python train_mnist.py --load model.npz --predict my_digit.png    # read your own digit
 
-run() below is the whole program, in the order it runs: arguments -> data -> model -> fit ->
-test -> report; the sections after it follow the same order. Reading the files and pictures a
-user gives (and refusing bad ones) is readers.py's work; text art, the figure and the CSV files
-written are outputs.py's.
+run() below is the whole program in the order it runs, arguments -> data -> model -> fit ->
+test -> report, and the sections after it follow that order. readers.py reads (or refuses)
+the files, pictures and flag values a user gives; outputs.py draws and writes the results.
 """
 
 import dataclasses
-import importlib
 import os
 import sys
 import time
@@ -22,10 +20,11 @@ import pandas as pd
 
 from nn import (MAX_STORED_VALUES, SGD, Adam, Conv2D, Dense, Dropout, Flatten, LeakyReLU,
                 MaxPool2D, Network, ReLU, Reshape, Sigmoid, Softmax, Tanh, max_workers, one_hot)
-from outputs import plot, predict_images, show_mistakes, write_history, write_kaggle_predictions
-from readers import (CLASSES, PIXELS, DataError, HelpFormatter, OneLineParser,
-                     check_regular_file, fraction, image_files, layer_widths, load_mnist_csv,
-                     bounded_number, predicts_images, read_image, whole_number)
+from outputs import (Scored, plot, predict_images, show_mistakes, write_history,
+                     write_kaggle_predictions)
+from readers import (CLASSES, PIXELS, DataError, HelpFormatter, OneLineParser, bounded_number,
+                     check_flags, check_regular_file, fraction, layer_widths, load_mnist_csv,
+                     read_to_predict, whole_number)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_TRAIN = os.path.join(HERE, "data", "mnist_train.csv.gz")
@@ -42,15 +41,15 @@ def run(args):
     # Arguments: refuse now whatever could otherwise fail only after training.
     check_flags(args)
     net = load_model(args.load, say) if args.load else None
-    csv_pixels, image_paths, digits = read_prediction_inputs(args)
-    predict_only = bool(args.load and args.predict)     # Kaggle: a saved model, new images
+    csv_pixels, image_paths, digits = read_to_predict(args.predict, args.background)
 
-    # Data: the training rows, split into training and validation, and the test rows.
+    # Data: the training rows, split into training and validation, and the test rows (none
+    # when a saved model only predicts, as for Kaggle).
     train_path, test_path = choose_files(args, say)
     if net is None:
         data = split_training_rows(train_path, *load_mnist_csv(train_path, nrows=args.limit),
                                    args.val_size)
-    test = None if predict_only else load_mnist_csv(test_path)
+    test = None if args.load and args.predict else load_mnist_csv(test_path)
 
     history = scored = None
     if net is None:
@@ -94,10 +93,7 @@ def main(argv=None):
     except (DataError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except FloatingPointError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except OSError as error:             # e.g. the disk is full when saving
+    except (FloatingPointError, OSError) as error:    # diverged; the disk full when saving...
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -109,9 +105,7 @@ def main(argv=None):
 # 1. Arguments
 # ----------------------------------------------------------------------------------------------
 
-
-# Each --model's training defaults; a flag given on the command line wins. The learning rate's
-# default follows the model and the optimizer (LEARNING_RATES); SGD's momentum is 0.9.
+# Each --model's training defaults (a flag given wins); the learning rate follows the optimizer.
 TRAINING_DEFAULTS = {
     "mlp": {"epochs": 15, "batch_size": 128, "optimizer": "sgd", "lr_decay": 0.8, "workers": 1},
     "cnn": {"epochs": 8, "batch_size": 64, "optimizer": "adam", "lr_decay": 0.7, "workers": 2},
@@ -228,43 +222,9 @@ def _with_defaults(args):
     return args
 
 
-def check_flags(args):
-    """Refuse, before any work starts, whatever could otherwise fail only after training."""
-    if args.out and not args.predict:
-        raise DataError("--out names the predictions file of --predict; give --predict PATH too")
-    if args.history and args.load:
-        raise DataError("--history needs training: a model given with --load has no history")
-    if args.optimizer == "adam" and args.momentum is not None:
-        raise DataError("--momentum is SGD's: Adam keeps its own running mean of the gradients")
-    if args.patience and args.val_size == 0:
-        raise DataError("--patience watches the validation loss: it needs --val-size above 0")
-    for flag, path in (("--save", args.save), ("--history", args.history),
-                       ("--out", args.out), ("--plot", args.plot)):
-        if not path:
-            continue
-        if os.path.isdir(path):
-            raise DataError(f"{flag} {path}: is a folder, expected a file name")
-        folder = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(folder):
-            raise DataError(f"{flag} {path}: there is no folder {folder}")
-    if args.plot:
-        _require("matplotlib", "--plot", "matplotlib")
-    if args.predict and predicts_images(args.predict):
-        _require("PIL", "--predict with images", "pillow")
-
-
-def _require(module, needed_for, package):
-    try:
-        importlib.import_module(module)
-    except ImportError:
-        raise DataError(f"{needed_for} needs {package}, which is not installed: "
-                        f"pip install {package}") from None
-
-
 # ----------------------------------------------------------------------------------------------
 # 2. Data
 # ----------------------------------------------------------------------------------------------
-
 
 def choose_files(args, say):
     """The --train/--test paths, or Colab's sample_data when the defaults are missing."""
@@ -297,21 +257,9 @@ def split_training_rows(path, pixels, labels, val_size):
                  f"{path}: {len(pixels):,} rows -> {split:,} train, {val_size:,} validation")
 
 
-def read_prediction_inputs(args):
-    """--predict's input, read and checked before any training: (CSV pixels or None, image
-    paths, their prepared digits)."""
-    if not args.predict:
-        return None, [], []
-    if not predicts_images(args.predict):
-        return load_mnist_csv(args.predict[0], labelled=False)[0], [], []
-    paths = image_files(args.predict)
-    return None, paths, [read_image(path, args.background) for path in paths]
-
-
 # ----------------------------------------------------------------------------------------------
 # 3. Model
 # ----------------------------------------------------------------------------------------------
-
 
 MAX_PARAMETERS = MAX_STORED_VALUES   # what Network.load accepts, so a model saved can be loaded
 ACTIVATIONS = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh, "leaky_relu": LeakyReLU}
@@ -390,7 +338,6 @@ def load_model(path, say):
 # 4. Fit
 # ----------------------------------------------------------------------------------------------
 
-
 def expected_initial_loss(loss):
     """An untrained net gives each class about 1/10: a cross-entropy of ln 10, or a squared
     error of (0.9^2 + 9 * 0.1^2) / 10 = 0.09 per output."""
@@ -425,21 +372,6 @@ def say_early_stopping(history, args, say):
 # ----------------------------------------------------------------------------------------------
 # 5. Test
 # ----------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class Scored:
-    """Labelled images and the network's probabilities for them (the test set, once tested)."""
-    pixels: np.ndarray           # (n, 784) in [0, 1]
-    labels: np.ndarray           # (n,) digits
-    probabilities: np.ndarray    # (n, 10)
-
-    def mistakes(self):
-        """Indices of the misclassified images, the most confidently wrong first."""
-        predicted = self.probabilities.argmax(axis=1)
-        wrong = np.flatnonzero(predicted != self.labels)
-        return wrong[np.argsort(-self.probabilities[wrong, predicted[wrong]], kind="stable")]
-
 
 def confusion_matrix(true_labels, predicted_labels):
     """10x10 table: rows are the true digits, columns what the network said."""
