@@ -917,6 +917,11 @@ class TestTheSource(unittest.TestCase):
                 headings = re.findall(r"^# \d\. (.*)$", file.read(), re.MULTILINE)
             self.assertEqual([heading.split()[0] for heading in headings], expected, path)
 
+    def test_the_modules_beside_it_say_what_they_are_for(self):
+        for module in (readers, outputs):
+            with self.subTest(module=module.__name__):
+                self.assertIn(len(module.__doc__.strip().splitlines()), (2, 3, 4))
+
     def test_lines_fit_in_100_columns(self):
         for path in (SCRIPT, readers.__file__, outputs.__file__, __file__,
                      os.path.join(HERE, "benchmarks", "photo_digits.py")):
