@@ -60,9 +60,10 @@ def check_regular_file(path, expected="a CSV file"):
 # ----------------------------------------------------------------------------------------------
 # 1. MNIST CSV files
 # ----------------------------------------------------------------------------------------------
-# load_mnist_csv reads a table of digits however it is laid out (a header or none, the label
-# anywhere or absent) and compressed (gzip, bz2, xz, zip, tar), in chunks of bounded memory,
-# and refuses the first bad cell by line and column.
+# load_mnist_csv reads a table of digits, one a row: a label 0-9 (first, or in a column named
+# label, target, class, y or digit; none in a file to predict) and 784 pixels 0-255, with or
+# without a header row, plain or compressed (gzip, bz2, xz, zip, tar), in chunks of bounded
+# memory. It refuses the first bad cell by its line and column.
 
 LABEL_NAMES = ("label", "target", "class", "y", "digit")   # a header's names for the label
 LONGEST_FIRST_LINE = 65_536      # bytes: any sensible header of 785 names fits many times over
