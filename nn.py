@@ -19,22 +19,7 @@ Conventions used everywhere in this file
   float64 data in float64 (for gradient checks).
 """
 
-import contextlib
-import copy
-import ctypes
-import json
-import math
-import mmap
-import multiprocessing.connection
-import os
-import signal
-import sys
-import tempfile
-import threading
 import time
-import warnings
-import zipfile
-import zlib
 
 import numpy as np
 
@@ -48,35 +33,21 @@ import numpy as np
 # ----------------------------------------------------------------------------------------------
 
 class Layer:
-    """One step of the network. Three methods are the whole contract; write your own layer by
-    subclassing Layer and giving them, and it trains, saves and is checked like ours.
+    """One step of the network. Four methods are the whole contract: subclass Layer, give
+    them, and your layer trains, saves and is checked like ours.
 
-    forward(x)
-        Return the output for a batch x (batch, ...). Remember (as attributes of self) whatever
-        backward will need: usually the input or the output.
-    backward(grad_output)
-        grad_output is dL/d(output), the shape of the last output. Return dL/d(input), the
-        shape of the last input. For each (parameter, gradient) pair of parameters(), write
-        dL/d(parameter) into the gradient array, overwriting it (grad[...] = ...): gradients are
-        not accumulated across calls.
-    parameters()
-        A list of (parameter, gradient) array pairs; an optimizer updates each parameter in
-        place from its gradient. Keep both arrays as attributes of the layer (self.weights,
-        self.grad_weights) and use them only through those attributes: the network may swap
-        them for arrays of its data's dtype, or for arrays shared between processes
-        (fit(workers=...)). Layers without parameters return [].
+    forward(x)      the output for a batch x (batch, ...); keep on self what backward needs.
+    backward(g)     g is dL/d(output) for the last forward's output. Write dL/d(parameter)
+                    into each gradient array, overwriting it (grad[...] = ...), and return
+                    dL/d(input), the shape of the last input.
+    parameters()    a list of (parameter, gradient) array pairs, both kept as attributes of
+                    self (self.weights, self.grad_weights); an optimizer updates each parameter
+                    in place from its gradient. A layer without parameters returns [].
+    config()        the keyword arguments that rebuild the layer: type(layer)(**config()).
 
-    What a layer may assume: when backward is called, it is with the gradient of the output of
-    the last forward (predict runs forward alone, without backward). The network sets two
-    attributes before it calls the layer: `training` (True inside fit and train_on_batch, False
-    inside predict and evaluate; only layers such as Dropout behave differently) and
-    `input_gradient_needed` (False for the first layer with parameters: its input is the data
-    or comes from layers without parameters, so nobody uses dL/d(input); backward may then
-    skip it and return None).
-
-    To be saved and loaded, a layer also says how to rebuild itself: config() returns the
-    keyword arguments (numbers, strings, lists) such that type(layer)(**config) makes an
-    equal layer before its parameters are filled in from the file.
+    The network sets `training` before each forward (True in fit, False in predict and
+    evaluate; only a layer like Dropout cares), and `input_gradient_needed`, False for the
+    first layer with parameters: nobody uses its dL/d(input), so backward may return None.
     """
 
     training = False
@@ -733,70 +704,43 @@ class Network:
         end) say what happened.
 
         workers=N (on Linux, N up to max_workers(), the cores) computes each batch's gradient
-        in N processes at once, each on a part of the batch, for speed (see Part II, F, also
-        for what this asks of a layer of your own). The result is the same gradient up to
-        rounding, but Dropout draws other masks, so a seeded fit is reproducible for a given
-        N, not across different N.
+        in N processes at once, each on a part of the batch, for speed. It needs nn_parallel.py
+        beside nn.py (its docstring says what it asks of a layer of your own). The result is
+        the same gradient up to rounding, but Dropout draws other masks, so a seeded fit is
+        reproducible for a given N, not across different N.
         """
         X, Y, validation_data, optimizer = _checked_fit_arguments(
             self, X, Y, epochs, batch_size, optimizer, validation_data, seed, verbose,
             patience, restore_best, workers)
         _cast_parameters(self.layers, X.dtype)   # the network computes in its data's dtype
-        _reseed_random_layers(self, seed)
+        _reseed_random_layers(self, seed)        # a seeded fit draws the same Dropout masks
         rng = np.random.default_rng(seed)
+        history = _new_history(self, X, Y, validation_data, patience)
+        stopping = _EarlyStopping(self, patience, restore_best, history)
         n = len(X)
-        # Accuracy only where it means something (see accuracy): one example tells.
-        metrics = ["loss"] + (["accuracy"] if self.accuracy(Y[:1], self.forward(X[:1]))
-                              is not None else [])
-        history = {key: [] for key in metrics}
-        if validation_data is not None:
-            history.update({"val_" + key: [] for key in metrics})
-        best_loss, best_parameters, epochs_without_progress = np.inf, None, 0
-        if patience is not None:
-            history.update(best_epoch=None, stopped_epoch=None)
-
-        # Diverging weights overflow; train_on_batch then stops with a clear error about the
-        # non-finite loss, so NumPy's own warnings would only repeat it less clearly.
-        with np.errstate(over="ignore", invalid="ignore"), \
-                _helper_processes(self, X, Y, workers, seed) as helpers:
+        with _divergence_reported_once(), _helper_processes(self, X, Y, workers, seed) as helpers:
             for epoch in range(1, epochs + 1):
                 start = time.perf_counter()
-                order = rng.permutation(n)
+                order = rng.permutation(n)           # a new random order every epoch
                 loss_sum, right = 0.0, 0.0
                 for first in range(0, n, batch_size):
                     rows = order[first:first + batch_size]
                     if helpers:                      # workers > 1: the same step, shared out
                         loss, accuracy = helpers.train_on_batch(rows, optimizer)
                     else:
-                        X_batch = X.take(rows, axis=0)   # one gather (faster than X[rows])
-                        Y_batch = Y.take(rows, axis=0)
-                        loss, accuracy = self.train_on_batch(X_batch, Y_batch, optimizer)
+                        loss, accuracy = self.train_on_batch(X.take(rows, axis=0),
+                                                             Y.take(rows, axis=0), optimizer)
                     loss_sum += loss * len(rows)
                     right += (accuracy or 0) * len(rows)     # None (no accuracy) counts 0
                     _show_progress(verbose, epoch, epochs, first + len(rows), n)
                 optimizer.end_epoch()
                 _check_parameters_finite(self, optimizer)   # the last step may have diverged
-                epoch_values = {"loss": loss_sum / n, "accuracy": right / n}
-                if validation_data is not None:
-                    val_loss, val_accuracy = self.evaluate(*validation_data)
-                    epoch_values.update(val_loss=val_loss, val_accuracy=val_accuracy)
-                for key, value in epoch_values.items():
-                    if key in history:       # accuracy only where it means something
-                        history[key].append(value)
+                validation = None if validation_data is None else self.evaluate(*validation_data)
+                _record_epoch(history, loss_sum / n, right / n, validation)
                 _print_epoch(verbose, epoch, epochs, time.perf_counter() - start, history)
-                if patience is not None:     # early stopping, on the validation loss
-                    if val_loss < best_loss:
-                        best_loss, epochs_without_progress = val_loss, 0
-                        history["best_epoch"] = epoch
-                        best_parameters = [param.copy() for param, _ in self.parameters()]
-                    else:
-                        epochs_without_progress += 1
-                        if epochs_without_progress >= patience:
-                            history["stopped_epoch"] = epoch
-                            break
-        if patience is not None and restore_best:
-            for (param, _), best in zip(self.parameters(), best_parameters):
-                param[...] = best
+                if stopping.should_stop(epoch, validation):
+                    break
+        stopping.restore_best()
         return history
 
     def predict(self, X, batch_size=128):
@@ -944,6 +888,18 @@ class Adam:
 # came), the machinery fit uses around the learning, the save format, check_gradients, and
 # the memory-layout helpers that make the convolutional layers fast.
 # ==============================================================================================
+
+import contextlib             # the appendix's own imports: Part I needs only NumPy and time
+import copy
+import json
+import math
+import os
+import signal
+import sys
+import tempfile
+import threading
+import zipfile
+import zlib
 
 # ----------------------------------------------------------------------------------------------
 # A. Checking arguments and data
@@ -1192,6 +1148,64 @@ def _reseed_random_layers(net, seed, helper=0):
     for i, layer in enumerate(net.layers):
         if callable(getattr(layer, "reseed", None)):
             layer.reseed(None if seed is None else [seed, i] + ([helper] if helper else []))
+
+
+def _new_history(net, X, Y, validation_data, patience):
+    """fit's history: a list per metric (accuracy only where it means something, as one
+    example tells), val_ ones with validation data, and the early-stopping epochs."""
+    metrics = ["loss"] + (["accuracy"] if net.accuracy(Y[:1], net.forward(X[:1]))
+                          is not None else [])
+    history = {key: [] for key in metrics}
+    if validation_data is not None:
+        history.update({"val_" + key: [] for key in metrics})
+    if patience is not None:
+        history.update(best_epoch=None, stopped_epoch=None)
+    return history
+
+
+def _record_epoch(history, loss, accuracy, validation):
+    """Append an epoch's values (validation: (val_loss, val_accuracy) or None) to history."""
+    values = {"loss": loss, "accuracy": accuracy}
+    if validation is not None:
+        values.update(val_loss=validation[0], val_accuracy=validation[1])
+    for key, value in values.items():
+        if key in history:                   # accuracy only where it means something
+            history[key].append(value)
+
+
+class _EarlyStopping:
+    """fit's patience: stop once the validation loss has not improved for `patience` epochs
+    in a row; restore_best() then puts back the best epoch's parameters (if restore_best)."""
+
+    def __init__(self, net, patience, restore_best, history):
+        self.net, self.patience, self.restore, self.history = net, patience, restore_best, history
+        self.best_loss, self.best_parameters, self.epochs_without_progress = np.inf, None, 0
+
+    def should_stop(self, epoch, validation):
+        if self.patience is None:
+            return False
+        val_loss = validation[0]
+        if val_loss < self.best_loss:
+            self.best_loss, self.epochs_without_progress = val_loss, 0
+            self.history["best_epoch"] = epoch
+            self.best_parameters = [param.copy() for param, _ in self.net.parameters()]
+            return False
+        self.epochs_without_progress += 1
+        if self.epochs_without_progress >= self.patience:
+            self.history["stopped_epoch"] = epoch
+            return True
+        return False
+
+    def restore_best(self):
+        if self.patience is not None and self.restore:
+            for (param, _), best in zip(self.net.parameters(), self.best_parameters):
+                param[...] = best
+
+
+def _divergence_reported_once():
+    """Diverging weights overflow; train_on_batch then stops with a clear error about the
+    non-finite loss, so NumPy's own warnings would only repeat it less clearly."""
+    return np.errstate(over="ignore", invalid="ignore")
 
 
 def _divergence(what, optimizer):
@@ -1566,30 +1580,9 @@ def _in_memory_order_of(like, array):
 # ----------------------------------------------------------------------------------------------
 # F. More than one core: fit(workers=N)
 #
-# NumPy's element-wise work (im2col, pooling, activations) runs on one core, and a small CNN's
-# matrix products are too small for BLAS's threads to pay, so a second core mostly waits.
-# fit(workers=N) splits every batch into N parts. N - 1 helper processes, forked at the start of
-# fit with a copy of the network and the data, each run forward and backward on one part while
-# fit's own process does the first; fit then adds the gradients up, each weighted by its part's
-# share of the batch (every loss is a mean over the examples, so this is the whole batch's
-# gradient), and takes the one optimizer step. The parameters live in memory shared by all the
-# processes, so the helpers see every step at once; so do the helpers' gradients, where fit
-# reads them. Each process runs BLAS on one thread: N processes, each with BLAS threads on
-# every core, fight over the cores.
-#
-# Processes, not threads: two threads share Python's lock (the GIL), and a training step makes
-# over a hundred NumPy calls, each of which must take it back. Measured on the small MNIST CNN
-# (batch 64, 2 cores, one BLAS thread each): two threads on half a batch each took 6.0 ms a
-# step where one thread took 7.0; two processes side by side took 3.3-3.6 ms each on half a
-# batch, where one took 7.2 ms on the whole batch.
-#
-# What this asks of a layer, beyond the protocol: it sees a part of each batch, in its own
-# process. A layer that computes statistics over its batch gets its part's; what a layer
-# changes besides its gradients stays in its process (only parameters are shared); a random
-# layer draws different numbers in each process only through reseed(seed), as Dropout does.
-# A layer must keep its arrays, as Layer says (param -= ..., grad[...] = ...), and tie weights
-# by holding the same array, not a view of it: one that binds new arrays, or ties through a
-# view, is refused, since its helpers' gradients or updates would never arrive.
+# fit(workers=N) shares each batch out between N processes; that machinery (processes, shared
+# memory, BLAS threads) is not about learning, so it lives in nn_parallel.py beside this file,
+# imported only when workers > 1 is asked for. Its docstring says what it asks of a layer.
 # ----------------------------------------------------------------------------------------------
 
 def max_workers():
@@ -1601,248 +1594,14 @@ def max_workers():
     return len(os.sched_getaffinity(0))
 
 
-@contextlib.contextmanager
 def _helper_processes(net, X, Y, workers, seed):
-    """fit's helpers for workers > 1 (None for workers=1); they stop when fit ends, however."""
+    """fit's helper processes for workers > 1, as a context manager that yields them and stops
+    them when fit ends, however it ends; for workers=1 it yields None."""
     if workers == 1:
-        yield None
-        return
-    helpers = _Helpers(net, X, Y, workers, seed)
-    failed = True
+        return contextlib.nullcontext()
     try:
-        helpers.start()
-        yield helpers
-        failed = False
-    finally:
-        helpers.stop(failed)
-
-
-class _Helpers:
-    def __init__(self, net, X, Y, workers, seed):
-        self.net, self.X, self.Y, self.workers, self.seed = net, X, Y, workers, seed
-        self.pairs = [(layer, param, grad) for layer in net.layers
-                      for param, grad in layer.parameters()]
-        self.params = [param for _, param, _ in self.pairs]  # this process's arrays, which
-        self.grads = [grad for _, _, grad in self.pairs]     # the layers must keep
-        self.connections, self.pids, self.swapped, self.blas_threads = [], [], [], None
-
-    def start(self):
-        self._check_arrays()
-        # The parameters move into shared memory (and back, in stop), beside one set of
-        # gradients per helper.
-        def shared_copy(param):
-            shared = _shared_like(param)
-            shared[...] = param
-            return shared
-        self.swapped = _swap_arrays([(layer, param) for layer, param, _ in self.pairs],
-                                    shared_copy)
-        self.params = [param for param, _ in self.net.parameters()]   # the shared ones now
-        self.helper_grads = [[_shared_like(grad) for grad in self.grads]
-                             for _ in range(self.workers - 1)]
-        self.blas_threads = _set_blas_threads(1)
-        if self.blas_threads is None and "1" not in (os.environ.get("OPENBLAS_NUM_THREADS"),
-                                                     os.environ.get("MKL_NUM_THREADS")):
-            warnings.warn("fit(workers=...) found no OpenBLAS to run on one thread per process, "
-                          "so the processes may fight over the cores: if workers=1 is faster, "
-                          "start Python with OPENBLAS_NUM_THREADS=1 (MKL_NUM_THREADS=1 for MKL)",
-                          RuntimeWarning, stacklevel=5)
-        for k in range(1, self.workers):
-            ours, theirs = multiprocessing.connection.Pipe()
-            with warnings.catch_warnings():
-                # Python 3.12+ warns that forking a process with other threads (a notebook
-                # has some) may deadlock the child if one of them holds a lock at that moment;
-                # the helper only runs NumPy on one thread and talks through its pipe.
-                warnings.simplefilter("ignore", DeprecationWarning)
-                pid = os.fork()
-            if pid == 0:                             # the helper process
-                status = 1
-                try:
-                    ours.close()
-                    for connection in self.connections:
-                        connection.close()
-                    self._serve(k, theirs)
-                    status = 0
-                finally:
-                    os._exit(status)                 # never return into the caller's code
-            theirs.close()
-            self.connections.append(ours)
-            self.pids.append(pid)
-
-    def _check_arrays(self):
-        """What sharing needs of the layers' arrays, checked before any process starts."""
-        for layer, _, grad in self.pairs:        # each helper will put its own gradients
-            _attribute_names(layer, grad)        # where the layer keeps these: can it?
-        grads = [grad for _, _, grad in self.pairs]
-        if len({id(grad) for grad in grads}) < len(grads):
-            raise ValueError("fit(workers > 1) needs a gradient array of its own for each "
-                             "parameter, but parameters() lists one twice")
-        params = list({id(param): (layer, param) for layer, param, _ in self.pairs}.values())
-        for i, (layer, param) in enumerate(params):
-            for other, other_param in params[i + 1:]:
-                if np.may_share_memory(param, other_param):
-                    raise ValueError(f"{layer!r} and {other!r} hold parameters that are views "
-                                     f"of one array; fit(workers > 1) shares whole arrays: "
-                                     f"keep the same array in both, and transpose or slice it "
-                                     f"where you use it")
-
-    def _serve(self, k, connection):
-        """A helper's life: for each message of rows, forward and backward on them, reply with
-        the loss and accuracy; exit when fit closes the pipe."""
-        signal.signal(signal.SIGINT, signal.SIG_IGN)    # Ctrl-C is for fit, which stops us
-        trouble = None
-        try:
-            self.grads = self.helper_grads[k - 1]
-            for (layer, _, grad), own in zip(self.pairs, self.grads):
-                _replace_array(layer, grad, own)
-            _reseed_random_layers(self.net, self.seed, helper=k)
-        except Exception as error:               # told to fit at its first message
-            trouble = error
-        with np.errstate(over="ignore", invalid="ignore"):
-            while True:
-                try:
-                    rows = np.frombuffer(connection.recv_bytes(), np.int64)
-                except EOFError:
-                    return
-                try:
-                    if trouble is not None:
-                        raise trouble
-                    loss, accuracy = self._gradients(rows)
-                    reply = b"ok" + np.array([loss, np.nan if accuracy is None else accuracy],
-                                             np.float64).tobytes()
-                except Exception as error:
-                    reply = f"error:{type(error).__name__}: {error}".encode()
-                connection.send_bytes(reply)
-
-    def _gradients(self, rows):
-        """compute_gradients on the examples X[rows], into this process's gradient arrays."""
-        loss, accuracy = self.net.compute_gradients(self.X.take(rows, axis=0),
-                                                    self.Y.take(rows, axis=0))
-        now = [pair for layer in self.net.layers for pair in layer.parameters()]
-        for (layer, _, _), param, grad, (param_now, grad_now) in zip(self.pairs, self.params,
-                                                                     self.grads, now):
-            if param_now is not param or grad_now is not grad or len(now) != len(self.pairs):
-                raise ValueError(f"{layer!r} bound a new parameter or gradient array instead "
-                                 f"of writing into its own (param -= ..., grad[...] = ...), as "
-                                 f"the Layer protocol asks and fit(workers > 1) needs")
-        return loss, accuracy
-
-    def train_on_batch(self, rows, optimizer):
-        """Network.train_on_batch on X[rows], Y[rows], shared out between the processes."""
-        parts = np.array_split(rows, self.workers)      # the first part is the largest
-        for k, part in enumerate(parts[1:], start=1):
-            if len(part):
-                self._send(k, part)
-        loss, accuracy = self._gradients(parts[0])
-        share = len(parts[0]) / len(rows)
-        loss, accuracy = loss * share, None if accuracy is None else accuracy * share
-        for grad in self.grads:
-            grad *= share
-        for k, part in enumerate(parts[1:], start=1):
-            if not len(part):
-                continue
-            their_loss, their_accuracy = self._receive(k)
-            share = len(part) / len(rows)
-            loss += their_loss * share
-            if accuracy is not None:
-                accuracy += their_accuracy * share
-            for grad, theirs in zip(self.grads, self.helper_grads[k - 1]):
-                theirs *= share                  # the helper overwrites it at its next step
-                grad += theirs
-        if not np.isfinite(loss):
-            raise _divergence(f"the training loss became {loss}", optimizer)
-        optimizer.step(self.net.parameters())
-        return float(loss), None if accuracy is None else float(accuracy)
-
-    def _send(self, k, rows):
-        try:
-            self.connections[k - 1].send_bytes(rows.astype(np.int64).tobytes())
-        except OSError:
-            raise self._gone(k) from None
-
-    def _receive(self, k):
-        """Helper k's (loss, accuracy), once its gradients are in place."""
-        try:
-            reply = self.connections[k - 1].recv_bytes()
-        except (EOFError, OSError):
-            raise self._gone(k) from None
-        if reply.startswith(b"error:"):
-            raise RuntimeError(f"fit's helper process {k} failed: {reply[6:].decode()}")
-        return np.frombuffer(reply[2:], np.float64)
-
-    def _gone(self, k):
-        return RuntimeError(f"fit's helper process {k} (pid {self.pids[k - 1]}) stopped "
-                            f"unexpectedly (killed, or out of memory?)")
-
-    def stop(self, failed):
-        # The learned values go back into the layers' own arrays first (helpers never write
-        # parameters), so that nothing below, not even a second Ctrl-C, can leave the layers
-        # on shared memory; and the helpers stop, whatever happens here.
-        try:
-            for layer, param, shared_param in self.swapped:
-                param[...] = shared_param
-                _replace_array(layer, shared_param, param, required=False)
-            if self.blas_threads is not None:
-                _set_blas_threads(self.blas_threads)
-        finally:
-            for connection in self.connections:  # a helper exits when its pipe closes
-                connection.close()
-            for pid in self.pids:
-                if failed:                       # it may be busy: its work is of no use now
-                    _kill(pid)
-                _reap(pid)
-
-
-def _shared_like(array):
-    """An array of array's shape and dtype in memory that forked processes share (zeros)."""
-    memory = mmap.mmap(-1, max(array.nbytes, 1))        # anonymous and shared
-    return np.frombuffer(memory, array.dtype, array.size).reshape(array.shape)
-
-
-def _reap(pid, seconds=5.0):
-    """Wait for a helper to exit; kill it if it has not within `seconds`."""
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if done:
-            return
-        if time.monotonic() > deadline:
-            _kill(pid)
-            deadline = math.inf
-        time.sleep(0.001)
-
-
-def _kill(pid):
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def _set_blas_threads(n):
-    """Set the number of threads of the OpenBLAS that NumPy's wheels bring; returns the number
-    before, or None where it cannot be found (another BLAS, or no /proc): then BLAS keeps its
-    own setting, and OPENBLAS_NUM_THREADS=1 (or MKL_NUM_THREADS=1) set before Python starts
-    does the same."""
-    try:
-        with open("/proc/self/maps") as maps:
-            paths = sorted({line.split(maxsplit=5)[5].strip() for line in maps
-                            if "openblas" in line.lower() and len(line.split(maxsplit=5)) == 6})
-    except OSError:
-        return None
-    for path in paths:
-        try:
-            library = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for prefix, suffix in (("scipy_openblas", "64_"), ("openblas", "64_"),
-                               ("scipy_openblas", ""), ("openblas", "")):
-            get = getattr(library, f"{prefix}_get_num_threads{suffix}", None)
-            set_ = getattr(library, f"{prefix}_set_num_threads{suffix}", None)
-            if get is not None and set_ is not None:
-                before = get()
-                set_(int(n))
-                return before
-    return None
+        import nn_parallel
+    except ImportError as error:
+        raise ImportError(f"workers={workers} needs nn_parallel.py beside nn.py (and "
+                          f"threadpoolctl: pip install threadpoolctl); {error}") from None
+    return nn_parallel.helper_processes(net, X, Y, workers, seed, sys.modules[__name__])

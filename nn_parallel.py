@@ -1,0 +1,262 @@
+"""nn_parallel: fit(workers=N) for nn.py, on more than one core.
+
+nn.py imports this module only when fit is asked for workers > 1; it needs threadpoolctl
+(pip install threadpoolctl) to run BLAS on one thread per process.
+
+NumPy's element-wise work (im2col, pooling, activations) runs on one core, and a small CNN's
+matrix products are too small for BLAS's threads to pay, so a second core mostly waits.
+fit(workers=N) splits every batch into N parts. N - 1 helper processes, forked at the start of
+fit with a copy of the network and the data, each run forward and backward on one part while
+fit's own process does the first; fit then adds the gradients up, each weighted by its part's
+share of the batch (every loss is a mean over the examples, so this is the whole batch's
+gradient), and takes the one optimizer step. The parameters live in memory shared by all the
+processes, so the helpers see every step at once; so do the helpers' gradients, where fit
+reads them. Each process runs BLAS on one thread: N processes, each with BLAS threads on
+every core, fight over the cores.
+
+Processes, not threads: two threads share Python's lock (the GIL), and a training step makes
+over a hundred NumPy calls, each of which must take it back.
+
+What this asks of a layer, beyond the protocol of nn.Layer:
+- It sees a part of each batch, in its own process. A layer that computes statistics over its
+  batch gets its part's; what a layer changes besides its gradients stays in its process (only
+  parameters are shared); a random layer draws different numbers in each process only through
+  reseed(seed), as Dropout does.
+- It keeps its parameter and gradient arrays as attributes (self.weights, self.grad_weights),
+  uses them only through those attributes, and writes into them (param -= ...,
+  grad[...] = ...) rather than binding new arrays: fit swaps them for arrays in shared memory.
+- It ties weights by holding the same array, not a view of it.
+A layer that binds new arrays, or ties through a view, is refused, since its helpers'
+gradients or updates would never arrive.
+"""
+
+import contextlib
+import math
+import mmap
+import multiprocessing.connection
+import os
+import signal
+import time
+import warnings
+
+import numpy as np
+from threadpoolctl import threadpool_info, threadpool_limits
+
+
+@contextlib.contextmanager
+def helper_processes(net, X, Y, workers, seed, nn):
+    """fit's helpers (workers > 1); they stop when fit ends, however it ends. `nn` is the
+    module that defines the network (nn.py, or a notebook's cell that holds it)."""
+    helpers = Helpers(net, X, Y, workers, seed, nn)
+    failed = True
+    try:
+        helpers.start()
+        yield helpers
+        failed = False
+    finally:
+        helpers.stop(failed)
+
+
+class Helpers:
+    def __init__(self, net, X, Y, workers, seed, nn):
+        self.net, self.X, self.Y, self.workers, self.seed, self.nn = net, X, Y, workers, seed, nn
+        self.pairs = [(layer, param, grad) for layer in net.layers
+                      for param, grad in layer.parameters()]
+        self.params = [param for _, param, _ in self.pairs]  # this process's arrays, which
+        self.grads = [grad for _, _, grad in self.pairs]     # the layers must keep
+        self.connections, self.pids, self.swapped, self.blas_limits = [], [], [], None
+
+    def start(self):
+        self._check_arrays()
+        # The parameters move into shared memory (and back, in stop), beside one set of
+        # gradients per helper.
+        def shared_copy(param):
+            shared = _shared_like(param)
+            shared[...] = param
+            return shared
+        self.swapped = self.nn._swap_arrays([(layer, param) for layer, param, _ in self.pairs],
+                                            shared_copy)
+        self.params = [param for param, _ in self.net.parameters()]   # the shared ones now
+        self.helper_grads = [[_shared_like(grad) for grad in self.grads]
+                             for _ in range(self.workers - 1)]
+        self.blas_limits = threadpool_limits(limits=1, user_api="blas")
+        if not any(info.get("user_api") == "blas" for info in threadpool_info()) \
+                and "1" not in (os.environ.get("OPENBLAS_NUM_THREADS"),
+                                os.environ.get("MKL_NUM_THREADS")):
+            warnings.warn("fit(workers=...) found no BLAS to run on one thread per process, "
+                          "so the processes may fight over the cores: if workers=1 is faster, "
+                          "start Python with OPENBLAS_NUM_THREADS=1 (MKL_NUM_THREADS=1 for MKL)",
+                          RuntimeWarning, stacklevel=5)
+        for k in range(1, self.workers):
+            ours, theirs = multiprocessing.connection.Pipe()
+            with warnings.catch_warnings():
+                # Python 3.12+ warns that forking a process with other threads (a notebook
+                # has some) may deadlock the child if one of them holds a lock at that moment;
+                # the helper only runs NumPy on one thread and talks through its pipe.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                pid = os.fork()
+            if pid == 0:                             # the helper process
+                status = 1
+                try:
+                    ours.close()
+                    for connection in self.connections:
+                        connection.close()
+                    self._serve(k, theirs)
+                    status = 0
+                finally:
+                    os._exit(status)                 # never return into the caller's code
+            theirs.close()
+            self.connections.append(ours)
+            self.pids.append(pid)
+
+    def _check_arrays(self):
+        """What sharing needs of the layers' arrays, checked before any process starts."""
+        for layer, _, grad in self.pairs:        # each helper will put its own gradients
+            self.nn._attribute_names(layer, grad)   # where the layer keeps these: can it?
+        grads = [grad for _, _, grad in self.pairs]
+        if len({id(grad) for grad in grads}) < len(grads):
+            raise ValueError("fit(workers > 1) needs a gradient array of its own for each "
+                             "parameter, but parameters() lists one twice")
+        params = list({id(param): (layer, param) for layer, param, _ in self.pairs}.values())
+        for i, (layer, param) in enumerate(params):
+            for other, other_param in params[i + 1:]:
+                if np.may_share_memory(param, other_param):
+                    raise ValueError(f"{layer!r} and {other!r} hold parameters that are views "
+                                     f"of one array; fit(workers > 1) shares whole arrays: "
+                                     f"keep the same array in both, and transpose or slice it "
+                                     f"where you use it")
+
+    def _serve(self, k, connection):
+        """A helper's life: for each message of rows, forward and backward on them, reply with
+        the loss and accuracy; exit when fit closes the pipe."""
+        signal.signal(signal.SIGINT, signal.SIG_IGN)    # Ctrl-C is for fit, which stops us
+        trouble = None
+        try:
+            self.grads = self.helper_grads[k - 1]
+            for (layer, _, grad), own in zip(self.pairs, self.grads):
+                self.nn._replace_array(layer, grad, own)
+            self.nn._reseed_random_layers(self.net, self.seed, helper=k)
+        except Exception as error:               # told to fit at its first message
+            trouble = error
+        with np.errstate(over="ignore", invalid="ignore"):
+            while True:
+                try:
+                    rows = np.frombuffer(connection.recv_bytes(), np.int64)
+                except EOFError:
+                    return
+                try:
+                    if trouble is not None:
+                        raise trouble
+                    loss, accuracy = self._gradients(rows)
+                    reply = b"ok" + np.array([loss, np.nan if accuracy is None else accuracy],
+                                             np.float64).tobytes()
+                except Exception as error:
+                    reply = f"error:{type(error).__name__}: {error}".encode()
+                connection.send_bytes(reply)
+
+    def _gradients(self, rows):
+        """compute_gradients on the examples X[rows], into this process's gradient arrays."""
+        loss, accuracy = self.net.compute_gradients(self.X.take(rows, axis=0),
+                                                    self.Y.take(rows, axis=0))
+        now = [pair for layer in self.net.layers for pair in layer.parameters()]
+        for (layer, _, _), param, grad, (param_now, grad_now) in zip(self.pairs, self.params,
+                                                                     self.grads, now):
+            if param_now is not param or grad_now is not grad or len(now) != len(self.pairs):
+                raise ValueError(f"{layer!r} bound a new parameter or gradient array instead "
+                                 f"of writing into its own (param -= ..., grad[...] = ...), as "
+                                 f"the Layer protocol asks and fit(workers > 1) needs")
+        return loss, accuracy
+
+    def train_on_batch(self, rows, optimizer):
+        """Network.train_on_batch on X[rows], Y[rows], shared out between the processes."""
+        parts = np.array_split(rows, self.workers)      # the first part is the largest
+        for k, part in enumerate(parts[1:], start=1):
+            if len(part):
+                self._send(k, part)
+        loss, accuracy = self._gradients(parts[0])
+        share = len(parts[0]) / len(rows)
+        loss, accuracy = loss * share, None if accuracy is None else accuracy * share
+        for grad in self.grads:
+            grad *= share
+        for k, part in enumerate(parts[1:], start=1):
+            if not len(part):
+                continue
+            their_loss, their_accuracy = self._receive(k)
+            share = len(part) / len(rows)
+            loss += their_loss * share
+            if accuracy is not None:
+                accuracy += their_accuracy * share
+            for grad, theirs in zip(self.grads, self.helper_grads[k - 1]):
+                theirs *= share                  # the helper overwrites it at its next step
+                grad += theirs
+        if not np.isfinite(loss):
+            raise self.nn._divergence(f"the training loss became {loss}", optimizer)
+        optimizer.step(self.net.parameters())
+        return float(loss), None if accuracy is None else float(accuracy)
+
+    def _send(self, k, rows):
+        try:
+            self.connections[k - 1].send_bytes(rows.astype(np.int64).tobytes())
+        except OSError:
+            raise self._gone(k) from None
+
+    def _receive(self, k):
+        """Helper k's (loss, accuracy), once its gradients are in place."""
+        try:
+            reply = self.connections[k - 1].recv_bytes()
+        except (EOFError, OSError):
+            raise self._gone(k) from None
+        if reply.startswith(b"error:"):
+            raise RuntimeError(f"fit's helper process {k} failed: {reply[6:].decode()}")
+        return np.frombuffer(reply[2:], np.float64)
+
+    def _gone(self, k):
+        return RuntimeError(f"fit's helper process {k} (pid {self.pids[k - 1]}) stopped "
+                            f"unexpectedly (killed, or out of memory?)")
+
+    def stop(self, failed):
+        # The learned values go back into the layers' own arrays first (helpers never write
+        # parameters), so that nothing below, not even a second Ctrl-C, can leave the layers
+        # on shared memory; and the helpers stop, whatever happens here.
+        try:
+            for layer, param, shared_param in self.swapped:
+                param[...] = shared_param
+                self.nn._replace_array(layer, shared_param, param, required=False)
+            if self.blas_limits is not None:
+                self.blas_limits.restore_original_limits()
+        finally:
+            for connection in self.connections:  # a helper exits when its pipe closes
+                connection.close()
+            for pid in self.pids:
+                if failed:                       # it may be busy: its work is of no use now
+                    _kill(pid)
+                _reap(pid)
+
+
+def _shared_like(array):
+    """An array of array's shape and dtype in memory that forked processes share (zeros)."""
+    memory = mmap.mmap(-1, max(array.nbytes, 1))        # anonymous and shared
+    return np.frombuffer(memory, array.dtype, array.size).reshape(array.shape)
+
+
+def _reap(pid, seconds=5.0):
+    """Wait for a helper to exit; kill it if it has not within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if done:
+            return
+        if time.monotonic() > deadline:
+            _kill(pid)
+            deadline = math.inf
+        time.sleep(0.001)
+
+
+def _kill(pid):
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,256 @@
+"""Tests for nn_parallel.py: fit(workers=N) trains as one process does, keeps the layers'
+arrays, reports failures and leaves no process behind.
+
+Run with:  python -m unittest -v test_nn_parallel
+"""
+
+import os
+import signal
+import sys
+import tempfile
+import unittest
+from unittest import mock
+
+import numpy as np
+from threadpoolctl import threadpool_info, threadpool_limits
+
+import nn
+import nn_parallel
+from nn import SGD, Adam, Dense, Dropout, Layer, Network, ReLU, Softmax, Tanh
+from test_nn import Scale, blobs, small_network
+
+
+class MisbehavesInAHelper(Layer):
+    """Passes its input on, but in fit's helper processes it raises or dies ("raise", "die"),
+    or fails as a helper starts ("reseed"), or it kills the helper from fit's own process while
+    fit validates ("kill")."""
+
+    def __init__(self, how, folder=None):
+        self.parent, self.how, self.folder = os.getpid(), how, folder
+
+    def forward(self, x):
+        in_helper = os.getpid() != self.parent
+        pid_file = os.path.join(self.folder or "", "helper")
+        if in_helper and self.how == "raise":
+            raise ValueError("a learner's bug")
+        if in_helper and self.how == "die":
+            os._exit(3)
+        if in_helper and self.how == "kill":          # leaves its pid for fit's process
+            with open(pid_file, "w") as file:
+                file.write(str(os.getpid()))
+        if not in_helper and self.how == "kill" and not self.training \
+                and os.path.exists(pid_file):                 # validating after a step
+            with open(pid_file) as file:
+                pid = int(file.read())
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)                        # gone before fit's next step begins
+            os.remove(pid_file)
+        return x
+
+    def backward(self, grad_output):
+        return grad_output
+
+    def reseed(self, seed):                           # fit calls it in each helper at start
+        if os.getpid() != self.parent and self.how == "reseed":
+            raise ValueError("a learner's bug in reseed")
+
+
+class RebindsItsGradient(Scale):
+    """Scale with the mistake the protocol warns of: a new gradient array at every backward."""
+
+    def backward(self, grad_output):
+        self.grad_scale = (grad_output * self.input).sum(axis=0)
+        return grad_output * self.scale
+
+
+class Tied(Layer):
+    """Uses the weights of a Dense layer, transposed (tied weights, as in an autoencoder)."""
+
+    def __init__(self, dense):
+        self.weights, self.grad_weights = dense.weights, np.zeros_like(dense.weights)
+
+    def forward(self, x):
+        self.input = x
+        return x @ self.weights.T
+
+    def backward(self, grad_output):
+        self.grad_weights[...] = grad_output.T @ self.input
+        return grad_output @ self.weights
+
+    def parameters(self):
+        return [(self.weights, self.grad_weights)]
+
+
+@unittest.skipUnless(nn.max_workers() >= 2, "fit(workers=2) needs Linux and two cores")
+class TestWorkers(unittest.TestCase):
+    def assertNoHelpersLeft(self):
+        with self.assertRaises(ChildProcessError):
+            os.waitpid(-1, os.WNOHANG)
+
+    def train_both_ways(self, make, X, Y, make_optimizer, **options):
+        """(history, parameters) of fit with workers=1 and with workers=2."""
+        runs = []
+        for workers in (1, 2):
+            net = make()
+            history = net.fit(X, Y, optimizer=make_optimizer(), seed=0, verbose=0,
+                              workers=workers, **options)
+            runs.append((history, [param.copy() for param, _ in net.parameters()]))
+        self.assertNoHelpersLeft()
+        return runs
+
+    def assertSameTraining(self, runs):
+        (history_1, params_1), (history_2, params_2) = runs
+        np.testing.assert_allclose(history_2["loss"], history_1["loss"], rtol=1e-12)
+        for one, two in zip(params_1, params_2):
+            np.testing.assert_allclose(two, one, rtol=1e-9, atol=1e-12)
+
+    def test_trains_as_one_process_does(self):
+        # float64, so only rounding tells them apart. Batches of 21 split into parts of 11 and
+        # 10, which must be weighted 11/21 and 10/21; 64 examples end with a batch of one,
+        # which the helper sits out. Scale is a learner's layer. Validation and early stopping
+        # run in fit's own process.
+        X, Y = blobs(n=64, dtype=np.float64)
+        runs = self.train_both_ways(
+            lambda: Network([Dense(5, 16, seed=0), ReLU(), Scale(16), Dense(16, 3, seed=1),
+                             Softmax()]),
+            X, Y, lambda: Adam(lr=0.01), epochs=4, batch_size=21,
+            validation_data=(X[:20], Y[:20]), patience=3)
+        self.assertSameTraining(runs)
+        self.assertEqual(runs[1][0]["accuracy"], runs[0][0]["accuracy"])
+        np.testing.assert_allclose(runs[1][0]["val_loss"], runs[0][0]["val_loss"], rtol=1e-12)
+
+    def test_tied_weights_stay_tied(self):
+        X, Y = blobs(n=40, dtype=np.float64)
+
+        def autoencoder():
+            encoder = Dense(5, 3, seed=0)
+            return Network([encoder, Tanh(), Tied(encoder)], loss="mse")
+        runs = self.train_both_ways(autoencoder, X, X, lambda: SGD(lr=0.05), epochs=2,
+                                    batch_size=8)
+        self.assertSameTraining(runs)
+        for workers in (1, 2):       # float64 data: the float32 weights became float64, once
+            net = autoencoder()
+            net.fit(X, X, verbose=0, workers=workers)
+            self.assertIs(net.layers[2].weights, net.layers[0].weights)
+            self.assertEqual(net.layers[0].weights.dtype, np.float64)
+
+    def test_three_processes(self):
+        # Two cores allow fit only two, so this drives fit's machinery directly.
+        X, Y = blobs(n=40, dtype=np.float64)
+        rows = np.arange(40)
+        results = []
+        for workers in (1, 3):
+            net = small_network()
+            nn._cast_parameters(net.layers, X.dtype)
+            optimizer = SGD(lr=0.1, momentum=0.9)
+            with nn._helper_processes(net, X, Y, workers, seed=0) as helpers:
+                for first in range(0, 40, 16):      # parts of 6, 5, 5; last batch 3, 3, 2
+                    batch = rows[first:first + 16]
+                    if helpers:
+                        helpers.train_on_batch(batch, optimizer)
+                    else:
+                        net.train_on_batch(X[batch], Y[batch], optimizer)
+            results.append([param.copy() for param, _ in net.parameters()])
+        for one, three in zip(*results):
+            np.testing.assert_allclose(three, one, rtol=1e-9, atol=1e-12)
+        self.assertNoHelpersLeft()
+
+    def test_reproducible_and_the_layers_keep_their_arrays(self):
+        X, Y = blobs(n=100)
+        runs = []
+        for _ in range(2):
+            net = Network([Dense(5, 16, seed=0), ReLU(), Dropout(0.5), Dense(16, 3, seed=1),
+                           Softmax()])
+            weights = net.layers[0].weights
+            history = net.fit(X, Y, epochs=2, batch_size=10, seed=0, verbose=0, workers=2)
+            self.assertIs(net.layers[0].weights, weights)     # no longer in shared memory
+            runs.append((history, net.predict(X)))
+        self.assertEqual(runs[0][0], runs[1][0])
+        np.testing.assert_array_equal(runs[0][1], runs[1][1])
+        self.assertNoHelpersLeft()
+
+    def test_a_helper_that_fails_stops_fit_with_a_clear_error(self):
+        X, Y = blobs(n=64)
+        with tempfile.TemporaryDirectory() as folder:
+            for how, message in (("raise", "helper process 1 failed: ValueError: a learner's"),
+                                 ("reseed", "helper process 1 failed: ValueError: a learner's"),
+                                 ("die", "helper process 1 (pid"),
+                                 ("kill", "helper process 1 (pid")):
+                net = Network([Dense(5, 16, seed=0), MisbehavesInAHelper(how, folder), ReLU(),
+                               Dense(16, 3, seed=1), Softmax()])
+                weights = net.layers[0].weights
+                with self.assertRaises(RuntimeError) as caught:
+                    net.fit(X, Y, epochs=2, batch_size=16, validation_data=(X, Y), verbose=0,
+                            workers=2)
+                self.assertIn(message, str(caught.exception))
+                self.assertIs(net.layers[0].weights, weights)
+                self.assertNoHelpersLeft()
+
+    def test_layers_that_break_the_protocol_are_refused(self):
+        class Hidden(Scale):                                # its gradient only in a dict
+            def __init__(self, n):
+                super().__init__(n)
+                self.grads = {"scale": self.grad_scale}
+                del self.grad_scale
+
+            def backward(self, grad_output):
+                self.grads["scale"][...] = (grad_output * self.input).sum(axis=0)
+                return grad_output * self.scale
+
+            def parameters(self):
+                return [(self.scale, self.grads["scale"])]
+
+        class ClipsItsScale(Scale):                         # binds a new parameter array
+            def forward(self, x):
+                self.scale = np.clip(self.scale, -2, 2)
+                return super().forward(x)
+
+        class ListsItTwice(Scale):
+            def parameters(self):
+                return super().parameters() * 2
+
+        X, Y = blobs(n=64)
+        for layers, message in (([Hidden(16)], "self.<name>"),
+                                ([RebindsItsGradient(16)], "grad[...] = ..."),
+                                ([ClipsItsScale(16)], "bound a new parameter"),
+                                ([ListsItTwice(16)], "lists one twice")):
+            net = Network([Dense(5, 16, seed=0)] + layers + [Dense(16, 3, seed=1), Softmax()])
+            weights = net.layers[0].weights
+            with self.assertRaises(ValueError) as caught:
+                net.fit(X, Y, verbose=0, workers=2)
+            self.assertIn(message, str(caught.exception))
+            self.assertIs(net.layers[0].weights, weights)
+            self.assertNoHelpersLeft()
+        encoder = Dense(5, 3, seed=0)
+        net = Network([encoder, Tanh(), Dense(3, 5)], loss="mse")
+        net.layers[2].weights = encoder.weights.T            # tied through a view
+        net.layers[2].grad_weights = np.zeros_like(net.layers[2].weights)
+        with self.assertRaises(ValueError) as caught:
+            net.fit(X, X, verbose=0, workers=2)
+        self.assertIn("views of one array", str(caught.exception))
+        self.assertNoHelpersLeft()
+
+    def test_blas_threads_are_given_back(self):
+        def blas_threads():
+            return [info["num_threads"] for info in threadpool_info()
+                    if info["user_api"] == "blas"]
+        if not blas_threads():
+            self.skipTest("threadpoolctl finds no BLAS here")
+        with threadpool_limits(limits=2, user_api="blas"):
+            before = blas_threads()
+            small_network().fit(*blobs(n=64), verbose=0, workers=2)
+            self.assertEqual(blas_threads(), before)
+
+    def test_says_when_it_cannot_set_blas_threads(self):
+        with mock.patch.object(nn_parallel, "threadpool_info", return_value=[]), \
+                mock.patch.dict(os.environ, {"OPENBLAS_NUM_THREADS": "", "MKL_NUM_THREADS": ""}):
+            with self.assertWarnsRegex(RuntimeWarning, "OPENBLAS_NUM_THREADS=1"):
+                small_network().fit(*blobs(n=64), verbose=0, workers=2)
+
+    def test_says_what_to_add_when_nn_parallel_is_missing(self):
+        with mock.patch.dict(sys.modules, {"nn_parallel": None}):   # import fails
+            with self.assertRaises(ImportError) as caught:
+                small_network().fit(*blobs(n=64), verbose=0, workers=2)
+        self.assertIn("workers=2 needs nn_parallel.py beside nn.py", str(caught.exception))
+        self.assertIn("pip install threadpoolctl", str(caught.exception))
+        self.assertNoHelpersLeft()
