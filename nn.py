@@ -295,6 +295,40 @@ class Dropout(Layer):
 # Reshape turns MNIST's rows into images, Flatten turns feature maps back into rows.
 # ----------------------------------------------------------------------------------------------
 
+def im2col(x, k, stride, padding):
+    """Every k x k window of the zero-padded images x (batch, channels, height, width) as one
+    column of a matrix (channels * k * k, positions). A column lists its window's numbers in
+    the order (channel c, kernel row i, kernel column j), the weights' own order; the columns
+    run over the positions (y, x) of every example, in the order (y, x, example).
+
+    For a fixed (i, j), entry (i, j) of every window is one strided slice of the padded images,
+    so k * k slice copies fill the matrix: no loop over examples or positions.
+    """
+    batch, channels, height, width = x.shape
+    out_h, out_w = _conv_output_shape(height, width, k, stride, padding)
+    padded = _zero_padded(x, padding)                # (channels, h + 2p, w + 2p, batch)
+    columns = np.empty((channels, k, k, out_h, out_w, batch), x.dtype)
+    for i in range(k):
+        for j in range(k):
+            columns[:, i, j] = padded[:, i:i + stride * out_h:stride, j:j + stride * out_w:stride]
+    return columns.reshape(channels * k * k, out_h * out_w * batch)
+
+
+def col2im(columns, input_shape, k, stride, padding):
+    """im2col run backwards: add each window's column back where the window was taken from.
+    Windows overlap, so a pixel collects the sum of its entries in every window it lies in;
+    the padding's share is dropped. Returns (batch, channels, height, width) = input_shape."""
+    batch, channels, height, width = input_shape
+    out_h, out_w = _conv_output_shape(height, width, k, stride, padding)
+    columns = columns.reshape(channels, k, k, out_h, out_w, batch)
+    p = padding
+    padded = np.zeros((channels, height + 2 * p, width + 2 * p, batch), columns.dtype)
+    for i in range(k):
+        for j in range(k):
+            padded[:, i:i + stride * out_h:stride, j:j + stride * out_w:stride] += columns[:, i, j]
+    return padded[:, p:p + height, p:p + width].transpose(3, 0, 1, 2)
+
+
 class Conv2D(Layer):
     """A convolution: each of out_channels small kernels slides over the image and, at every
     position, sums kernel * window + bias. The same few weights look for one pattern (an edge,
@@ -303,14 +337,6 @@ class Conv2D(Layer):
     Shapes (PyTorch's): input (batch, in_channels, height, width), weights (out_channels,
     in_channels, k, k), biases (out_channels,), output (batch, out_channels, out_h, out_w) with
     out_h = (height + 2 * padding - k) // stride + 1, and the same for the width.
-
-    Memory layout: inside, the numbers are kept as (channels, height, width, batch), the batch
-    innermost, and the output is handed on as a (batch, channels, height, width) *view* of them
-    (a transpose moves no numbers). NumPy pays a fixed cost for each run of neighbouring numbers
-    it walks; this way every slice below is made of runs at least `batch` long, not of short
-    image rows. ReLU and MaxPool2D keep the memory order they are given, so the next Conv2D
-    finds its input already in this layout. (Measured on the small MNIST CNN, batch 64: a
-    training step took 11.8 ms with (batch, height, width, channels) memory, 6.6 ms with this.)
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, seed=None,
@@ -334,30 +360,20 @@ class Conv2D(Layer):
         self.grad_biases = np.zeros_like(self.biases)
 
     def forward(self, x):
-        k, s, p = self.kernel_size, self.stride, self.padding
-        batch, channels, height, width = self._check_input(x)
-        out_h, out_w = (height + 2 * p - k) // s + 1, (width + 2 * p - k) // s + 1
         # The definition (a cross-correlation; "convolution" in deep learning):
         #   output[n, o, y, x] = biases[o] + sum over c, i, j of
         #                        weights[o, c, i, j] * padded[n, c, y * s + i, x * s + j]
-        # im2col: make each k x k window of the zero-padded input one COLUMN of a matrix, its
-        # numbers listed by (channel c, kernel row i, kernel column j), the weights' own order.
-        # For a fixed (i, j), the pixels padded[c, y * s + i, x * s + j] of all windows form
-        # one strided slice, so k * k slice copies fill the matrix: no loop over examples or
-        # positions.
-        padded = _zero_padded(x.transpose(1, 2, 3, 0), p)      # (C, H + 2p, W + 2p, batch)
-        columns = np.empty((channels, k, k, out_h, out_w, batch), x.dtype)
-        for i in range(k):
-            for j in range(k):
-                columns[:, i, j] = padded[:, i:i + s * out_h:s, j:j + s * out_w:s, :]
-        self.columns = columns.reshape(channels * k * k, out_h * out_w * batch)
+        # im2col makes each window a column in the (c, i, j) order, and row o of `kernels` is
+        # kernel o in that order, so the whole layer is ONE matrix product.
+        k, s, p = self.kernel_size, self.stride, self.padding
+        batch, _, height, width = self._check_input(x)
         self.input_shape = x.shape
-        # Row o of `kernels` is kernel o flattened in the same (c, i, j) order, so the whole
-        # layer is ONE matrix product: output[o, position] = kernel o . window + bias o.
+        self.columns = im2col(x, k, s, p)                      # (C * k * k, positions)
         kernels = self.weights.reshape(self.out_channels, -1)  # (out_channels, C * k * k)
         output = kernels @ self.columns                        # (out_channels, positions)
         output += self.biases[:, None]
         # The positions run over (y, x, example): hand on the (batch, out_channels, y, x) view.
+        out_h, out_w = _conv_output_shape(height, width, k, s, p)
         return output.reshape(self.out_channels, out_h, out_w, batch).transpose(3, 0, 1, 2)
 
     def backward(self, grad_output):
@@ -367,29 +383,16 @@ class Conv2D(Layer):
         #                                     of the input with the output gradient, summed
         #                                     over the batch and positions;
         #   grad_biases  = grad summed over the batch and positions;
-        #   grad_columns = kernels.T @ grad   and col2im: each window's column is added back
-        #                                     where the window was taken from. Windows overlap,
-        #                                     so a pixel collects the gradient of each window
-        #                                     it lies in; the padding's share is dropped.
-        # (For stride 1, dL/dinput is also the full convolution of the output gradient with
-        # the flipped kernels: im2col of the gradient padded by k - 1 - padding, then one
-        # product. It copies out_channels * k * k numbers per pixel where col2im adds
-        # in_channels * k * k: measured 1.7-2x slower for 8 -> 16 and 16 -> 32 channels.)
+        #   grad_columns = kernels.T @ grad   and col2im adds each window's column back where
+        #                                     the window came from: dL/d(input).
         k, s, p = self.kernel_size, self.stride, self.padding
-        batch, channels, height, width = self.input_shape
-        _, _, out_h, out_w = grad_output.shape
-        grad = grad_output.transpose(1, 2, 3, 0).reshape(self.out_channels, -1)
+        grad = grad_output.transpose(1, 2, 3, 0).reshape(self.out_channels, -1)  # as output
         kernels = self.weights.reshape(self.out_channels, -1)
         np.matmul(grad, self.columns.T, out=self.grad_weights.reshape(self.out_channels, -1))
         grad.sum(axis=1, out=self.grad_biases)
         if not self.input_gradient_needed:  # the network's first layer with weights: nobody
             return None                      # uses dL/d(its input) (see Layer)
-        grad_columns = (kernels.T @ grad).reshape(channels, k, k, out_h, out_w, batch)
-        grad_padded = np.zeros((channels, height + 2 * p, width + 2 * p, batch), grad.dtype)
-        for i in range(k):
-            for j in range(k):
-                grad_padded[:, i:i + s * out_h:s, j:j + s * out_w:s, :] += grad_columns[:, i, j]
-        return grad_padded[:, p:p + height, p:p + width, :].transpose(3, 0, 1, 2)
+        return col2im(kernels.T @ grad, self.input_shape, k, s, p)
 
     def _check_input(self, x):
         c, k, p = self.in_channels, self.kernel_size, self.padding
@@ -435,30 +438,26 @@ class MaxPool2D(Layer):
             raise ValueError(f"{self!r} expects input of shape (batch, channels, height, width) "
                              f"with height and width multiples of {n}, got shape {x.shape}")
         # x[:, :, i::n, j::n] holds entry (i, j) of every window, so the pooled image is the
-        # element-wise maximum of these n * n views, taken one view at a time. (Measured over
-        # 20x faster than x.reshape(b, c, h / n, n, w / n, n).max(axis=(3, 5)), whose
-        # reductions walk runs of n numbers.)
-        _, *others = [(i, j) for i in range(n) for j in range(n)]      # row-major order
+        # element-wise maximum of these n * n views, taken one view at a time.
         output = x[:, :, 0::n, 0::n].copy(order="K")        # order="K": keep the memory order
-        for i, j in others:
+        for i, j in _window_entries(n)[1:]:
             np.maximum(output, x[:, :, i::n, j::n], out=output)
         self.input, self.output = x, output
         return output
 
     def backward(self, grad_output):
         # output = the largest entry of its window, so d output / d entry is 1 for that entry
-        # and 0 for the others: the gradient flows back only to where each maximum came from.
-        # On a tie (equal pixels, or a window of ReLU zeros) it goes to the FIRST maximum in
-        # row-major order only, so each window hands on its gradient exactly once.
+        # and 0 for the others: each window's gradient goes to its maximum, the rest get 0.
+        # Ties (equal pixels, or a window of ReLU zeros): the FIRST maximum in row-major order
+        # takes it all, as in PyTorch, so each window hands on its gradient exactly once.
         n, x, output = self.size, self.input, self.output
         grad_output = _in_memory_order_of(output, grad_output)
-        grad_input = np.empty_like(x)        # each entry is written exactly once below
-        unclaimed = np.ones_like(output, dtype=bool)    # windows whose maximum is still to find
-        for i, j in [(i, j) for i in range(n) for j in range(n)]:         # row-major order
-            is_max = x[:, :, i::n, j::n] == output
-            is_max &= unclaimed
-            unclaimed ^= is_max
-            np.multiply(grad_output, is_max, out=grad_input[:, :, i::n, j::n])
+        grad_input = np.empty_like(x)                  # each entry is written once below
+        taken = np.zeros(output.shape, dtype=bool)     # windows whose maximum is found
+        for i, j in _window_entries(n):                # row-major order
+            first_max = (x[:, :, i::n, j::n] == output) & ~taken
+            np.multiply(grad_output, first_max, out=grad_input[:, :, i::n, j::n])
+            taken |= first_max
         return grad_input
 
     def config(self):
@@ -744,11 +743,8 @@ class Network:
         return history
 
     def predict(self, X, batch_size=128):
-        """The network's outputs for X, computed in batches, in inference mode.
-
-        (Batches of 128 keep a convolution's im2col matrix in the processor's cache: 10,000
-        MNIST images through the --model cnn network took 0.33 s in batches of 128, 0.63 s in
-        batches of 1000; an MLP's took 10-17 ms longer, of 33-58.)"""
+        """The network's outputs for X, computed in batches, in inference mode (batches of 128
+        keep a convolution's im2col matrix in the processor's cache)."""
         X = _checked_inputs(X)
         _check_whole(batch_size, "batch_size")
         return np.concatenate([self.forward(X[i:i + batch_size])
@@ -1549,14 +1545,26 @@ def _relative_error(analytic, numerical):
 
 
 # ----------------------------------------------------------------------------------------------
-# E. The convolutional layers' helpers
+# E. The convolutional layers' helpers: memory layout
+#
+# Inside im2col and col2im the numbers are kept as (channels, height, width, batch), the batch
+# innermost, and Conv2D hands on its output as a (batch, channels, height, width) *view* of
+# them (a transpose moves no numbers). NumPy pays a fixed cost for each run of neighbouring
+# numbers it walks; this way every slice is made of runs at least `batch` long, not of short
+# image rows. ReLU and MaxPool2D keep the memory order they are given, so the next Conv2D
+# finds its input already in this layout.
 # ----------------------------------------------------------------------------------------------
 
+def _conv_output_shape(height, width, k, stride, padding):
+    """(out_h, out_w): how many positions a k x k window takes down and across the image."""
+    return (height + 2 * padding - k) // stride + 1, (width + 2 * padding - k) // stride + 1
+
+
 def _zero_padded(x, p):
-    """x (channels, h, w, batch) with p zeros around each image: (channels, h+2p, w+2p, batch),
-    contiguous in memory, so that im2col's slices are read in runs of at least `batch` numbers
-    (for the data itself, which comes batch-first: measured 1.09 -> 0.91 ms for the forward of
-    Conv2D(1, 16, 5) on 64 MNIST images, one thread)."""
+    """x (batch, channels, h, w) with p zeros around each image, laid out as
+    (channels, h + 2p, w + 2p, batch), contiguous, so that im2col's slices read runs of at
+    least `batch` numbers."""
+    x = x.transpose(1, 2, 3, 0)
     if p == 0:
         return np.ascontiguousarray(x)   # a copy only if x came in another layout (the data)
     c, h, w, batch = x.shape
@@ -1565,11 +1573,15 @@ def _zero_padded(x, p):
     return padded
 
 
+def _window_entries(n):
+    """The (i, j) of an n x n window's entries, in row-major order."""
+    return [(i, j) for i in range(n) for j in range(n)]
+
+
 def _in_memory_order_of(like, array):
     """array (of like's shape) laid out in memory as like is. An element-wise operation whose
-    operands walk memory in different orders runs several times slower: MaxPool2D's backward
-    on the gradient that Flatten hands back in row order took 1.2 ms, 0.24 ms with this copy
-    (16 channels of 14 x 14, batch 64)."""
+    operands walk memory in different orders runs several times slower (MaxPool2D's backward
+    on the gradient that Flatten hands back in row order)."""
     if array.strides == like.strides:
         return array
     copy = np.empty_like(like)

@@ -488,6 +488,18 @@ class TestConv2D(GradientCheck):
         (2, 2, 3, 2, 0, (2, 2, 6, 6)),     # stride 2 leaves the last row and column unused
     ]
 
+    def test_col2im_is_im2col_run_backwards(self):
+        # col2im is the adjoint of im2col: <im2col(x), c> == <x, col2im(c)> for any x and c,
+        # which is what makes it dL/d(input) given dL/d(columns).
+        rng = np.random.default_rng(3)
+        for _, _, k, s, p, shape in self.CASES:
+            x = rng.standard_normal(shape)
+            columns = nn.im2col(x, k, s, p)
+            c = rng.standard_normal(columns.shape)
+            back = nn.col2im(c, shape, k, s, p)
+            self.assertEqual(back.shape, shape)
+            self.assertAlmostEqual(float(np.sum(columns * c)), float(np.sum(x * back)), places=9)
+
     def test_forward_matches_the_loop_definition(self):
         for c_in, c_out, k, s, p, shape in self.CASES:
             layer = Conv2D(c_in, c_out, k, stride=s, padding=p, seed=1, dtype=np.float64)
