@@ -30,6 +30,10 @@ import numpy as np
 
 # ----------------------------------------------------------------------------------------------
 # Layers: the protocol every layer follows
+#
+# A network is a chain of layers. Each layer turns its input into an output (forward) and,
+# given how the loss changes with its output, says how it changes with its input and its
+# parameters (backward). Dense, the fully connected layer, is the first example.
 # ----------------------------------------------------------------------------------------------
 
 class Layer:
@@ -125,6 +129,10 @@ class Dense(Layer):
 
 # ----------------------------------------------------------------------------------------------
 # Activations: the non-linearities between the Dense layers
+#
+# A chain of Dense layers alone is one linear function, however long. An activation between
+# them bends the signal, so the network can learn curved boundaries; its backward multiplies
+# the incoming gradient by the function's derivative.
 # ----------------------------------------------------------------------------------------------
 
 class Activation(Layer):
@@ -249,6 +257,9 @@ class Softmax(Activation):
 
 # ----------------------------------------------------------------------------------------------
 # Dropout: a layer that behaves differently while training
+#
+# A regulariser: by switching random units off while training, it keeps the network from
+# memorising the training set. It shows why layers know whether they are training.
 # ----------------------------------------------------------------------------------------------
 
 class Dropout(Layer):
@@ -514,6 +525,10 @@ class Reshape(Layer):
 
 # ----------------------------------------------------------------------------------------------
 # Losses: a number that says how wrong the predictions are, and its gradient
+#
+# Training lowers the loss, so each loss comes with its gradient (its `_prime`), where
+# backpropagation starts. A cross-entropy and its final activation also have a fused gradient,
+# simpler and more exact than the two chained.
 # ----------------------------------------------------------------------------------------------
 
 def mse(y_true, y_pred):
@@ -604,6 +619,10 @@ def one_hot(labels, n_classes, dtype=np.float32):
 
 # ----------------------------------------------------------------------------------------------
 # The network: layers in a chain, trained by backpropagation
+#
+# Network runs the layers forward, the loss's gradient back through them (backpropagation),
+# and fit repeats that over batches of examples, letting an optimizer change the parameters
+# after each batch: mini-batch gradient descent.
 # ----------------------------------------------------------------------------------------------
 
 class Network:
@@ -776,6 +795,10 @@ class Network:
 
 # ----------------------------------------------------------------------------------------------
 # Optimizers: how the gradients change the parameters
+#
+# A gradient says which way is uphill; an optimizer decides how far to step the other way.
+# SGD steps along the gradient (with momentum, along its running sum); Adam scales each
+# parameter's step by the size of its recent gradients.
 # ----------------------------------------------------------------------------------------------
 
 class SGD:
