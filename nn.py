@@ -730,8 +730,7 @@ class Network:
         X, Y, validation_data, optimizer = _checked_fit_arguments(
             self, X, Y, epochs, batch_size, optimizer, validation_data, seed, verbose,
             patience, restore_best, workers)
-        _cast_parameters(self.layers, X.dtype)   # the network computes in its data's dtype
-        _reseed_random_layers(self, seed)        # a seeded fit draws the same Dropout masks
+        _prepare_layers(self, X.dtype, seed)     # compute in X's dtype; seed Dropout's masks
         rng = np.random.default_rng(seed)
         history = _new_history(self, X, Y, validation_data, patience)
         stopping = _EarlyStopping(self, patience, restore_best, history)
@@ -746,8 +745,8 @@ class Network:
                     if helpers:                      # workers > 1: the same step, shared out
                         loss, accuracy = helpers.train_on_batch(rows, optimizer)
                     else:
-                        loss, accuracy = self.train_on_batch(X.take(rows, axis=0),
-                                                             Y.take(rows, axis=0), optimizer)
+                        X_batch, Y_batch = X.take(rows, axis=0), Y.take(rows, axis=0)
+                        loss, accuracy = self.train_on_batch(X_batch, Y_batch, optimizer)
                     loss_sum += loss * len(rows)
                     right += (accuracy or 0) * len(rows)     # None (no accuracy) counts 0
                     _show_progress(verbose, epoch, epochs, first + len(rows), n)
@@ -917,6 +916,7 @@ import signal
 import sys
 import tempfile
 import threading
+import types
 import zipfile
 import zlib
 
@@ -1157,6 +1157,12 @@ def _attribute_names(layer, array, required=True):
                          f"share it between processes): keep each parameter and gradient as "
                          f"self.<name>")
     return names
+
+
+def _prepare_layers(net, dtype, seed):
+    """Before fit: every parameter in the data's dtype, and each random layer seeded."""
+    _cast_parameters(net.layers, dtype)
+    _reseed_random_layers(net, seed)
 
 
 def _reseed_random_layers(net, seed, helper=0):
@@ -1639,4 +1645,8 @@ def _helper_processes(net, X, Y, workers, seed):
     except ImportError as error:
         raise ImportError(f"workers={workers} needs nn_parallel.py beside nn.py (and "
                           f"threadpoolctl: pip install threadpoolctl); {error}") from None
-    return nn_parallel.helper_processes(net, X, Y, workers, seed, sys.modules[__name__])
+    # What nn_parallel uses of this file, which may be nn.py or a notebook cell holding it.
+    nn = types.SimpleNamespace(_swap_arrays=_swap_arrays, _replace_array=_replace_array,
+                               _attribute_names=_attribute_names, _divergence=_divergence,
+                               _reseed_random_layers=_reseed_random_layers)
+    return nn_parallel.helper_processes(net, X, Y, workers, seed, nn)

@@ -45,8 +45,9 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 @contextlib.contextmanager
 def helper_processes(net, X, Y, workers, seed, nn):
-    """fit's helpers (workers > 1); they stop when fit ends, however it ends. `nn` is the
-    module that defines the network (nn.py, or a notebook's cell that holds it)."""
+    """fit's helpers (workers > 1); they stop when fit ends, however it ends. `nn` holds the
+    functions of nn.py's appendix that this module uses (nn.py passes them: it may be a
+    notebook cell rather than a module)."""
     helpers = Helpers(net, X, Y, workers, seed, nn)
     failed = True
     try:

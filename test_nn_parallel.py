@@ -254,3 +254,15 @@ class TestWorkers(unittest.TestCase):
         self.assertIn("workers=2 needs nn_parallel.py beside nn.py", str(caught.exception))
         self.assertIn("pip install threadpoolctl", str(caught.exception))
         self.assertNoHelpersLeft()
+
+    def test_works_with_nn_pasted_into_a_notebook_cell(self):
+        with open(nn.__file__, encoding="utf-8") as file:
+            text = file.read()
+        namespace = {"__name__": "__main__"}                # as in a notebook: no __file__
+        exec(compile(text, "<notebook cell>", "exec"), namespace)
+        X, Y = blobs(n=64)
+        net = namespace["Network"]([namespace["Dense"](5, 16, seed=0), namespace["ReLU"](),
+                                    namespace["Dense"](16, 3, seed=1), namespace["Softmax"]()])
+        history = net.fit(X, Y, epochs=2, batch_size=16, seed=0, verbose=0, workers=2)
+        self.assertEqual(len(history["loss"]), 2)
+        self.assertNoHelpersLeft()
