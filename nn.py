@@ -464,7 +464,8 @@ class MaxPool2D(Layer):
         n, x, output = self.size, self.input, self.output
         grad_output = _in_memory_order_of(output, grad_output)
         grad_input = np.empty_like(x)                  # each entry is written once below
-        taken = np.zeros(output.shape, dtype=bool)     # windows whose maximum is found
+        taken = np.zeros_like(output, dtype=bool)      # windows whose maximum is found (in
+                                                       # output's memory order, as grad_output)
         for i, j in _window_entries(n):                # row-major order
             first_max = (x[:, :, i::n, j::n] == output) & ~taken
             np.multiply(grad_output, first_max, out=grad_input[:, :, i::n, j::n])
