@@ -1122,7 +1122,9 @@ def _checked_fit_arguments(net, X, Y, epochs, batch_size, optimizer, validation_
 
 def _cast_parameters(layers, dtype):
     """Make every parameter and gradient array `dtype`, the data's: float32 data would
-    otherwise meet float64 weights and every product would silently run in float64."""
+    otherwise meet float64 weights and every product would silently run in float64. The new
+    arrays go where the layer keeps the old ones as attributes, which is why Layer asks for
+    them there, and why a layer must use them only through those attributes."""
     _swap_arrays([(layer, array) for layer in layers for pair in layer.parameters()
                   for array in pair],
                  lambda array: array if array.dtype == dtype else array.astype(dtype))
@@ -1168,7 +1170,7 @@ def _prepare_layers(net, dtype, seed):
 
 def _reseed_random_layers(net, seed, helper=0):
     """A seeded fit gives each layer that draws random numbers (Dropout) its own seed; fit's
-    helper process number `helper` (Part F) gives them seeds of their own, or fresh ones."""
+    helper process number `helper` (nn_parallel.py) gives them seeds of their own, or fresh ones."""
     if seed is None and not helper:
         return
     for i, layer in enumerate(net.layers):
