@@ -90,6 +90,20 @@ class CodeBlocksRun(unittest.TestCase):
                                                           f"which is not in the repository")
 
 
+class FlagsDocumented(unittest.TestCase):
+
+    def test_docs_list_exactly_the_flags_of_train_mnist(self):
+        # The flag tables of docs/train_mnist.md (rows starting with a flag) against --help.
+        result = subprocess.run([sys.executable, "train_mnist.py", "--help"], cwd=ROOT,
+                                capture_output=True, text=True, timeout=TIME_LIMIT)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        offered = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", result.stdout)) - {"--help"}
+        documented = set(re.findall(r"^\| `(--[a-z][a-z-]*)", read("docs/train_mnist.md"), re.M))
+        self.assertGreater(len(offered), 10, "could not read the flags from --help")
+        self.assertEqual(sorted(offered - documented), [], "flags docs/train_mnist.md misses")
+        self.assertEqual(sorted(documented - offered), [], "flags train_mnist.py does not have")
+
+
 class TheCheckerItself(unittest.TestCase):
     """The block finder must find what a reader sees, or the test above proves nothing."""
 
