@@ -48,21 +48,16 @@ class CodeBlocksRun(unittest.TestCase):
                   for language, line, code in code_blocks(read(document)) if language == "python"]
         self.assertGreaterEqual(len(blocks), 3, "the README and docs should hold runnable examples")
         before = set(os.listdir(ROOT))
-        try:
-            for document, line, code in blocks:
-                with self.subTest(f"{document}, line {line}"):
-                    try:
-                        result = run_block(code)
-                    except subprocess.TimeoutExpired:
-                        self.fail(f"{document}, line {line}: still running after {TIME_LIMIT} s")
-                    self.assertEqual(result.returncode, 0,
-                                     f"{document}, the ```python block at line {line} failed:\n"
-                                     f"{result.stderr[-2000:]}")
-        finally:
-            left = set(os.listdir(ROOT)) - before - {"__pycache__"}
-            for name in left:                # keep the checkout clean, then say what was left
-                if os.path.isfile(os.path.join(ROOT, name)):
-                    os.remove(os.path.join(ROOT, name))
+        for document, line, code in blocks:
+            with self.subTest(f"{document}, line {line}"):
+                try:
+                    result = run_block(code)
+                except subprocess.TimeoutExpired:
+                    self.fail(f"{document}, line {line}: still running after {TIME_LIMIT} s")
+                self.assertEqual(result.returncode, 0,
+                                 f"{document}, the ```python block at line {line} failed:\n"
+                                 f"{result.stderr[-2000:]}")
+        left = set(os.listdir(ROOT)) - before - {"__pycache__"}
         self.assertFalse(left, f"the examples left files in the repository's root: {left}; "
                                f"write them to a temporary folder")
 
