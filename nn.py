@@ -15,8 +15,9 @@ Conventions used everywhere in this file
   one layer at a time. Layers with parameters also store dL/d(parameter) for each one.
 - Every loss is a mean, and its `_prime` is exactly the gradient of that mean.
 - Only an optimizer (SGD, Adam) changes parameters.
-- The network computes in the dtype of its data: float32 data trains in float32 (fast),
-  float64 data in float64 (for gradient checks).
+- A network computes in the dtype of its parameters, as a PyTorch module does: float32 by
+  default (fast), float64 when its layers are built with dtype=np.float64 (for gradient
+  checks). Data of another dtype is cast to it once, when fit, evaluate or predict receives it.
 """
 
 import time
@@ -650,6 +651,16 @@ class Network:
     def count_params(self):
         return sum(param.size for param, _ in self.parameters())
 
+    @property
+    def dtype(self):
+        """The dtype the network computes in: that of its parameters, float32 unless its layers
+        were built with dtype=np.float64. fit, evaluate and predict cast data of any other
+        dtype (float64, integers) to it once, up front. Layers that disagree (e.g. a layer of
+        your own that made float64 weights beside Dense's float32) are cast to the first
+        parameter's dtype when fit, evaluate or predict starts. No parameters: float32."""
+        pairs = self.parameters()
+        return pairs[0][0].dtype if pairs else np.dtype(np.float32)
+
     # -- the learning core: forward, backward, one step ------------------------------------------
 
     def forward(self, X, training=False):
@@ -731,7 +742,7 @@ class Network:
         X, Y, validation_data, optimizer = _checked_fit_arguments(
             self, X, Y, epochs, batch_size, optimizer, validation_data, seed, verbose,
             patience, restore_best, workers)
-        _prepare_layers(self, X.dtype, seed)     # compute in X's dtype; seed Dropout's masks
+        _reseed_random_layers(self, seed)        # seed Dropout's masks
         rng = np.random.default_rng(seed)
         history = _new_history(self, X, Y, validation_data, patience)
         stopping = _EarlyStopping(self, patience, restore_best, history)
@@ -764,14 +775,14 @@ class Network:
     def predict(self, X, batch_size=128):
         """The network's outputs for X, computed in batches, in inference mode (batches of 128
         keep a convolution's im2col matrix in the processor's cache)."""
-        X = _checked_inputs(X)
+        X = _checked_inputs(X, _one_dtype(self))
         _check_whole(batch_size, "batch_size")
         return np.concatenate([self.forward(X[i:i + batch_size])
                                for i in range(0, len(X), batch_size)])
 
     def evaluate(self, X, Y, batch_size=128):
         """(mean loss, accuracy) on X and targets Y; accuracy is None for a regression."""
-        X, Y = _checked_data(X, Y)
+        X, Y = _checked_data(X, Y, _one_dtype(self))
         P = self.predict(X, batch_size)
         _check_targets_shape(Y, P, "Y")
         return self.loss(Y, P), self.accuracy(Y, P)
@@ -1031,7 +1042,8 @@ def _check_loss(loss, layers):
             f"outputs that are not probabilities)")
 
 
-def _checked_inputs(X, name="X"):
+def _checked_inputs(X, dtype, name="X"):
+    """X as a C-ordered array of `dtype` (the network's), after checking it."""
     if isinstance(X, np.ndarray) and X.dtype == object or isinstance(X, (str, bytes)):
         raise ValueError(f"{name} must be an array of numbers, got {type(X).__name__}")
     X = np.asarray(X)
@@ -1042,18 +1054,20 @@ def _checked_inputs(X, name="X"):
         raise ValueError(f"{name} has no rows")
     if not np.issubdtype(X.dtype, np.number) or np.issubdtype(X.dtype, np.complexfloating):
         raise ValueError(f"{name} must hold real numbers, got dtype {X.dtype}")
-    if X.dtype not in (np.float32, np.float64):
-        X = X.astype(np.float32)         # integers (e.g. pixels) and float16 -> float32
-    # Rows must lie contiguously in memory: taking a batch of rows from a column-major array
-    # (what pandas' to_numpy() often returns) is over ten times slower. Copies only if needed.
-    X = np.ascontiguousarray(X)
+    # One cast, up front: float64 data into float32 weights would make every product of
+    # every batch run in float64, about twice as slow. Rows must lie contiguously in memory:
+    # taking a batch of rows from a column-major array (what pandas' to_numpy() often
+    # returns) is over ten times slower. At most one copy, and only if needed.
+    with np.errstate(over="ignore"):     # beyond float32's range becomes inf, refused below
+        X = np.ascontiguousarray(X, dtype=dtype)
     if not np.all(np.isfinite(X)):
-        raise ValueError(f"{name} must hold finite numbers, but it contains NaN or infinity")
+        raise ValueError(f"{name} must hold finite numbers (in the network's dtype, {X.dtype}), "
+                         f"but it contains NaN or infinity")
     return X
 
 
-def _checked_data(X, Y, names=("X", "Y")):
-    X = _checked_inputs(X, names[0])
+def _checked_data(X, Y, dtype, names=("X", "Y")):
+    X = _checked_inputs(X, dtype, names[0])
     Y = np.asarray(Y)
     if not np.issubdtype(Y.dtype, np.number) or np.issubdtype(Y.dtype, np.complexfloating):
         raise ValueError(f"{names[1]} must hold real numbers, got dtype {Y.dtype}")
@@ -1063,9 +1077,12 @@ def _checked_data(X, Y, names=("X", "Y")):
     if Y.shape[0] != X.shape[0]:
         raise ValueError(f"{names[0]} and {names[1]} must have the same number of rows, "
                          f"got {X.shape[0]} and {Y.shape[0]}")
+    with np.errstate(over="ignore"):
+        Y = np.ascontiguousarray(Y, dtype=dtype)       # the network's dtype: no silent upcast
     if not np.all(np.isfinite(Y)):
-        raise ValueError(f"{names[1]} must hold finite numbers, but it contains NaN or infinity")
-    return X, np.ascontiguousarray(Y, dtype=X.dtype)   # same dtype as X: no silent upcast
+        raise ValueError(f"{names[1]} must hold finite numbers (in the network's dtype, "
+                         f"{Y.dtype}), but it contains NaN or infinity")
+    return X, Y
 
 
 def _check_targets_shape(Y, P, name):
@@ -1098,13 +1115,14 @@ def _checked_fit_arguments(net, X, Y, epochs, batch_size, optimizer, validation_
             and callable(getattr(optimizer, "end_epoch", None))):
         raise ValueError(f"optimizer must be an optimizer such as SGD(lr=0.1) or Adam(), "
                          f"got {optimizer!r}")
-    X, Y = _checked_data(X, Y)
+    dtype = _one_dtype(net)                  # the data is cast to it, once, here
+    X, Y = _checked_data(X, Y, dtype)
     P = net.forward(X[:1])                   # one example through the network: shapes agree?
     _check_targets_shape(Y, P, "Y")
     if validation_data is not None:
         if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
             raise ValueError("validation_data must be a pair (X_val, Y_val)")
-        X_val, Y_val = _checked_data(*validation_data, names=("X_val", "Y_val"))
+        X_val, Y_val = _checked_data(*validation_data, dtype, names=("X_val", "Y_val"))
         _check_targets_shape(Y_val, P, "Y_val")
         validation_data = (X_val, Y_val)
     if net.fused_prime is softmax_crossentropy_prime and np.abs(Y.sum(axis=1) - 1).max() > 1e-3:
@@ -1120,9 +1138,16 @@ def _checked_fit_arguments(net, X, Y, epochs, batch_size, optimizer, validation_
 # B. Around the learning: dtypes, random layers, divergence, optimizer state, progress
 # ----------------------------------------------------------------------------------------------
 
+def _one_dtype(net):
+    """The network's dtype (Network.dtype), after casting any parameter of another dtype to
+    it: a float64 weight among float32 ones would make every product after it float64."""
+    dtype = net.dtype
+    _cast_parameters(net.layers, dtype)
+    return dtype
+
+
 def _cast_parameters(layers, dtype):
-    """Make every parameter and gradient array `dtype`, the data's: float32 data would
-    otherwise meet float64 weights and every product would silently run in float64. The new
+    """Make every parameter and gradient array `dtype` (arrays already of it stay). The new
     arrays go where the layer keeps the old ones as attributes, which is why Layer asks for
     them there, and why a layer must use them only through those attributes."""
     _swap_arrays([(layer, array) for layer in layers for pair in layer.parameters()
@@ -1160,12 +1185,6 @@ def _attribute_names(layer, array, required=True):
                          f"share it between processes): keep each parameter and gradient as "
                          f"self.<name>")
     return names
-
-
-def _prepare_layers(net, dtype, seed):
-    """Before fit: every parameter in the data's dtype, and each random layer seeded."""
-    _cast_parameters(net.layers, dtype)
-    _reseed_random_layers(net, seed)
 
 
 def _reseed_random_layers(net, seed, helper=0):

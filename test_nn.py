@@ -46,9 +46,9 @@ def blobs(n=300, seed=0, dtype=np.float32):
     return X, one_hot(labels, 3, dtype=dtype)
 
 
-def small_network(seed=0, loss="categorical_crossentropy"):
-    return Network([Dense(5, 16, seed=seed), ReLU(), Dense(16, 3, seed=seed + 1), Softmax()],
-                   loss=loss)
+def small_network(seed=0, loss="categorical_crossentropy", dtype=np.float32):
+    return Network([Dense(5, 16, seed=seed, dtype=dtype), ReLU(),
+                    Dense(16, 3, seed=seed + 1, dtype=dtype), Softmax()], loss=loss)
 
 
 def xor_network(seed=0):
@@ -689,8 +689,9 @@ class TestTraining(unittest.TestCase):
     def test_reported_training_loss_is_the_mean_over_the_epochs_batches(self):
         # With lr tiny, the weights barely move, so the batch losses of the epoch average to
         # the loss over the whole set, even with a last partial batch (300 = 4 * 64 + 44).
+        # float64 layers: in float32 the two sums would differ by rounding, ~1e-7.
         X, Y = blobs(dtype=np.float64)
-        net = small_network()
+        net = small_network(dtype=np.float64)
         expected_loss, expected_accuracy = net.evaluate(X, Y)
         history = net.fit(X, Y, epochs=1, batch_size=64, optimizer=SGD(lr=1e-12), verbose=0)
         self.assertAlmostEqual(history["loss"][0], expected_loss, places=9)
@@ -724,31 +725,73 @@ class TestTraining(unittest.TestCase):
                      for seed in (1, 2)]
         self.assertNotEqual(histories[0], histories[1])
 
-    def test_float32_trains_in_float32_and_float64_in_float64(self):
-        for dtype in (np.float32, np.float64):
-            X, Y = blobs(dtype=dtype)
+    def fit_watching_dtypes(self, net, X, Y):
+        """Fit one epoch; returns the set of dtypes every batch and every Dense layer saw."""
+        seen = set()
+        backward, train_on_batch = Dense.backward, Network.train_on_batch
+
+        def watched_backward(layer, grad_output):
+            seen.update((grad_output.dtype, layer.input.dtype))
+            return backward(layer, grad_output)
+
+        def watched_step(net, X_batch, Y_batch, optimizer):
+            seen.update((X_batch.dtype, Y_batch.dtype))
+            return train_on_batch(net, X_batch, Y_batch, optimizer)
+        with mock.patch.object(Dense, "backward", watched_backward), \
+                mock.patch.object(Network, "train_on_batch", watched_step):
+            net.fit(X, Y, epochs=1, batch_size=64, optimizer=SGD(lr=0.01, momentum=0.9),
+                    validation_data=(X, Y), verbose=0)
+        return seen
+
+    def assertParametersAre(self, net, dtype):
+        self.assertEqual(net.dtype, dtype)
+        for param, grad in net.parameters():
+            self.assertEqual((param.dtype, grad.dtype), (dtype, dtype))
+
+    def test_default_layers_compute_in_float32_whatever_the_data(self):
+        # The obvious `pixels / 255.0` makes float64 data: cast once, up front, so every
+        # batch and every product is float32 (float64 products take about twice as long).
+        for data in (np.float64, np.float32, np.int64):
+            X, Y = blobs(dtype=np.float64)
+            X = np.round(X * 10).astype(data)
             net = small_network()
-            seen = []
-            original = Dense.backward
+            self.assertEqual(self.fit_watching_dtypes(net, X, Y.astype(data)),
+                             {np.dtype(np.float32)})
+            self.assertParametersAre(net, np.float32)
+            self.assertEqual(net.predict(X).dtype, np.float32)
 
-            def spy(layer, grad_output):
-                seen.append(grad_output.dtype)
-                return original(layer, grad_output)
+    def test_float64_layers_keep_float64(self):
+        for data in (np.float32, np.float64, np.int64):
+            X, Y = blobs(dtype=np.float32)
+            X = np.round(X * 10).astype(data)
+            net = small_network(dtype=np.float64)
+            self.assertEqual(self.fit_watching_dtypes(net, X, Y), {np.dtype(np.float64)})
+            self.assertParametersAre(net, np.float64)
+            self.assertEqual(net.predict(X).dtype, np.float64)
 
-            with mock.patch.object(Dense, "backward", spy):
-                net.fit(X, Y, epochs=1, batch_size=64, optimizer=SGD(lr=0.01, momentum=0.9),
-                        verbose=0)
-            self.assertEqual(set(seen), {np.dtype(dtype)})
-            for layer in net.layers:
-                for param, grad in layer.parameters():
-                    self.assertEqual((param.dtype, grad.dtype), (dtype, dtype))
-            self.assertEqual(net.predict(X).dtype, dtype)
-
-    def test_integer_pixels_are_accepted_as_float32(self):
+    def test_layers_that_disagree_take_the_first_parameters_dtype(self):
         X, Y = blobs()
-        net = small_network()
-        net.fit(np.round(X * 10).astype(np.int64), Y, epochs=1, verbose=0)
-        self.assertEqual(net.layers[0].weights.dtype, np.float32)
+        for first, other in ((np.float64, np.float32), (np.float32, np.float64)):
+            net = Network([Dense(5, 16, seed=0, dtype=first), ReLU(), Scale(16),
+                           Dense(16, 3, seed=1, dtype=other), Softmax()])
+            self.assertEqual(net.layers[2].scale.dtype, np.float32)     # as the learner made it
+            self.assertEqual(net.predict(X).dtype, first)                # predict casts too
+            self.assertParametersAre(net, first)
+            self.assertEqual(self.fit_watching_dtypes(net, X, Y), {np.dtype(first)})
+
+    def test_a_network_without_parameters_computes_in_float32(self):
+        net = Network([Softmax()])
+        self.assertEqual(net.dtype, np.float32)
+        self.assertEqual(net.predict(np.ones((2, 3))).dtype, np.float32)
+
+    def test_data_beyond_float32s_range_is_refused_by_name(self):
+        X, Y = blobs(n=4, dtype=np.float64)
+        X[1, 2] = 1e300
+        with self.assertRaises(ValueError) as caught:
+            small_network().predict(X)
+        self.assertIn("X must hold finite numbers (in the network's dtype, float32)",
+                      str(caught.exception))
+        self.assertEqual(small_network(dtype=np.float64).predict(X).dtype, np.float64)
 
     def test_column_major_data_trains_like_row_major(self):
         X, Y = blobs()
@@ -786,7 +829,7 @@ class TestTraining(unittest.TestCase):
 
     def test_predict_and_evaluate_in_batches_match_one_batch(self):
         X, Y = blobs(dtype=np.float64)
-        net = small_network()
+        net = small_network(dtype=np.float64)        # float64: only rounding could differ
         np.testing.assert_allclose(net.predict(X, batch_size=7), net.forward(X), rtol=1e-12)
         loss, accuracy = net.evaluate(X, Y, batch_size=7)
         self.assertAlmostEqual(loss, net.loss(Y, net.forward(X)))
@@ -1184,8 +1227,8 @@ class TestSaveLoad(SaveLoadCase):
         self.assertEqual(again.loss_name, "binary_crossentropy")
 
     def test_float64_model_round_trip(self):
-        X, Y = blobs(dtype=np.float64)
-        net = small_network()
+        X, Y = blobs()
+        net = small_network(dtype=np.float64)
         net.fit(X, Y, epochs=1, verbose=0)
         net.save(self.path)
         self.assertEqual(Network.load(self.path).layers[0].weights.dtype, np.float64)

@@ -105,14 +105,15 @@ class TestWorkers(unittest.TestCase):
             np.testing.assert_allclose(two, one, rtol=1e-9, atol=1e-12)
 
     def test_trains_as_one_process_does(self):
-        # float64, so only rounding tells them apart. Batches of 21 split into parts of 11 and
+        # float64 layers, so only rounding tells them apart (Scale, a learner's float32 layer,
+        # is cast to the first layer's float64). Batches of 21 split into parts of 11 and
         # 10, which must be weighted 11/21 and 10/21; 64 examples end with a batch of one,
-        # which the helper sits out. Scale is a learner's layer. Validation and early stopping
-        # run in fit's own process.
-        X, Y = blobs(n=64, dtype=np.float64)
+        # which the helper sits out. Validation and early stopping run in fit's own process.
+        X, Y = blobs(n=64)
+        f64 = np.float64
         runs = self.train_both_ways(
-            lambda: Network([Dense(5, 16, seed=0), ReLU(), Scale(16), Dense(16, 3, seed=1),
-                             Softmax()]),
+            lambda: Network([Dense(5, 16, seed=0, dtype=f64), ReLU(), Scale(16),
+                             Dense(16, 3, seed=1, dtype=f64), Softmax()]),
             X, Y, lambda: Adam(lr=0.01), epochs=4, batch_size=21,
             validation_data=(X[:20], Y[:20]), patience=3)
         self.assertSameTraining(runs)
@@ -122,17 +123,22 @@ class TestWorkers(unittest.TestCase):
     def test_tied_weights_stay_tied(self):
         X, Y = blobs(n=40, dtype=np.float64)
 
-        def autoencoder():
-            encoder = Dense(5, 3, seed=0)
+        def autoencoder():                       # float64: only rounding tells runs apart
+            encoder = Dense(5, 3, seed=0, dtype=np.float64)
             return Network([encoder, Tanh(), Tied(encoder)], loss="mse")
         runs = self.train_both_ways(autoencoder, X, X, lambda: SGD(lr=0.05), epochs=2,
                                     batch_size=8)
         self.assertSameTraining(runs)
-        for workers in (1, 2):       # float64 data: the float32 weights became float64, once
+        for workers in (1, 2):
             net = autoencoder()
             net.fit(X, X, verbose=0, workers=workers)
             self.assertIs(net.layers[2].weights, net.layers[0].weights)
-            self.assertEqual(net.layers[0].weights.dtype, np.float64)
+        # Layers of another dtype than the first parameter's are cast to it, once, tied or not.
+        encoder = autoencoder().layers[0]
+        net = Network([Dense(5, 5, seed=1), encoder, Tanh(), Tied(encoder)], loss="mse")
+        net.fit(X, X, verbose=0)
+        self.assertIs(net.layers[3].weights, net.layers[1].weights)
+        self.assertEqual(net.layers[1].weights.dtype, np.float32)
 
     def test_three_processes(self):
         # Two cores allow fit only two, so this drives fit's machinery directly.
@@ -140,8 +146,7 @@ class TestWorkers(unittest.TestCase):
         rows = np.arange(40)
         results = []
         for workers in (1, 3):
-            net = small_network()
-            nn._cast_parameters(net.layers, X.dtype)
+            net = small_network(dtype=np.float64)
             optimizer = SGD(lr=0.1, momentum=0.9)
             with nn._helper_processes(net, X, Y, workers, seed=0) as helpers:
                 for first in range(0, 40, 16):      # parts of 6, 5, 5; last batch 3, 3, 2
