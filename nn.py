@@ -721,7 +721,7 @@ class Network:
     # -- Keras-like training and use ---------------------------------------------------------------
 
     def fit(self, X, Y, epochs=1, batch_size=32, optimizer=None, validation_data=None,
-            seed=None, verbose=1, patience=None, restore_best=True, workers=1):
+            seed=None, verbose=1, patience=None, restore_best=True, workers=1, callbacks=None):
         """Train with mini-batch gradient descent; returns the per-epoch history dict.
 
         Every epoch visits the examples in a new (seeded) random order, in batches of
@@ -738,21 +738,30 @@ class Network:
         beside nn.py (its docstring says what it asks of a layer of your own). The result is
         the same gradient up to rounding, but Dropout draws other masks, so a seeded fit is
         reproducible for a given N, not across different N.
+
+        callbacks: objects whose methods, those each has, fit calls as it trains (Keras's
+        names): on_train_begin(); on_epoch_begin(epoch); on_train_batch_begin(batch);
+        on_train_batch_end(batch, logs), logs holding the batch's "loss", "accuracy" and
+        "size"; on_epoch_end(epoch, logs), logs holding the epoch's values in history; and
+        on_train_end(), however fit ends. nn_parallel.AdaptiveBlasThreads() is one.
         """
-        X, Y, validation_data, optimizer = _checked_fit_arguments(
+        X, Y, validation_data, optimizer, callbacks = _checked_fit_arguments(
             self, X, Y, epochs, batch_size, optimizer, validation_data, seed, verbose,
-            patience, restore_best, workers)
+            patience, restore_best, workers, callbacks)
         _reseed_random_layers(self, seed)        # seed Dropout's masks
         rng = np.random.default_rng(seed)
         history = _new_history(self, X, Y, validation_data, patience)
         stopping = _EarlyStopping(self, patience, restore_best, history)
         n = len(X)
-        with _divergence_reported_once(), _helper_processes(self, X, Y, workers, seed) as helpers:
+        with _divergence_reported_once(), _helper_processes(self, X, Y, workers, seed) as helpers, \
+                _training_told(callbacks):
             for epoch in range(1, epochs + 1):
+                _tell(callbacks, "on_epoch_begin", epoch)
                 start = time.perf_counter()
                 order = rng.permutation(n)           # a new random order every epoch
                 loss_sum, right = 0.0, 0.0
                 for first in range(0, n, batch_size):
+                    _tell(callbacks, "on_train_batch_begin", first // batch_size)
                     rows = order[first:first + batch_size]
                     if helpers:                      # workers > 1: the same step, shared out
                         loss, accuracy = helpers.train_on_batch(rows, optimizer)
@@ -761,12 +770,15 @@ class Network:
                         loss, accuracy = self.train_on_batch(X_batch, Y_batch, optimizer)
                     loss_sum += loss * len(rows)
                     right += (accuracy or 0) * len(rows)     # None (no accuracy) counts 0
+                    _tell(callbacks, "on_train_batch_end", first // batch_size,
+                          {"loss": loss, "accuracy": accuracy, "size": len(rows)})
                     _show_progress(verbose, epoch, epochs, first + len(rows), n)
                 optimizer.end_epoch()
                 _check_parameters_finite(self, optimizer)   # the last step may have diverged
                 validation = None if validation_data is None else self.evaluate(*validation_data)
                 _record_epoch(history, loss_sum / n, right / n, validation)
                 _print_epoch(verbose, epoch, epochs, time.perf_counter() - start, history)
+                _tell(callbacks, "on_epoch_end", epoch, _latest(history))
                 if stopping.should_stop(epoch, validation):
                     break
         stopping.restore_best()
@@ -1093,7 +1105,7 @@ def _check_targets_shape(Y, P, name):
 
 
 def _checked_fit_arguments(net, X, Y, epochs, batch_size, optimizer, validation_data, seed,
-                           verbose, patience, restore_best, workers):
+                           verbose, patience, restore_best, workers, callbacks):
     _check_whole(epochs, "epochs")
     _check_whole(batch_size, "batch_size")
     _check_whole(workers, "workers")
@@ -1131,7 +1143,24 @@ def _checked_fit_arguments(net, X, Y, epochs, batch_size, optimizer, validation_
     if net.fused_prime is not None and (Y.min() < 0 or Y.max() > 1):
         raise ValueError(f"with {net.loss_name} the targets Y must be probabilities in [0, 1], "
                          f"got values from {Y.min():g} to {Y.max():g}")
-    return X, Y, validation_data, optimizer
+    return X, Y, validation_data, optimizer, _checked_callbacks(callbacks)
+
+
+CALLBACK_EVENTS = ("on_train_begin", "on_epoch_begin", "on_train_batch_begin",
+                   "on_train_batch_end", "on_epoch_end", "on_train_end")
+
+
+def _checked_callbacks(callbacks):
+    if callbacks is None:
+        return []
+    if not isinstance(callbacks, (list, tuple)):
+        raise ValueError(f"callbacks must be a list, e.g. [AdaptiveBlasThreads()], "
+                         f"got {callbacks!r}")
+    for i, callback in enumerate(callbacks):
+        if not any(callable(getattr(callback, event, None)) for event in CALLBACK_EVENTS):
+            raise ValueError(f"callbacks[{i}] must have at least one of the methods "
+                             f"{', '.join(CALLBACK_EVENTS)}, got {callback!r}")
+    return list(callbacks)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1249,6 +1278,25 @@ class _EarlyStopping:
                 param[...] = best
 
 
+def _tell(callbacks, event, *arguments):
+    """Call each callback's method `event` with the arguments, if it has one."""
+    for callback in callbacks:
+        method = getattr(callback, event, None)
+        if method is not None:
+            method(*arguments)
+
+
+@contextlib.contextmanager
+def _training_told(callbacks):
+    """on_train_begin, then fit's epochs, then on_train_end, however they end (a callback
+    may hold something to give back, such as BLAS's threads)."""
+    _tell(callbacks, "on_train_begin")
+    try:
+        yield
+    finally:
+        _tell(callbacks, "on_train_end")
+
+
 def _divergence_reported_once():
     """Diverging weights overflow; train_on_batch then stops with a clear error about the
     non-finite loss, so NumPy's own warnings would only repeat it less clearly."""
@@ -1283,14 +1331,18 @@ def _show_progress(verbose, epoch, epochs, done, n):
         print(f"\rEpoch {epoch}/{epochs} - {done}/{n}", end="", flush=True)
 
 
+def _latest(history):
+    """The latest epoch's value of every metric in history, e.g. {"loss": 0.31, ...}."""
+    return {key: values[-1] for key, values in history.items() if isinstance(values, list)}
+
+
 def _print_epoch(verbose, epoch, epochs, seconds, history):
     """One Keras-style line per epoch: time, then the latest value of every metric."""
     if not verbose:
         return
     line = f"Epoch {epoch}/{epochs} - {seconds:.1f}s"
-    for key, values in history.items():
-        if isinstance(values, list):
-            line += f" - {key}: {values[-1]:.4f}"
+    for key, value in _latest(history).items():
+        line += f" - {key}: {value:.4f}"
     print(("\r" if sys.stdout.isatty() else "") + line, flush=True)
 
 

@@ -887,6 +887,72 @@ class TestLayerProtocol(unittest.TestCase):
             np.testing.assert_array_equal(a, b)
 
 
+class Recorder:
+    """A callback that writes down what fit tells it: batches apart from the rest."""
+
+    def __init__(self):
+        self.events, self.batches = [], []
+
+    def on_train_begin(self):
+        self.events.append("train begins")
+
+    def on_epoch_begin(self, epoch):
+        self.events.append(("epoch begins", epoch))
+
+    def on_train_batch_begin(self, batch):
+        self.begun = batch
+
+    def on_train_batch_end(self, batch, logs):
+        self.batches.append((self.begun, batch, logs["size"], sorted(logs)))
+
+    def on_epoch_end(self, epoch, logs):
+        self.events.append(("epoch ends", epoch, sorted(logs)))
+
+    def on_train_end(self):
+        self.events.append("train ends")
+
+
+class TestCallbacks(unittest.TestCase):
+    def test_fit_tells_each_event_in_order(self):
+        X, Y = blobs(n=10)
+        recorder = Recorder()
+        history = small_network().fit(X, Y, epochs=2, batch_size=4, validation_data=(X, Y),
+                                      verbose=0, callbacks=[recorder])
+        logs = ["accuracy", "loss", "size"]
+        self.assertEqual(recorder.batches, [(0, 0, 4, logs), (1, 1, 4, logs), (2, 2, 2, logs)] * 2)
+        metrics = sorted(history)
+        self.assertEqual(recorder.events, ["train begins", ("epoch begins", 1),
+                                           ("epoch ends", 1, metrics), ("epoch begins", 2),
+                                           ("epoch ends", 2, metrics), "train ends"])
+
+    def test_train_end_is_told_however_fit_ends(self):
+        X, Y = blobs()
+        recorder = Recorder()
+        linear = Network([Dense(5, 3, seed=0)], loss="mse")
+        with self.assertRaises(FloatingPointError):
+            linear.fit(X, Y, epochs=5, optimizer=SGD(lr=100.0), verbose=0, callbacks=[recorder])
+        self.assertEqual(recorder.events[-1], "train ends")
+
+    def test_a_callback_needs_only_the_methods_it_uses(self):
+        class EpochCounter:
+            epochs = 0
+
+            def on_epoch_end(self, epoch, logs):
+                self.epochs += 1
+        X, Y = blobs(n=20)
+        counter = EpochCounter()
+        small_network().fit(X, Y, epochs=3, verbose=0, callbacks=(counter,))
+        self.assertEqual(counter.epochs, 3)
+
+    def test_refuses_what_is_not_a_list_of_callbacks(self):
+        X, Y = blobs(n=20)
+        for callbacks, fragment in ((Recorder(), "callbacks must be a list"),
+                                    ([Recorder(), "on_epoch_end"], "callbacks[1] must have")):
+            with self.assertRaises(ValueError) as caught:
+                small_network().fit(X, Y, verbose=0, callbacks=callbacks)
+            self.assertIn(fragment, str(caught.exception))
+
+
 class TestHonestMetrics(unittest.TestCase):
     def test_regression_reports_no_accuracy(self):
         rng = np.random.default_rng(0)
