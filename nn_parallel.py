@@ -1,7 +1,8 @@
-"""nn_parallel: fit(workers=N) for nn.py, on more than one core.
+"""nn_parallel: nn.py on more than one core: fit(workers=N), and BLAS threads that follow
+the machine's load (fit(callbacks=[AdaptiveBlasThreads()]), at the end of this file).
 
 nn.py imports this module only when fit is asked for workers > 1; it needs threadpoolctl
-(pip install threadpoolctl) to run BLAS on one thread per process.
+(pip install threadpoolctl) to set BLAS's threads.
 
 NumPy's element-wise work (im2col, pooling, activations) runs on one core, and a small CNN's
 matrix products are too small for BLAS's threads to pay, so a second core mostly waits.
@@ -40,7 +41,7 @@ import time
 import warnings
 
 import numpy as np
-from threadpoolctl import threadpool_info, threadpool_limits
+from threadpoolctl import ThreadpoolController, threadpool_info, threadpool_limits
 
 
 @contextlib.contextmanager
@@ -261,3 +262,111 @@ def _kill(pid):
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+# ----------------------------------------------------------------------------------------------
+# BLAS threads on a shared machine: fit(callbacks=[AdaptiveBlasThreads()])
+# ----------------------------------------------------------------------------------------------
+
+class AdaptiveBlasThreads:
+    """A callback for nn's fit: BLAS on whichever is faster now, one thread or all of them,
+    checked again as the machine's load changes.
+
+    Alone, BLAS's threads make a matrix product faster on every core. But OpenBLAS's threads
+    spin while they wait for each other, so when another program holds a core, every small
+    product waits for a thread that is not running: on 2 cores, a training run beside two
+    copies of itself took 17 times as long as alone with 2 threads each, 2.6 times with 1.
+
+    It times every training step, in seconds per example (so a short last batch counts alike):
+    - At the start (after one warm-up step), `trial_steps` steps with one thread, then as many
+      with all; it keeps the faster. A trial step more than `give_up` times slower than the
+      other choice ends its trial at once: a collapse costs one step.
+    - Then it watches the choice it kept, `window` steps at a time. When a window's median
+      step is `drift` times faster than the window before (a program ended), or slower while
+      it uses all threads (a program started; three steps in a row `give_up` times slower
+      tell at once), it times the other choice again; otherwise after `recheck` seconds, an
+      interval that doubles (up to `max_recheck`) each time the kept choice wins again.
+    - When fit ends, however it ends, BLAS gets back the threads it had.
+    It does nothing when BLAS has one thread (one core, or OPENBLAS_NUM_THREADS=1).
+
+    After fit, `choices` lists the thread counts it set, in order (e.g. [1, 2, 1]). `clock`
+    and `controller` (a threadpoolctl.ThreadpoolController) can be replaced, e.g. by fakes.
+    """
+
+    def __init__(self, trial_steps=5, window=20, drift=1.5, give_up=3.0, recheck=4.0,
+                 max_recheck=64.0, clock=time.perf_counter, controller=None):
+        self.trial_steps, self.window, self.drift = trial_steps, window, drift
+        self.give_up, self.recheck, self.max_recheck = give_up, recheck, max_recheck
+        self.clock, self.controller = clock, controller
+
+    def on_train_begin(self):
+        self.controller = self.controller or ThreadpoolController()
+        pools = self.controller.select(user_api="blas").info()
+        self.all = max((pool["num_threads"] for pool in pools), default=1)
+        self.choices, self.seconds = [], {}  # thread count -> seconds per example, latest
+        self.threads, self.kept, self.limiter, self.trial = self.all, None, None, None
+        self.interval, self.recent, self.skip = self.recheck, [], 1
+        if self.all > 1:
+            self._try(1)             # the cheap trial first: all threads may collapse
+
+    def on_train_batch_begin(self, batch):
+        self.started = self.clock()
+
+    def on_train_batch_end(self, batch, logs):
+        seconds = (self.clock() - self.started) / logs["size"]
+        if self.all == 1:
+            return
+        if self.skip:                # the first step (allocations, first calls) says little
+            self.skip -= 1
+        elif self.trial is not None:
+            self._trial_step(seconds)
+        else:
+            self._watch(seconds)
+
+    def on_train_end(self):
+        if self.limiter is not None:
+            self.limiter.restore_original_limits()
+
+    def _other(self):
+        return 1 if self.threads == self.all else self.all
+
+    def _trial_step(self, seconds):
+        self.trial.append(seconds)
+        rival = self.seconds.get(self._other())      # None in the first trial
+        gave_up = rival is not None and seconds > self.give_up * rival
+        if len(self.trial) < self.trial_steps and not gave_up:
+            return
+        self.seconds[self.threads] = float(np.median(self.trial))
+        if rival is None:
+            self._try(self._other())
+            return
+        best = min((self.threads, self._other()), key=self.seconds.get)
+        self.interval = (min(2 * self.interval, self.max_recheck) if best == self.kept
+                         else self.recheck)
+        self._set(best)
+        self.kept, self.trial, self.recent = best, None, []
+        self.next_check = self.clock() + self.interval
+
+    def _watch(self, seconds):
+        self.recent.append(seconds)
+        before, latest = self.seconds[self.kept], min(self.recent[-3:])
+        collapsed = self.kept > 1 and len(self.recent) >= 3 and latest > self.give_up * before
+        if len(self.recent) < self.window and not collapsed:
+            return
+        now = latest if collapsed else float(np.median(self.recent))
+        slower, faster = now > self.drift * before, now * self.drift < before
+        self.seconds[self.kept], self.recent = now, []
+        if collapsed or (slower and self.kept > 1) or faster or self.clock() >= self.next_check:
+            self._try(self._other())         # against the kept choice as it runs now
+
+    def _try(self, threads):
+        self._set(threads)
+        self.trial = []
+
+    def _set(self, threads):
+        if threads != self.threads or self.limiter is None:
+            limiter = self.controller.limit(limits=threads, user_api="blas")
+            self.limiter = self.limiter or limiter   # the first remembers the original
+            self.threads = threads
+        if not self.choices or self.choices[-1] != threads:
+            self.choices.append(threads)

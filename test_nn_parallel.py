@@ -1,5 +1,6 @@
 """Tests for nn_parallel.py: fit(workers=N) trains as one process does, keeps the layers'
-arrays, reports failures and leaves no process behind.
+arrays, reports failures and leaves no process behind; AdaptiveBlasThreads decides as the
+load asks (on fake timings) and gives BLAS its threads back.
 
 Run with:  python -m unittest -v test_nn_parallel
 """
@@ -271,3 +272,107 @@ class TestWorkers(unittest.TestCase):
         history = net.fit(X, Y, epochs=2, batch_size=16, seed=0, verbose=0, workers=2)
         self.assertEqual(len(history["loss"]), 2)
         self.assertNoHelpersLeft()
+
+
+class FakeMachine:
+    """A clock and a threadpoolctl controller for AdaptiveBlasThreads: each training step
+    takes cost(step, threads) seconds of a clock that only the steps move."""
+
+    def __init__(self, cost, threads=2):
+        self.cost, self.threads, self.now = cost, threads, 0.0
+        self.limits = []                     # (time, thread count) each time BLAS is set
+        self.steps_on = {}                   # thread count -> steps run with it
+
+    def clock(self):
+        return self.now
+
+    # the part of threadpoolctl.ThreadpoolController the policy uses
+    def select(self, user_api):
+        assert user_api == "blas"
+        return self
+
+    def info(self):
+        return [{"user_api": "blas", "num_threads": self.threads}]
+
+    def limit(self, limits, user_api):
+        machine, original = self, self.threads
+
+        class Limiter:
+            def restore_original_limits(self):
+                machine.threads = original
+        self.threads = limits
+        self.limits.append((self.now, limits))
+        return Limiter()
+
+    def train(self, policy, steps, batch_size=64):
+        """Drive the policy as fit does, for `steps` steps."""
+        policy.on_train_begin()
+        for step in range(steps):
+            policy.on_train_batch_begin(step)
+            self.now += self.cost(step, self.threads)
+            self.steps_on[self.threads] = self.steps_on.get(self.threads, 0) + 1
+            policy.on_train_batch_end(step, {"size": batch_size})
+        policy.on_train_end()
+        return policy
+
+
+ALONE = {2: 0.010, 1: 0.015}       # seconds per step: two threads help when alone,
+LOADED = {2: 0.170, 1: 0.025}      # and collapse beside other programs
+
+
+def policy_on(machine, **options):
+    return nn_parallel.AdaptiveBlasThreads(clock=machine.clock, controller=machine, **options)
+
+
+class TestAdaptiveBlasThreads(unittest.TestCase):
+    """Its decisions, driven by a fake clock: how long each step takes with each choice."""
+
+    def test_alone_it_keeps_all_threads(self):
+        machine = FakeMachine(lambda step, threads: ALONE[threads])
+        policy = machine.train(policy_on(machine), 300)
+        self.assertEqual(policy.choices, [1, 2])          # one trial each, all threads kept
+        self.assertEqual(machine.steps_on[1], 1 + 5)      # a warm-up step, then the trial
+        self.assertEqual(machine.threads, 2)              # and BLAS as it was, after fit
+
+    def test_beside_other_programs_it_keeps_one_thread_after_one_collapsed_step(self):
+        machine = FakeMachine(lambda step, threads: LOADED[threads])
+        policy = machine.train(policy_on(machine, recheck=1e9), 100)
+        self.assertEqual(policy.choices, [1, 2, 1])
+        self.assertEqual(machine.steps_on[2], 1)          # the trial gave up at once
+        self.assertEqual(machine.threads, 2)              # restored when fit ends
+
+    def test_when_a_program_starts_it_moves_to_one_thread_within_a_few_steps(self):
+        machine = FakeMachine(lambda step, threads: (ALONE if step < 200 else LOADED)[threads])
+        policy = machine.train(policy_on(machine, recheck=1e9), 400)
+        self.assertEqual(policy.choices, [1, 2, 1])
+        # A warm-up step and 5 of one thread's trial, then 194 steps on two threads until
+        # the load comes; three collapsed steps in a row tell.
+        self.assertEqual(machine.steps_on[2], 194 + 3)
+
+    def test_when_the_other_program_ends_it_goes_back_to_all_threads(self):
+        machine = FakeMachine(lambda step, threads: (LOADED if step < 200 else ALONE)[threads])
+        policy = machine.train(policy_on(machine, recheck=1e9), 400)
+        self.assertEqual(policy.choices, [1, 2, 1, 2])
+        self.assertLess(machine.steps_on[1], 200 + 20 + 5 + 5)  # within one block of 20
+
+    def test_checks_again_less_often_while_the_same_choice_keeps_winning(self):
+        machine = FakeMachine(lambda step, threads: ALONE[threads])
+        machine.train(policy_on(machine, recheck=1.0, max_recheck=4.0), 2500)   # 25 s
+        checks = [time for time, threads in machine.limits if threads == 1]
+        gaps = np.diff(checks)            # each: the interval, a check, and up to 20 steps
+        np.testing.assert_allclose(gaps, [1, 2, 4, 4, 4, 4, 4], atol=0.4)
+
+    def test_does_nothing_when_blas_has_one_thread(self):
+        machine = FakeMachine(lambda step, threads: LOADED[threads], threads=1)
+        policy = machine.train(policy_on(machine), 50)
+        self.assertEqual((policy.choices, machine.limits), ([], []))
+        self.assertEqual(machine.threads, 1)
+
+    def test_in_fit_it_leaves_blas_as_it_found_it(self):
+        X, Y = blobs(n=200)
+        before = [pool["num_threads"] for pool in threadpool_info()]
+        policy = nn_parallel.AdaptiveBlasThreads()
+        small_network().fit(X, Y, epochs=2, batch_size=8, verbose=0, callbacks=[policy])
+        self.assertEqual([pool["num_threads"] for pool in threadpool_info()], before)
+        if max(before, default=1) > 1:
+            self.assertEqual(policy.choices[:2], [1, max(before)])   # both were timed
