@@ -286,7 +286,9 @@ class AdaptiveBlasThreads:
       it uses all threads (a program started; three steps in a row `give_up` times slower
       tell at once), it times the other choice again; otherwise after `recheck` seconds, an
       interval that doubles (up to `max_recheck`) each time the kept choice wins again.
-    - When fit ends, however it ends, BLAS gets back the threads it had.
+    - When fit ends, however it ends, BLAS gets back the threads it had; with
+      keep_choice=True it stays on the choice kept last, for a script that goes on to
+      predict on the same machine.
     It does nothing when BLAS has one thread (one core, or OPENBLAS_NUM_THREADS=1).
 
     After fit, `choices` lists the thread counts it set, in order (e.g. [1, 2, 1]). `clock`
@@ -294,10 +296,11 @@ class AdaptiveBlasThreads:
     """
 
     def __init__(self, trial_steps=5, window=20, drift=1.5, give_up=3.0, recheck=4.0,
-                 max_recheck=64.0, clock=time.perf_counter, controller=None):
+                 max_recheck=64.0, keep_choice=False, clock=time.perf_counter,
+                 controller=None):
         self.trial_steps, self.window, self.drift = trial_steps, window, drift
         self.give_up, self.recheck, self.max_recheck = give_up, recheck, max_recheck
-        self.clock, self.controller = clock, controller
+        self.keep_choice, self.clock, self.controller = keep_choice, clock, controller
 
     def on_train_begin(self):
         self.controller = self.controller or ThreadpoolController()
@@ -324,7 +327,9 @@ class AdaptiveBlasThreads:
             self._watch(seconds)
 
     def on_train_end(self):
-        if self.limiter is not None:
+        if self.kept is not None and self.keep_choice:
+            self._set(self.kept)         # not a choice still on trial
+        elif self.limiter is not None:
             self.limiter.restore_original_limits()
 
     def _other(self):

@@ -362,6 +362,13 @@ class TestAdaptiveBlasThreads(unittest.TestCase):
         gaps = np.diff(checks)            # each: the interval, a check, and up to 20 steps
         np.testing.assert_allclose(gaps, [1, 2, 4, 4, 4, 4, 4], atol=0.4)
 
+    def test_keep_choice_leaves_blas_on_the_choice_kept(self):
+        machine = FakeMachine(lambda step, threads: LOADED[threads])
+        policy = machine.train(policy_on(machine, keep_choice=True), 4)    # 1 still on trial
+        self.assertEqual(machine.threads, 2)     # nothing kept yet: as it was
+        machine.train(policy, 100)
+        self.assertEqual(machine.threads, 1)
+
     def test_does_nothing_when_blas_has_one_thread(self):
         machine = FakeMachine(lambda step, threads: LOADED[threads], threads=1)
         policy = machine.train(policy_on(machine), 50)

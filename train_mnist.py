@@ -17,9 +17,11 @@ from typing import Optional
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from nn import (MAX_STORED_VALUES, SGD, Adam, Conv2D, Dense, Dropout, Flatten, LeakyReLU,
                 MaxPool2D, Network, ReLU, Reshape, Sigmoid, Softmax, Tanh, max_workers, one_hot)
+from nn_parallel import AdaptiveBlasThreads
 from outputs import (Scored, plot, predict_images, show_mistakes, write_history,
                      write_kaggle_predictions)
 from readers import (CLASSES, PIXELS, DataError, HelpFormatter, OneLineParser, bounded_number,
@@ -61,7 +63,8 @@ def run(args):
         history = net.fit(data.X, data.Y, epochs=args.epochs, batch_size=args.batch_size,
                           optimizer=optimizer, validation_data=data.validation,
                           seed=args.seed, verbose=0 if args.quiet else 1,
-                          patience=args.patience, workers=args.workers)
+                          patience=args.patience, workers=args.workers,
+                          callbacks=training_callbacks(args, say))
         say_early_stopping(history, args, say)
 
     # Test: rows the network never saw.
@@ -89,7 +92,8 @@ def run(args):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        return run(args)
+        with threadpool_limits(limits=None, user_api="blas"):   # after the run, BLAS's
+            return run(args)                                      # threads as they were
     except (DataError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -347,17 +351,63 @@ def expected_initial_loss(loss):
 
 
 def say_before_training(net, optimizer, data, args, say):
-    """The model and the training plan, and the loss before any training: a check that the
-    network starts as an untrained one should."""
+    """The model and the training plan, and the loss before any training on 1,000 rows: a
+    check that the network starts as an untrained one should, cheap on a busy machine."""
+    if args.quiet:
+        return
     say(f"model:  {describe(net)}, {net.count_params():,} parameters, loss {args.loss}")
     say(f"train:  {args.epochs} epochs, batch {args.batch_size}, {optimizer!r}, "
         f"seed {args.seed}" + (f", early stopping with patience {args.patience}"
                                if args.patience else "")
         + (f", {args.workers} processes" if args.workers > 1 else ""))
-    initial_loss, initial_accuracy = net.evaluate(data.X, data.Y)
+    initial_loss, initial_accuracy = net.evaluate(data.X[:1000], data.Y[:1000])
     accuracy = "" if initial_accuracy is None else f", accuracy {initial_accuracy:.4f}"
     say(f"before training: loss {initial_loss:.4f} (about {expected_initial_loss(args.loss)} is "
         f"expected for an untrained {CLASSES}-class net){accuracy}")
+
+
+# Variables by which a user fixes BLAS's threads; training then leaves them as they are.
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def training_callbacks(args, say):
+    """What fit calls as it trains: in one process, BLAS threads that follow the machine's
+    load (nn_parallel.AdaptiveBlasThreads, kept for the test after fit) unless the user
+    fixed them; and a note, with what to do, when an epoch is much slower than the last."""
+    if args.workers > 1:
+        return [SlowEpochNote(say, f"--workers {args.workers} needs a free core for each "
+                                   f"process: try --workers 1, or close the other busy programs")]
+    fixed = [f"{name}={os.environ[name]}" for name in THREAD_VARIABLES if name in os.environ]
+    if fixed:
+        return [SlowEpochNote(say, f"{fixed[0]} fixes BLAS's threads: unset it to let training "
+                                   f"choose them as the load changes, or close the other busy "
+                                   f"programs")]
+    return [AdaptiveBlasThreads(keep_choice=True),
+            SlowEpochNote(say, "training already runs BLAS on as many threads as are fastest "
+                               "now, but it shares the cores: close the other busy programs "
+                               "(a second notebook, a test run) to get the speed back")]
+
+
+class SlowEpochNote:
+    """A fit callback: when an epoch takes over twice as long as the one before it (and a
+    second longer, at least), say so, once, with `advice`: another program has most likely
+    taken a core."""
+
+    def __init__(self, say, advice, clock=time.perf_counter):
+        self.say, self.advice, self.clock = say, advice, clock
+        self.last, self.said = None, False
+
+    def on_epoch_begin(self, epoch):
+        self.started = self.clock()
+
+    def on_epoch_end(self, epoch, logs):
+        seconds = self.clock() - self.started
+        if not self.said and self.last and seconds > max(2 * self.last, self.last + 1):
+            self.say(f"note: epoch {epoch} took {seconds / self.last:.1f} times as long as "
+                     f"epoch {epoch - 1}: another program is probably using the processor; "
+                     f"{self.advice}.")
+            self.said = True
+        self.last = seconds
 
 
 def say_early_stopping(history, args, say):
