@@ -289,7 +289,8 @@ class AdaptiveBlasThreads:
     - When fit ends, however it ends, BLAS gets back the threads it had; with
       keep_choice=True it stays on the choice kept last, for a script that goes on to
       predict on the same machine.
-    It does nothing when BLAS has one thread (one core, or OPENBLAS_NUM_THREADS=1).
+    It does nothing when BLAS has one thread (one core, OPENBLAS_NUM_THREADS=1, or
+    fit(workers=N > 1), whose processes each run BLAS on one thread).
 
     After fit, `choices` lists the thread counts it set, in order (e.g. [1, 2, 1]). `clock`
     and `controller` (a threadpoolctl.ThreadpoolController) can be replaced, e.g. by fakes.

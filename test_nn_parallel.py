@@ -375,6 +375,14 @@ class TestAdaptiveBlasThreads(unittest.TestCase):
         self.assertEqual((policy.choices, machine.limits), ([], []))
         self.assertEqual(machine.threads, 1)
 
+    @unittest.skipUnless(nn.max_workers() >= 2, "fit(workers=2) needs Linux and two cores")
+    def test_with_workers_it_leaves_blas_to_them(self):
+        X, Y = blobs(n=100)
+        policy = nn_parallel.AdaptiveBlasThreads()
+        small_network().fit(X, Y, epochs=1, batch_size=8, verbose=0, workers=2,
+                            callbacks=[policy])
+        self.assertEqual(policy.choices, [])
+
     def test_in_fit_it_leaves_blas_as_it_found_it(self):
         X, Y = blobs(n=200)
         before = [pool["num_threads"] for pool in threadpool_info()]
