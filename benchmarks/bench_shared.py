@@ -2,6 +2,7 @@
 
     python benchmarks/bench_shared.py --torch-python /work/benchenv/bin/python
     python benchmarks/bench_shared.py --rounds 1 --policies adaptive      # a quick look
+    python benchmarks/bench_shared.py --policies all,one --root ../old    # another checkout
 
 Each run is a whole process, timed from its start to its exit (reading the CSV files,
 training, testing):
@@ -20,7 +21,8 @@ thread policies:
   torch-one   the same with OMP_NUM_THREADS=1 (PyTorch's intra-op threads).
 The PyTorch runs need a Python with torch and pandas (--torch-python). Policies run
 interleaved, round after round; figures are medians (min-max) over the rounds. Run it on an
-otherwise idle machine: it prints the load average before and after.
+otherwise idle machine: it prints the load average before and after. --root runs the
+train_mnist.py of another checkout (e.g. an older version, for a before-and-after table).
 """
 
 import argparse
@@ -47,7 +49,7 @@ def command(kind, args):
     limits = ["--limit", str(args.limit), "--epochs", str(args.epochs),
               "--val-size", str(args.val_size)]
     if kind == "nn":
-        return [sys.executable, os.path.join(ROOT, "train_mnist.py"), *limits, "--quiet"]
+        return [sys.executable, os.path.join(args.root, "train_mnist.py"), *limits, "--quiet"]
     return [args.torch_python, os.path.abspath(__file__), "--torch-run", *limits]
 
 
@@ -58,10 +60,10 @@ def environment(variables):
     return env
 
 
-def timed_runs(argv, env, copies):
+def timed_runs(argv, env, copies, folder):
     """Start `copies` identical processes at once; the seconds each took from start to exit."""
     start = time.perf_counter()
-    processes = [subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE,
+    processes = [subprocess.Popen(argv, env=env, cwd=folder, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True) for _ in range(copies)]
     seconds = [None] * copies
     while None in seconds:
@@ -95,6 +97,7 @@ def main():
     parser.add_argument("--limit", type=int, default=20000, help="training rows read")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--val-size", type=int, default=2000)
+    parser.add_argument("--root", default=ROOT, help="the checkout whose train_mnist.py runs")
     parser.add_argument("--torch-run", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.torch_run:
@@ -109,7 +112,9 @@ def main():
         if skipped:
             print(f"{args.torch_python} is missing: skipping {', '.join(skipped)}")
 
-    print(f"{os.cpu_count()} cores; load average before: {os.getloadavg()[0]:.2f}")
+    args.root = os.path.abspath(args.root)
+    print(f"{os.cpu_count()} cores; load average before: {os.getloadavg()[0]:.2f}; "
+          f"train_mnist.py of {args.root}")
     print(f"each run: python train_mnist.py {' '.join(command('nn', args)[2:])} (or the same "
           f"in PyTorch); seconds from start to exit, median (min-max) of {args.rounds} "
           f"rounds\n", flush=True)
@@ -118,7 +123,8 @@ def main():
         for name in policies:
             kind, variables, _ = POLICIES[name]
             for copies in (1, 3):
-                seconds = timed_runs(command(kind, args), environment(variables), copies)
+                seconds = timed_runs(command(kind, args), environment(variables), copies,
+                                     args.root)
                 times[name, copies].append(statistics.median(seconds))
     print("| run | alone s | beside two copies s | beside / alone |")
     print("| --- | --- | --- | --- |")
