@@ -274,8 +274,9 @@ class AdaptiveBlasThreads:
 
     Alone, BLAS's threads make a matrix product faster on every core. But OpenBLAS's threads
     spin while they wait for each other, so when another program holds a core, every small
-    product waits for a thread that is not running: on 2 cores, a training run beside two
-    copies of itself took 17 times as long as alone with 2 threads each, 2.6 times with 1.
+    product waits for a thread that is not running, and a run beside other busy programs can
+    take many times as long with all threads as with one (benchmarks/bench_shared.py
+    measures it).
 
     It times every training step, in seconds per example (so a short last batch counts alike):
     - At the start (after one warm-up step), `trial_steps` steps with one thread, then as many
