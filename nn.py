@@ -665,10 +665,13 @@ class Network:
 
     def forward(self, X, training=False):
         """Run a batch X through every layer, in order; returns the network's output."""
+        self.input_shapes = []               # backward checks each dL/d(input) against these
         with np.errstate(under="ignore"):    # numbers below ~1e-38 rounding to 0 is harmless
-            for layer in self.layers:
+            for i, layer in enumerate(self.layers):
                 layer.training = training    # only a layer like Dropout cares
+                self.input_shapes.append(X.shape)
                 X = layer.forward(X)
+                _check_returned(i, layer, "forward", "its output", X)
         return X
 
     def backward(self, Y, P):
@@ -684,8 +687,11 @@ class Network:
         else:
             grad = self.loss_prime(Y, P)
         with np.errstate(under="ignore"):
-            for layer in reversed(layers[self.first_trained:]):
-                grad = layer.backward(grad)
+            for i in reversed(range(self.first_trained, len(layers))):
+                grad = layers[i].backward(grad)
+                if layers[i].input_gradient_needed:      # the layer before i will use it
+                    _check_returned(i, layers[i], "backward", "dL/d(its input)", grad,
+                                    self.input_shapes[i])
 
     def compute_gradients(self, X, Y):
         """Forward and backward on one batch: fills every layer's gradients for it.
@@ -1303,6 +1309,21 @@ def _divergence_reported_once():
     return np.errstate(over="ignore", invalid="ignore")
 
 
+class LayerError(ValueError):
+    """A layer's forward or backward returned nothing usable: Network names the layer."""
+
+
+def _check_returned(i, layer, method, expected, value, shape=None):
+    """Network.forward and backward name the layer whose forward or backward returned no array
+    (a missing `return`), or a gradient of the wrong shape, before another layer trips on it."""
+    if isinstance(value, np.ndarray) and (shape is None or value.shape == shape):
+        return
+    wanted = "an array" + ("" if shape is None else f" of shape {shape}, its input's shape")
+    hint = " (is a `return` missing?)" if value is None else ""
+    raise LayerError(f"layer {i} ({layer!r}): {method} returned {_described(value)}; expected "
+                       f"{expected}, {wanted}{hint}")
+
+
 def _divergence(what, optimizer):
     lr = getattr(optimizer, "lr", None)
     return FloatingPointError(f"{what}: the weights have diverged. Try a smaller learning rate"
@@ -1553,7 +1574,42 @@ def _rebuild_layer(path, i, spec, known, arrays, stored_values):
 
 # ----------------------------------------------------------------------------------------------
 # D. check_gradients: is backward right? Compare it with finite differences.
+#
+# An array's gradient is right when its relative error |analytic - numerical| / (|analytic| +
+# |numerical|) (norms over the whole array) is below GRADIENT_THRESHOLD. A right backward
+# gives about 1e-10 in float64, a real mistake (a wrong element, a missing factor 2, the input
+# and grad_output swapped) 1e-4 to 1. Three things keep a mistake from hiding:
+# - A layer is checked on the loss sum(output * R) with R drawn from a random stream of its
+#   own: were R the learner's x (both the first draws of default_rng(0)), any mix-up of the
+#   input with grad_output would cancel out.
+# - backward runs twice after one forward: a gradient added to (+=) instead of overwritten
+#   comes out twice as large the second time.
+# - What backward returns is checked before any number is: None, a wrong shape or dtype, NaN
+#   or inf is named, and counts as wrong (never as an error of 0).
 # ----------------------------------------------------------------------------------------------
+
+GRADIENT_THRESHOLD = 1e-6        # relative error: below it right, at or above it wrong
+_UPSTREAM_STREAM = 0x6E6E_6772616473     # R's random stream: default_rng([this, seed])
+
+
+class GradientReport(dict):
+    """What check_gradients found: {array name: relative error}, the error inf where backward
+    gave nothing to compare (None, a wrong shape, NaN or inf). `right` is the verdict: every
+    error below GRADIENT_THRESHOLD and no problems; `problems` holds one line per problem."""
+
+    def __init__(self, title, errors, problems):
+        super().__init__(errors)
+        self.title, self.problems = title, problems
+        self.right = not problems and all(e < GRADIENT_THRESHOLD for e in errors.values())
+
+    def __str__(self):
+        verdict = (f"right (every relative error below {GRADIENT_THRESHOLD:g})" if self.right
+                   else f"WRONG (right means a relative error below {GRADIENT_THRESHOLD:g})")
+        lines = [f"check_gradients of {self.title}: {verdict}"]
+        lines += [f"  {name:40s} {error:.1e}  {'right' if error < GRADIENT_THRESHOLD else 'wrong'}"
+                  for name, error in self.items()]
+        return "\n".join(lines + [f"  {problem}" for problem in self.problems])
+
 
 def check_gradients(model, x, y=None, eps=1e-6, training=False, verbose=True, seed=0):
     """Compare the gradients backward computes with central differences, in float64.
@@ -1564,26 +1620,33 @@ def check_gradients(model, x, y=None, eps=1e-6, training=False, verbose=True, se
     x      a small batch of inputs (a few examples: each number costs two forward passes).
     training=True checks the layer as it trains; each pass then runs on a fresh copy of the
            model, so a random layer such as Dropout uses the same mask every time.
+    seed   chooses R (from a random stream that no default_rng(seed) of yours shares).
 
-    Returns {array name: relative error}, the error of an array being
-    |analytic - numerical| / (|analytic| + |numerical|) over the whole array (0 when equal);
-    below about 1e-7 means right. The model itself is not changed: the check runs on a
-    float64 copy. A central difference (f(w + eps) - f(w - eps)) / (2 eps) is off by
-    about eps^2 times the third derivative: 1e-12 here, far below any real mistake.
+    Prints (verbose) and returns a GradientReport: {array name: relative error}, arrays named
+    by the layer's attributes ("input", "weights", ...; "layer 2 Dense weights" in a network),
+    with the verdict `.right`: every relative error |analytic - numerical| / (|analytic| +
+    |numerical|) below GRADIENT_THRESHOLD (1e-6), and nothing wrong with what backward returned.
+    The model itself is not changed: the check runs on a float64 copy. A central difference
+    (f(w + eps) - f(w - eps)) / (2 eps) is off by about eps^2 times the third derivative:
+    1e-12 here, far below any real mistake.
     """
     is_network = isinstance(model, Network)
     if not (is_network or isinstance(model, Layer)):
         raise ValueError(f"check_gradients checks a Layer or a Network, got {model!r}")
+    if not _is_number(eps) or eps <= 0:
+        raise ValueError(f"check_gradients eps must be a positive finite number, got {eps!r}")
+    _check_whole(seed, "check_gradients seed", 0)
+    x = _checked_float64(x, "x")
+    if is_network:
+        if y is None:
+            raise ValueError("check_gradients on a Network needs the targets y")
+        y = _checked_float64(y, "y")
     master = copy.deepcopy(model)
     layers = master.layers if is_network else [master]
     _cast_parameters(layers, np.float64)
     if not is_network:
         master.input_gradient_needed = True
-    x = np.array(x, dtype=np.float64)
-    if is_network:
-        if y is None:
-            raise ValueError("check_gradients on a Network needs the targets y")
-        y = np.array(y, dtype=np.float64)
+    title = "the network" if is_network else repr(model)
 
     def run():                               # the model to run: the master or a fresh copy
         return copy.deepcopy(master) if training else master
@@ -1594,23 +1657,46 @@ def check_gradients(model, x, y=None, eps=1e-6, training=False, verbose=True, se
         target.training = training
         return target.forward(x)
 
-    # Analytic gradients: one forward and one backward.
+    # The arrays to check: (name, the master's array, where its gradient is in a model (layer
+    # i, pair j), and words for what backward gave: "Scale(n=3): grad_scale is", "dL/d(scale)").
+    checks = [] if is_network else [("input", x, None, f"{title}.backward returned",
+                                      "dL/d(input)")]
+    for i, layer in enumerate(layers):
+        where = f"layer {i} ({layer!r})" if is_network else title
+        for j, (param, grad) in enumerate(layer.parameters()):
+            name = (_attribute_names(layer, param, required=False) or [f"parameter {j}"])[0]
+            grad_name = (_attribute_names(layer, grad, required=False)
+                         or [f"the gradient of {name}"])[0]
+            checks.append(((f"layer {i} {type(layer).__name__} " if is_network else "") + name,
+                           param, (i, j), f"{where}: {grad_name} is", f"dL/d({name})"))
+
+    # Analytic gradients: one forward, then backward twice with the same R.
+    problems = []
     target = run()
-    out = forward(target)
-    upstream = None
-    if is_network:
-        target.backward(y, out)
-        checks = []                          # (name, the master's array, backward's gradient)
-    else:
-        upstream = np.random.default_rng(seed).standard_normal(out.shape)
-        grad_input = target.backward(upstream)
-        checks = [("input", x, np.array(grad_input, dtype=np.float64))]
+    try:
+        out = forward(target)
+    except LayerError as error:              # a Network names the layer
+        return _report(title, {name: math.inf for name, *_ in checks}, [str(error)], verbose)
+    if not isinstance(out, np.ndarray):
+        problems.append(f"{title}: forward returned {_described(out)}; expected its output, "
+                        f"an array (is a `return` missing?)")
+        return _report(title, {name: math.inf for name, *_ in checks}, problems, verbose)
+    upstream = np.random.default_rng([_UPSTREAM_STREAM, seed]).standard_normal(out.shape)
     twins = target.layers if is_network else [target]
-    for i, (layer, twin) in enumerate(zip(layers, twins)):
-        for j, ((param, _), (_, grad)) in enumerate(zip(layer.parameters(), twin.parameters())):
-            name = f"layer {i} {type(layer).__name__} parameter {j}" if is_network \
-                else f"parameter {j}"
-            checks.append((name, param, grad.copy()))
+    passes = []                              # per pass: {name: the gradient backward gave}
+    for _ in range(2):
+        try:
+            if is_network:
+                target.backward(y, out)
+                given = {}
+            else:
+                given = {"input": _copied(target.backward(upstream.copy()))}
+        except LayerError as error:        # a Network names the layer that returned it
+            problems.append(str(error))
+            return _report(title, {name: math.inf for name, *_ in checks}, problems, verbose)
+        for name, _, (i, j), *_ in checks[0 if is_network else 1:]:
+            given[name] = _copied(twins[i].parameters()[j][1])
+        passes.append(given)
 
     def loss():
         target = run()
@@ -1619,7 +1705,7 @@ def check_gradients(model, x, y=None, eps=1e-6, training=False, verbose=True, se
 
     # Numerical gradients: nudge each number of each array of the master, up and down.
     errors = {}
-    for name, array, analytic in checks:
+    for name, array, _, said, meaning in checks:
         numerical = np.zeros_like(array)
         for index in np.ndindex(array.shape):
             original = array[index]
@@ -1629,19 +1715,76 @@ def check_gradients(model, x, y=None, eps=1e-6, training=False, verbose=True, se
             minus = loss()
             array[index] = original
             numerical[index] = (plus - minus) / (2 * eps)
-        errors[name] = _relative_error(analytic, numerical)
+        found = _gradient_problem(said, meaning, passes[0][name], array.shape)
+        if found is None and not np.all(np.isfinite(numerical)):
+            found = (f"{name}: the finite differences are NaN or inf (the forward pass is not "
+                     f"finite near this x), so nothing can be checked")
+        if found is not None:
+            problems.append(found)
+            errors[name] = math.inf
+            continue
+        first, second = passes[0][name], passes[1][name]
+        errors[name] = max(_relative_error(first, numerical), _relative_error(second, numerical))
+        if not _relative_error(first, second) < GRADIENT_THRESHOLD:
+            problems.append(
+                f"{title}.backward returned another dL/d(input) when run again with the same "
+                f"grad_output: does it change what forward remembered?" if name == "input" else
+                f"{said} not the same when backward runs again with the same grad_output: "
+                f"overwrite a gradient (grad[...] = ...), never add to it (+=)")
+    return _report(title, errors, problems, verbose)
+
+
+def _report(title, errors, problems, verbose):
+    report = GradientReport(title, errors, problems)
     if verbose:
-        title = repr(model) if not is_network else "the network"
-        print(f"check_gradients of {title}: worst relative error per array")
-        for name, error in errors.items():
-            print(f"  {name:40s} {error:.1e}")
-    return errors
+        print(report)
+    return report
+
+
+def _checked_float64(values, name):
+    try:
+        values = np.array(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"check_gradients {name} must be an array of numbers, got "
+                         f"{type(values).__name__}") from None
+    if values.ndim < 1 or values.size == 0:
+        raise ValueError(f"check_gradients {name} must be a batch (examples, ...), got shape "
+                         f"{values.shape}")
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"check_gradients {name} must hold finite numbers, but it contains "
+                         f"NaN or infinity")
+    return values
+
+
+def _copied(gradient):
+    return gradient.copy() if isinstance(gradient, np.ndarray) else gradient
+
+
+def _described(value):
+    if value is None:
+        return "None"
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape} and dtype {value.dtype}"
+    return f"a {type(value).__name__}"
+
+
+def _gradient_problem(said, meaning, gradient, shape):
+    """One line on what is wrong with `gradient`, which should be `meaning` (dL/d(scale)), a
+    float64 array of `shape`, or None if nothing is. `said` introduces it: "Scale(n=3):
+    grad_scale is"."""
+    expected = f"{meaning}, a float64 array of shape {shape}"
+    if not isinstance(gradient, np.ndarray):
+        hint = " (is a `return` missing?)" if gradient is None else ""
+        return f"{said} {_described(gradient)}; expected {expected}{hint}"
+    if gradient.shape != shape or gradient.dtype != np.float64:
+        return f"{said} {_described(gradient)}; expected {expected}"
+    if not np.all(np.isfinite(gradient)):
+        return f"{said} an array holding NaN or inf"
+    return None
 
 
 def _relative_error(analytic, numerical):
     """|a - n| / (|a| + |n|) over whole arrays: 0 when equal, 1 when one of them is 0."""
-    if analytic.shape != numerical.shape:
-        return 1.0
     difference = np.linalg.norm(analytic - numerical)
     scale = np.linalg.norm(analytic) + np.linalg.norm(numerical)
     return float(difference / scale) if scale > 0 else 0.0

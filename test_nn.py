@@ -31,7 +31,7 @@ from nn import (SGD, Adam, Conv2D, Dense, Dropout, Flatten, Layer, LeakyReLU, Ma
 # Shared fixtures
 # ----------------------------------------------------------------------------------------------
 
-GRADIENT_TOLERANCE = 1e-6        # relative error allowed between analytic and numerical gradients
+GRADIENT_TOLERANCE = nn.GRADIENT_THRESHOLD     # check_gradients' one threshold
 WORST_ERRORS = {}                # piece -> worst relative error seen, printed at the end
 XOR_X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float64)
 XOR_Y = one_hot([0, 1, 1, 0], 2, dtype=np.float64)
@@ -132,6 +132,7 @@ class GradientCheck(unittest.TestCase):
     def assertGradientsRight(self, piece, model, x, y=None, training=False):
         errors = check_gradients(model, x, y, training=training, verbose=False)
         self.assertTrue(errors, piece)
+        self.assertTrue(errors.right, f"{piece}:\n{errors}")
         for name, error in errors.items():
             key = f"{piece}: {name}"
             WORST_ERRORS[key] = max(error, WORST_ERRORS.get(key, 0.0))
@@ -156,7 +157,8 @@ class TestCheckGradients(GradientCheck):
         rng = np.random.default_rng(0)
         x = rng.standard_normal((4, 3))
         errors = check_gradients(SlightlyWrong(3, 2, seed=0), x, verbose=False)
-        self.assertGreater(errors["parameter 0"], GRADIENT_TOLERANCE)
+        self.assertGreater(errors["weights"], GRADIENT_TOLERANCE)
+        self.assertFalse(errors.right)
         self.assertLess(errors["input"], GRADIENT_TOLERANCE)
         y = rng.standard_normal((4, 3))
         half = LossAsLayer(mse, lambda y, p: (p - y) / p.size, y)
@@ -167,7 +169,7 @@ class TestCheckGradients(GradientCheck):
         before = layer.weights.copy()
         errors = self.assertGradientsRight("Dense float32 layer", layer,
                                            np.ones((2, 3), np.float32))
-        self.assertEqual(sorted(errors), ["input", "parameter 0", "parameter 1"])
+        self.assertEqual(list(errors), ["input", "weights", "biases"])
         self.assertEqual(layer.weights.dtype, np.float32)
         np.testing.assert_array_equal(layer.weights, before)
 
@@ -177,6 +179,157 @@ class TestCheckGradients(GradientCheck):
             check_gradients(Tanh(), np.ones((2, 3)))
         self.assertIn("input", output.getvalue())
         self.assertRegex(output.getvalue(), r"\d\.\de-\d+")
+
+    # The README's input: x drawn with default_rng(0), the stream check_gradients once drew its
+    # upstream gradient from, so that mix-ups of x with grad_output cancelled out.
+    README_X = np.random.default_rng(0).standard_normal((4, 3))
+
+    def assertCaught(self, model, *lines):
+        """check_gradients on README_X calls `model` wrong, printing each of `lines`."""
+        output = io.StringIO()
+        with contextlib.redirect_stdout(output):
+            report = check_gradients(model, self.README_X)
+        self.assertFalse(report.right, report)
+        self.assertIn("WRONG", output.getvalue())
+        for line in lines:
+            self.assertIn(line, output.getvalue())
+        return report
+
+    def test_catches_the_learners_bugs_with_the_readme_x(self):
+        class SquaresGrad(Scale):            # grad_scale from grad_output twice
+            def backward(self, grad_output):
+                self.grad_scale[...] = (grad_output * grad_output).sum(axis=0)
+                return grad_output * self.scale
+
+        class ReturnsInput(Scale):           # dL/dinput from the input
+            def backward(self, grad_output):
+                super().backward(grad_output)
+                return self.input * self.scale
+
+        class MasksByGradient(LeakyReLU):    # the slope read off grad_output, not the input
+            def backward(self, grad_output):
+                return grad_output * np.where(grad_output > 0, 1, self.slope)
+
+        class TanhAtGradient(Tanh):          # tanh' taken at grad_output
+            def backward(self, grad_output):
+                return grad_output * (1 - np.tanh(grad_output) ** 2)
+
+        class TransposedDense(OwnDense):     # dW = g.T @ x
+            def backward(self, grad_output):
+                grad_input = super().backward(grad_output)
+                self.grad_weights[...] = grad_output.T @ self.input
+                return grad_input
+
+        for bug, wrong in ((SquaresGrad(3), "scale"), (ReturnsInput(3), "input"),
+                           (MasksByGradient(), "input"), (TanhAtGradient(), "input"),
+                           (TransposedDense(3, 3, seed=0), "weights")):
+            report = self.assertCaught(bug)
+            self.assertGreater(report[wrong], 0.1, type(bug).__name__)
+
+    def test_catches_adding_to_a_gradient(self):
+        class Accumulates(Scale):
+            def backward(self, grad_output):
+                self.grad_scale += (grad_output * self.input).sum(axis=0)
+                return grad_output * self.scale
+
+        report = self.assertCaught(Accumulates(3), "grad_scale is not the same when backward "
+                                   "runs again", "never add to it (+=)")
+        self.assertGreater(report["scale"], 0.1)
+        self.assertLess(report["input"], GRADIENT_TOLERANCE)
+        net = Network([Dense(3, 4, seed=0), Accumulates(4), Dense(4, 2, seed=1), Softmax()])
+        report = check_gradients(net, self.README_X, one_hot([0, 1, 1, 0], 2), verbose=False)
+        self.assertFalse(report.right)
+        self.assertGreater(report["layer 1 Accumulates scale"], 0.1)
+        self.assertLess(report["layer 2 Dense weights"], GRADIENT_TOLERANCE)
+
+    def test_names_what_backward_returned_wrong(self):
+        class NoReturn(Scale):
+            def backward(self, grad_output):
+                super().backward(grad_output)
+
+        class WrongShape(Scale):
+            def backward(self, grad_output):
+                return super().backward(grad_output)[:, :1]
+
+        class Float32(Scale):
+            def backward(self, grad_output):
+                return super().backward(grad_output).astype(np.float32)
+
+        class NotFinite(Scale):
+            def backward(self, grad_output):
+                grad_input = super().backward(grad_output) * np.nan
+                self.grad_scale[...] = np.inf
+                return grad_input
+
+        class GradientRebound(Scale):
+            def backward(self, grad_output):
+                self.grad_scale = np.zeros((3, 1))
+                return grad_output * self.scale
+
+        report = self.assertCaught(NoReturn(3), "NoReturn(n=3).backward returned None; expected "
+                                   "dL/d(input), a float64 array of shape (4, 3) (is a `return` "
+                                   "missing?)")
+        self.assertEqual(report["input"], np.inf)
+        self.assertLess(report["scale"], GRADIENT_TOLERANCE)
+        self.assertCaught(WrongShape(3), "returned an array of shape (4, 1)")
+        self.assertCaught(Float32(3), "dtype float32; expected dL/d(input), a float64 array")
+        report = self.assertCaught(NotFinite(3), "NotFinite(n=3): grad_scale is an array holding "
+                                   "NaN or inf", "NotFinite(n=3).backward returned an array "
+                                   "holding NaN or inf")
+        self.assertEqual(list(report.values()), [np.inf, np.inf])     # never 0.0
+        self.assertCaught(GradientRebound(3), "grad_scale is an array of shape (3, 1)")
+        net = Network([Dense(3, 4, seed=0), NoReturn(4), Dense(4, 2, seed=1), Softmax()])
+        report = check_gradients(net, self.README_X, one_hot([0, 1, 1, 0], 2), verbose=False)
+        self.assertIn("layer 1 (NoReturn(n=4)): backward returned None", report.problems[0])
+
+    def test_a_forward_that_is_not_finite_is_wrong(self):
+        class Overflows(Layer):
+            def forward(self, x):
+                return np.exp(x * 1e3)
+
+            def backward(self, grad_output):
+                return grad_output * 0.0
+
+        with np.errstate(over="ignore", invalid="ignore"):
+            report = self.assertCaught(Overflows(), "finite differences are NaN or inf")
+        self.assertEqual(report["input"], np.inf)
+
+    def test_right_layers_are_never_flagged_with_the_readme_x(self):
+        x, images = self.README_X, np.random.default_rng(0).standard_normal((2, 2, 4, 4))
+        for layer, x in ((dense_with_biases(3, 3, seed=0), x), (ReLU(), x), (Sigmoid(), x),
+                         (Tanh(), x), (LeakyReLU(0.2), x), (Softmax(), x), (Scale(3), x),
+                         (OwnDense(3, 3, seed=0), x), (Dropout(0.5), x), (Flatten(), images),
+                         (Reshape((2, 16)), images), (Conv2D(2, 2, 3, padding=1, seed=0), images),
+                         (MaxPool2D(), images)):
+            self.assertGradientsRight(f"{layer!r} on the README's x", layer, x)
+
+    def test_refuses_a_step_that_is_not_a_positive_number(self):
+        for eps in (0, -1e-6, np.nan, np.inf, "1e-6", None):
+            with self.assertRaisesRegex(ValueError, "eps must be a positive finite number"):
+                check_gradients(Tanh(), self.README_X, eps=eps)
+        for x in ([[1.0, np.nan]], [[np.inf]]):
+            with self.assertRaisesRegex(ValueError, "x must hold finite numbers"):
+                check_gradients(Tanh(), x)
+
+    def test_fit_names_a_layer_whose_backward_returns_nothing_usable(self):
+        class NoReturn(Scale):
+            def backward(self, grad_output):
+                super().backward(grad_output)
+
+        class WrongShape(Scale):
+            def backward(self, grad_output):
+                return super().backward(grad_output)[:, :1]
+
+        X, Y = blobs(n=40)
+        for layer, came in ((NoReturn(16), "None"),
+                            (WrongShape(16), r"an array of shape \(32, 1\)")):
+            net = Network([Dense(5, 16, seed=0), layer, Dense(16, 3, seed=1), Softmax()])
+            pattern = (rf"layer 1 \({type(layer).__name__}\(n=16\)\): backward returned {came}"
+                       rf".*; expected dL/d\(its input\), an array of shape \(32, 16\)")
+            with self.assertRaisesRegex(ValueError, pattern):
+                net.fit(X, Y, epochs=1, verbose=0)
+            with self.assertRaisesRegex(ValueError, pattern.replace("32", "8")):
+                net.train_on_batch(X[:8], Y[:8], SGD())
 
     def test_refuses_what_it_cannot_check(self):
         with self.assertRaises(ValueError):
