@@ -759,6 +759,7 @@ class Network:
         history = _new_history(self, X, Y, validation_data, patience)
         stopping = _EarlyStopping(self, patience, restore_best, history)
         n = len(X)
+        progress = _Progress(verbose, epochs, n)
         with _divergence_reported_once(), _helper_processes(self, X, Y, workers, seed) as helpers, \
                 _training_told(callbacks):
             for epoch in range(1, epochs + 1):
@@ -778,16 +779,17 @@ class Network:
                     right += (accuracy or 0) * len(rows)     # None (no accuracy) counts 0
                     _tell(callbacks, "on_train_batch_end", first // batch_size,
                           {"loss": loss, "accuracy": accuracy, "size": len(rows)})
-                    _show_progress(verbose, epoch, epochs, first + len(rows), n)
+                    progress.batch_done(epoch, first + len(rows))
                 optimizer.end_epoch()
                 _check_parameters_finite(self, optimizer)   # the last step may have diverged
                 validation = None if validation_data is None else self.evaluate(*validation_data)
                 _record_epoch(history, loss_sum / n, right / n, validation)
-                _print_epoch(verbose, epoch, epochs, time.perf_counter() - start, history)
+                progress.epoch_done(epoch, time.perf_counter() - start, history)
                 _tell(callbacks, "on_epoch_end", epoch, _latest(history))
                 if stopping.should_stop(epoch, validation):
                     break
         stopping.restore_best()
+        progress.early_stopping(history, patience, restore_best)
         return history
 
     def predict(self, X, batch_size=128):
@@ -1346,10 +1348,56 @@ def _state_for(pairs, state):
     return state
 
 
-def _show_progress(verbose, epoch, epochs, done, n):
-    """A live 'Epoch 3/15 - 12800/50000' counter, only on a terminal."""
-    if verbose and sys.stdout.isatty() and (done == n or (done // 64) % 100 == 0):
-        print(f"\rEpoch {epoch}/{epochs} - {done}/{n}", end="", flush=True)
+class _Progress:
+    """What fit prints (verbose): one Keras-style line per epoch, a live 'Epoch 3/15 -
+    12800/50000' counter while an epoch runs, and what early stopping did.
+
+    The counter redraws its line with '\r', which a terminal and a notebook (Jupyter, Colab)
+    both honour, and not more often than every `every` seconds, so a notebook's saved output
+    holds a few counters per epoch, not one per batch. Where '\r' does not redraw (a file, a
+    pipe), there is no counter."""
+
+    every = 0.5
+
+    def __init__(self, verbose, epochs, n):
+        self.verbose, self.epochs, self.n = verbose, epochs, n
+        self.live = bool(verbose) and _redraws_lines(sys.stdout)
+        self.next_time = None
+
+    def batch_done(self, epoch, done):
+        if not self.live:
+            return
+        now = time.perf_counter()
+        if self.next_time is None:               # the first batch: count from now
+            self.next_time = now + self.every
+        elif now >= self.next_time:
+            print(f"\rEpoch {epoch}/{self.epochs} - {done}/{self.n}", end="", flush=True)
+            self.next_time = now + self.every
+
+    def epoch_done(self, epoch, seconds, history):
+        """One line per epoch: time, then the latest value of every metric."""
+        self.next_time = None
+        if not self.verbose:
+            return
+        line = f"Epoch {epoch}/{self.epochs} - {seconds:.1f}s"
+        for key, value in _latest(history).items():
+            line += f" - {key}: {value:.4f}"
+        print(("\r" if self.live else "") + line, flush=True)
+
+    def early_stopping(self, history, patience, restore_best):
+        """Say whether early stopping ended training, and whose weights the network now has."""
+        best, stopped = history.get("best_epoch"), history.get("stopped_epoch")
+        if not self.verbose or best is None:     # no early stopping, or no finite val_loss
+            return
+        val_loss = history["val_loss"][best - 1]
+        best_weights = f"the weights of epoch {best}, the best val_loss ({val_loss:.4f})"
+        if stopped is not None:
+            print(f"Early stopping after epoch {stopped}: val_loss has not improved for "
+                  f"{patience} epochs; " + (f"kept {best_weights}." if restore_best else
+                                            f"the weights are those of epoch {stopped}, the "
+                                            f"last (restore_best=False), not {best_weights}."))
+        elif restore_best and best != len(history["val_loss"]):
+            print(f"Kept {best_weights}, not the last epoch's.")
 
 
 def _latest(history):
@@ -1357,14 +1405,14 @@ def _latest(history):
     return {key: values[-1] for key, values in history.items() if isinstance(values, list)}
 
 
-def _print_epoch(verbose, epoch, epochs, seconds, history):
-    """One Keras-style line per epoch: time, then the latest value of every metric."""
-    if not verbose:
-        return
-    line = f"Epoch {epoch}/{epochs} - {seconds:.1f}s"
-    for key, value in _latest(history).items():
-        line += f" - {key}: {value:.4f}"
-    print(("\r" if sys.stdout.isatty() else "") + line, flush=True)
+def _redraws_lines(stream):
+    """True on a terminal and in a Jupyter or Colab notebook (ipykernel's output honours '\r')."""
+    if type(stream).__module__.startswith("ipykernel"):
+        return True
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):         # no isatty, or a closed stream
+        return False
 
 
 # ----------------------------------------------------------------------------------------------

@@ -973,6 +973,26 @@ class TestTraining(unittest.TestCase):
                    r" - val_loss: \d\.\d{4} - val_accuracy: \d\.\d{4}$")
         self.assertRegex(lines[1], pattern)
 
+    def test_progress_shows_in_a_notebook_without_flooding_it(self):
+        class NotebookOutput(io.StringIO):        # what a Jupyter or Colab cell prints to
+            def isatty(self):
+                return False
+
+        NotebookOutput.__module__ = "ipykernel.iostream"
+        X, Y = blobs()
+        for every, counters in ((0.0, 2 * (300 // 32)), (3600.0, 0)):
+            output = NotebookOutput()
+            with contextlib.redirect_stdout(output), mock.patch.object(nn._Progress, "every",
+                                                                       every):
+                small_network().fit(X, Y, epochs=2, batch_size=32, verbose=1)
+            text = output.getvalue()
+            self.assertEqual(text.count("\rEpoch 1/2 - ") + text.count("\rEpoch 2/2 - "),
+                             counters + 2)                       # + the line of each epoch
+            self.assertRegex(text, r"\rEpoch 2/2 - \d+\.\ds - loss: \d\.\d{4} - accuracy: "
+                                   r"\d\.\d{4}\n$")
+            if counters:
+                self.assertIn("\rEpoch 1/2 - 64/300", text)   # the first batch shows nothing
+
     def test_verbose_0_prints_nothing(self):
         X, Y = blobs()
         output = io.StringIO()
@@ -1154,13 +1174,14 @@ class TestHonestMetrics(unittest.TestCase):
 
 
 class TestEarlyStopping(unittest.TestCase):
-    def overfitting_run(self, **options):
+    def overfitting_run(self, verbose=0, **options):
         X, Y = blobs(n=60, seed=1)
         noisy = one_hot(np.random.default_rng(2).integers(0, 3, size=60), 3)   # labels as noise
         net = Network([Dense(5, 64, seed=0), ReLU(), Dense(64, 3, seed=1), Softmax()])
         history = net.fit(X[:40], noisy[:40], epochs=60, batch_size=8,
                           optimizer=SGD(lr=0.1, momentum=0.9),
-                          validation_data=(X[40:], noisy[40:]), seed=0, verbose=0, **options)
+                          validation_data=(X[40:], noisy[40:]), seed=0, verbose=verbose,
+                          **options)
         return net, history, (X[40:], noisy[40:])
 
     def test_stops_and_restores_the_best_epoch(self):
@@ -1176,6 +1197,18 @@ class TestEarlyStopping(unittest.TestCase):
     def test_without_restore_keeps_the_last_weights(self):
         net, history, validation = self.overfitting_run(patience=2, restore_best=False)
         self.assertAlmostEqual(net.evaluate(*validation)[0], history["val_loss"][-1], places=5)
+
+    def test_verbose_says_it_stopped_and_which_weights_it_kept(self):
+        for restore_best, kept in ((True, r"kept the weights of epoch {best}, the best val_loss"),
+                                   (False, r"the weights are those of epoch {stopped}, the last")):
+            output = io.StringIO()
+            with contextlib.redirect_stdout(output):
+                _, history, _ = self.overfitting_run(patience=3, restore_best=restore_best,
+                                                     verbose=1)
+            last = output.getvalue().splitlines()[-1]
+            stopped, best = history["stopped_epoch"], history["best_epoch"]
+            self.assertRegex(last, rf"^Early stopping after epoch {stopped}: val_loss has not "
+                             rf"improved for 3 epochs; " + kept.format(best=best, stopped=stopped))
 
     def test_needs_validation_data(self):
         X, Y = blobs()
