@@ -21,6 +21,7 @@ from unittest import mock
 
 import numpy as np
 
+import exercises
 import nn
 from nn import (SGD, Adam, Conv2D, Dense, Dropout, Flatten, Layer, LeakyReLU, MaxPool2D, Network,
                 ReLU, Reshape, Sigmoid, Softmax, Tanh, binary_crossentropy,
@@ -1634,6 +1635,111 @@ class TestHostileModelFiles(SaveLoadCase):
 # nn.py as a file: one notebook cell, NumPy only, the chapter's order
 # ----------------------------------------------------------------------------------------------
 
+class TestExercises(unittest.TestCase):
+    """exercises.py: nn.py as a course. The stubs fail, the answer key passes, and a wrong
+    answer of each kind is named."""
+
+    @classmethod
+    def setUpClass(cls):
+        with open(nn.__file__, encoding="utf-8") as file:
+            cls.source = file.read()
+        cls.names = [exercise.name for exercise in exercises.find_exercises(cls.source)]
+
+    def check(self, source):
+        """exercises.check on a folder holding `source` as nn.py: (passed, {name: grade})."""
+        with tempfile.TemporaryDirectory() as folder:
+            with open(os.path.join(folder, "nn.py"), "w", encoding="utf-8") as file:
+                file.write(source)
+            output = io.StringIO()
+            passed = exercises.check(folder, out=output)
+        rows = [line.split(None, 2) for line in output.getvalue().splitlines()[1:-1]]
+        self.assertEqual([name for _, name, _ in rows], self.names)      # the chapter's order
+        return passed, {name: grade for _, name, grade in rows}
+
+    def test_finds_every_exercise_of_the_chapter(self):
+        for name in ("Dense.backward", "Activation.backward", "ReLU.derivative",
+                     "Softmax.backward", "Conv2D.backward", "MaxPool2D.backward",
+                     "Network.backward", "mse_prime", "softmax_crossentropy_prime", "SGD.step",
+                     "Adam.step"):
+            self.assertIn(name, self.names)
+        self.assertNotIn("Layer.backward", self.names)          # nothing to write there
+        self.assertNotIn("Activation.derivative", self.names)
+
+    def test_fresh_stubs_fail_and_are_all_listed_and_the_answer_key_passes(self):
+        with tempfile.TemporaryDirectory() as folder:
+            exercises.new(folder)
+            with open(os.path.join(folder, "nn.py"), encoding="utf-8") as file:
+                stubs = file.read()
+            with self.assertRaises(FileExistsError):              # never over a learner's file
+                exercises.new(folder)
+        passed, grades = self.check(stubs)
+        self.assertFalse(passed)
+        self.assertEqual(set(grades.values()), {"not written"})
+        for answer in ("input.T @ grad_output", "(p - y_true) / len(p)", "1 - self.output ** 2",
+                       "self.output * (1 - self.output)", "m / denominator"):
+            self.assertNotIn(answer, stubs)
+        passed, grades = self.check(self.source)
+        self.assertTrue(passed, grades)
+        self.assertEqual(set(grades.values()), {"right"})
+
+    def test_the_stubs_still_predict_save_and_check(self):
+        with tempfile.TemporaryDirectory() as folder:
+            exercises.new(folder)
+            stubs = exercises._import(os.path.join(folder, "nn.py"))
+            net = stubs.Network([stubs.Reshape((1, 4, 4)), stubs.Conv2D(1, 2, 3, seed=0),
+                                 stubs.ReLU(), stubs.MaxPool2D(), stubs.Flatten(),
+                                 stubs.Dense(2, 3, seed=1), stubs.Softmax()])
+            X = np.random.default_rng(0).random((5, 16))
+            np.testing.assert_allclose(net.predict(X), Network(
+                [Reshape((1, 4, 4)), Conv2D(1, 2, 3, seed=0), ReLU(), MaxPool2D(), Flatten(),
+                 Dense(2, 3, seed=1), Softmax()]).predict(X), rtol=1e-6)
+            net.save(os.path.join(folder, "m.npz"))
+            with self.assertRaisesRegex(NotImplementedError, "exercise Dense.backward"):
+                stubs.check_gradients(stubs.Dense(3, 2), np.ones((2, 3)), verbose=False)
+
+    def test_a_wrong_answer_of_each_kind_is_named(self):
+        wrong = {   # one wrong answer of each kind; the others stay right
+            "Dense.backward": ["self.grad_weights += self.input.T @ grad_output",
+                               "self.grad_biases[...] = grad_output.sum(axis=0)",
+                               "return grad_output @ self.weights.T"],
+            "Tanh.derivative": ["return 1 - self.output"],
+            "mse_prime": ["return (y_pred - y_true) / y_pred.size"],
+            "SGD.step": ["for param, grad in pairs:", "    param -= self.lr * grad"],
+            "Adam.step": ["self.m = nn_state(pairs, self.m)" .replace("nn_state", "_state_for"),
+                          "self.v = _state_for(pairs, self.v)",
+                          "for (param, grad), m, v in zip(pairs, self.m, self.v):",
+                          "    m[...] = self.beta1 * m + (1 - self.beta1) * grad",
+                          "    v[...] = self.beta2 * v + (1 - self.beta2) * grad ** 2",
+                          "    param -= self.lr * m / (np.sqrt(v) + self.eps)"],
+        }
+        passed, grades = self.check(exercises.replace_bodies(self.source, wrong))
+        self.assertFalse(passed)
+        self.assertEqual({name for name, grade in grades.items() if grade != "right"}, set(wrong))
+        for name in wrong:
+            self.assertTrue(grades[name].startswith("wrong ("), grades[name])
+        self.assertIn("never add to it (+=)", grades["Dense.backward"])
+        self.assertIn("momentum=0.5, weight_decay=0.5", grades["SGD.step"])    # options on
+
+    def test_the_command_line(self):
+        with tempfile.TemporaryDirectory() as folder:
+            run = [sys.executable, exercises.__file__]
+            made = subprocess.run(run + ["new", folder], capture_output=True, text=True,
+                                  timeout=60)
+            self.assertEqual(made.returncode, 0, made.stderr)
+            again = subprocess.run(run + ["new", folder], capture_output=True, text=True,
+                                   timeout=60)
+            self.assertEqual(again.returncode, 2)
+            self.assertIn("exists already", again.stderr)
+            graded = subprocess.run(run + ["check", folder], capture_output=True, text=True,
+                                    timeout=60)
+            self.assertEqual(graded.returncode, 1)
+            self.assertIn(f"0 of {len(self.names)} right", graded.stdout)
+            missing = subprocess.run(run + ["check", os.path.join(folder, "none")],
+                                     capture_output=True, text=True, timeout=60)
+            self.assertEqual((missing.returncode, missing.stdout), (2, ""))
+            self.assertNotIn("Traceback", missing.stderr)
+
+
 class TestModuleText(unittest.TestCase):
     def test_runs_pasted_into_one_cell_and_prints_nothing(self):
         with open(nn.__file__, encoding="utf-8") as file:
@@ -1690,7 +1796,7 @@ class TestModuleText(unittest.TestCase):
         self.assertEqual(positions, sorted(positions))
 
     def test_lines_fit_in_100_columns(self):
-        for path in (nn.__file__, __file__):
+        for path in (nn.__file__, __file__, exercises.__file__):
             with open(path, encoding="utf-8") as file:
                 long = [number for number, line in enumerate(file, 1) if len(line) > 101]
             self.assertEqual(long, [], path)
