@@ -86,6 +86,20 @@ class Scale(Layer):
         return {"n": self.n}
 
 
+class NoReturn(Scale):
+    """A learner's mistake: backward without `return`."""
+
+    def backward(self, grad_output):
+        super().backward(grad_output)
+
+
+class WrongShape(Scale):
+    """A learner's mistake: dL/dinput of the wrong shape."""
+
+    def backward(self, grad_output):
+        return super().backward(grad_output)[:, :1]
+
+
 class OwnDense(Layer):
     """Dense written from scratch by a learner, with the same initial weights as Dense."""
 
@@ -244,14 +258,6 @@ class TestCheckGradients(GradientCheck):
         self.assertLess(report["layer 2 Dense weights"], GRADIENT_TOLERANCE)
 
     def test_names_what_backward_returned_wrong(self):
-        class NoReturn(Scale):
-            def backward(self, grad_output):
-                super().backward(grad_output)
-
-        class WrongShape(Scale):
-            def backward(self, grad_output):
-                return super().backward(grad_output)[:, :1]
-
         class Float32(Scale):
             def backward(self, grad_output):
                 return super().backward(grad_output).astype(np.float32)
@@ -313,14 +319,6 @@ class TestCheckGradients(GradientCheck):
                 check_gradients(Tanh(), x)
 
     def test_fit_names_a_layer_whose_backward_returns_nothing_usable(self):
-        class NoReturn(Scale):
-            def backward(self, grad_output):
-                super().backward(grad_output)
-
-        class WrongShape(Scale):
-            def backward(self, grad_output):
-                return super().backward(grad_output)[:, :1]
-
         X, Y = blobs(n=40)
         for layer, came in ((NoReturn(16), "None"),
                             (WrongShape(16), r"an array of shape \(32, 1\)")):
