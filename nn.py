@@ -1323,7 +1323,7 @@ def _check_returned(i, layer, method, expected, value, shape=None):
     wanted = "an array" + ("" if shape is None else f" of shape {shape}, its input's shape")
     hint = " (is a `return` missing?)" if value is None else ""
     raise LayerError(f"layer {i} ({layer!r}): {method} returned {_described(value)}; expected "
-                       f"{expected}, {wanted}{hint}")
+                     f"{expected}, {wanted}{hint}")
 
 
 def _divergence(what, optimizer):
@@ -1739,7 +1739,7 @@ def check_gradients(model, x, y=None, eps=1e-6, training=False, verbose=True, se
                 given = {}
             else:
                 given = {"input": _copied(target.backward(upstream.copy()))}
-        except LayerError as error:        # a Network names the layer that returned it
+        except LayerError as error:          # a Network names the layer that returned it
             problems.append(str(error))
             return _report(title, {name: math.inf for name, *_ in checks}, problems, verbose)
         for name, _, (i, j), *_ in checks[0 if is_network else 1:]:
