@@ -69,9 +69,9 @@ HINTS = {
     "Dropout.backward": "forward multiplied its input by self.mask (or passed it through when "
                         "self.mask is None), a constant.",
     "Conv2D.backward": "forward was one matrix product of the kernels with self.columns (one "
-                       "column per window): its gradients are Dense's with rows and columns "
-                       "swapped. For dL/dinput, each column came from a window of the padded "
-                       "input: add it back where it was taken from, then drop the padding.",
+                       "column per window, made by im2col): its gradients are Dense's with rows "
+                       "and columns swapped. For dL/dinput, each column came from a window of "
+                       "the padded input: col2im adds it back where it was taken from.",
     "MaxPool2D.backward": "Only the largest entry of each window reached the output. Where a "
                           "window has two equal largest entries, give the gradient to one "
                           "(the first in row-major order).",
