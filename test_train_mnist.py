@@ -576,8 +576,8 @@ class TestModelAndTrainingFlags(Files):
         status, output, errors = self.run_tiny("--epochs", "8", "--val-size", "100", "--lr", "0.5",
                                                "--patience", "1", "--history", history)
         self.assertEqual(status, 0, errors)
-        stopped, best = re.search(r"early stopping: stopped after epoch (\d) \(patience 1\); "
-                                  r"restored the weights of epoch (\d)", output).groups()
+        stopped, best = re.search(r"Early stopping after epoch (\d): val_loss has not improved "
+                                  r"for 1 epochs; kept the weights of epoch (\d)", output).groups()
         self.assertEqual(int(best), int(stopped) - 1)
         self.assertNotIn(f"Epoch {int(stopped) + 1}/8", output)
         table = pd.read_csv(history)

@@ -65,7 +65,6 @@ def run(args):
                           seed=args.seed, verbose=0 if args.quiet else 1,
                           patience=args.patience, workers=args.workers,
                           callbacks=training_callbacks(args, say))
-        say_early_stopping(history, args, say)
 
     # Test: rows the network never saw.
     if test is not None:
@@ -408,15 +407,6 @@ class SlowEpochNote:
                      f"{self.advice}.")
             self.said = True
         self.last = seconds
-
-
-def say_early_stopping(history, args, say):
-    if args.patience:
-        stopped, best = history["stopped_epoch"], history["best_epoch"]
-        said = (f"stopped after epoch {stopped} (patience {args.patience})" if stopped
-                else f"ran all {args.epochs} epochs")
-        say(f"early stopping: {said}; restored the weights of epoch {best}, the best on "
-            f"validation")
 
 
 # ----------------------------------------------------------------------------------------------
