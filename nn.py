@@ -353,13 +353,8 @@ class Conv2D(Layer):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, seed=None,
                  dtype=np.float32):
-        _check_whole(in_channels, "Conv2D in_channels")
-        _check_whole(out_channels, "Conv2D out_channels")
-        _check_whole(kernel_size, "Conv2D kernel_size")
-        _check_whole(stride, "Conv2D stride")
-        _check_whole(padding, "Conv2D padding", 0)
-        _check_seed(seed, "Conv2D seed")
-        _check_float_dtype(dtype, "Conv2D dtype")
+        _check_conv_arguments(in_channels, out_channels, kernel_size, stride, padding, seed,
+                              dtype)
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.kernel_size, self.stride, self.padding = int(kernel_size), int(stride), int(padding)
         # He initialisation (see Dense): each output sums in_channels * k * k inputs.
@@ -407,14 +402,17 @@ class Conv2D(Layer):
         return col2im(kernels.T @ grad, self.input_shape, k, s, p)
 
     def _check_input(self, x):
-        c, k, p = self.in_channels, self.kernel_size, self.padding
+        c, k, s, p = self.in_channels, self.kernel_size, self.stride, self.padding
         if x.ndim != 4 or x.shape[1] != c:
             raise ValueError(f"{self!r} expects input of shape (batch, {c}, height, width), "
                              f"got shape {x.shape}")
-        if min(x.shape[2:]) + 2 * p < k:
+        height, width = x.shape[2] + 2 * p, x.shape[3] + 2 * p
+        if min(height, width) < k:
             raise ValueError(f"{self!r}: its {k}x{k} kernel is larger than the input padded by "
-                             f"{p} ({x.shape[2] + 2 * p}x{x.shape[3] + 2 * p}): input shape "
-                             f"{x.shape}")
+                             f"{p} ({height}x{width}): input shape {x.shape}")
+        positions = ((height - k) // s + 1) * ((width - k) // s + 1)
+        _check_example_cost(self, x.shape, values=max(c * height * width, c * k * k * positions),
+                            work=self.out_channels * c * k * k * positions)
         return x.shape
 
     def parameters(self):
@@ -441,12 +439,12 @@ class MaxPool2D(Layer):
     """
 
     def __init__(self, size=2):
-        _check_whole(size, "MaxPool2D size")
+        _check_whole(size, "MaxPool2D size", maximum=MAX_WINDOW)
         self.size = int(size)
 
     def forward(self, x):
         n = self.size
-        if x.ndim != 4 or x.shape[2] % n or x.shape[3] % n:
+        if x.ndim != 4 or x.shape[2] % n or x.shape[3] % n or min(x.shape[2:]) < n:
             raise ValueError(f"{self!r} expects input of shape (batch, channels, height, width) "
                              f"with height and width multiples of {n}, got shape {x.shape}")
         # x[:, :, i::n, j::n] holds entry (i, j) of every window, so the pooled image is the
@@ -505,6 +503,9 @@ class Reshape(Layer):
                 for d in shape):
             raise ValueError(f"Reshape shape must be a tuple of positive whole numbers, "
                              f"got {shape!r}")
+        if math.prod(shape) > MAX_EXAMPLE_VALUES:
+            raise ValueError(f"Reshape shape must hold at most {MAX_EXAMPLE_VALUES:,} numbers "
+                             f"(MAX_EXAMPLE_VALUES), got {shape!r}")
         self.shape = tuple(int(d) for d in shape)
 
     def forward(self, x):
@@ -633,6 +634,7 @@ class Network:
     def __init__(self, layers, loss="categorical_crossentropy"):
         self.layers = _checked_layers(layers)
         _check_loss(loss, self.layers)
+        self.input_shape = None              # the shape of one example, once seen: save records it
         self.loss_name = loss
         self.loss, self.loss_prime, _, self.fused_prime = LOSSES[loss]
         # Backward can stop at the first layer with parameters: no gradient before it is used.
@@ -665,6 +667,7 @@ class Network:
 
     def forward(self, X, training=False):
         """Run a batch X through every layer, in order; returns the network's output."""
+        self.input_shape = X.shape[1:]       # one example's shape: save records it
         self.input_shapes = []               # backward checks each dL/d(input) against these
         with np.errstate(under="ignore"):    # numbers below ~1e-38 rounding to 0 is harmless
             for i, layer in enumerate(self.layers):
@@ -783,6 +786,8 @@ class Network:
                 optimizer.end_epoch()
                 _check_parameters_finite(self, optimizer)   # the last step may have diverged
                 validation = None if validation_data is None else self.evaluate(*validation_data)
+                if validation is not None and not np.isfinite(validation[0]):
+                    raise _divergence(f"the validation loss became {validation[0]}", optimizer)
                 _record_epoch(history, loss_sum / n, right / n, validation)
                 progress.epoch_done(epoch, time.perf_counter() - start, history)
                 _tell(callbacks, "on_epoch_end", epoch, _latest(history))
@@ -820,8 +825,7 @@ class Network:
         A network with layers of your own needs their classes, as Keras's custom_objects:
         Network.load(path, custom_objects={"Scale": Scale}).
         """
-        layers, loss = _load_network(path, custom_objects)
-        return cls(layers, loss=loss)
+        return _load_network(cls, path, custom_objects)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -941,6 +945,7 @@ class Adam:
 
 import contextlib             # the appendix's own imports: Part I needs only NumPy and time
 import copy
+import io
 import json
 import math
 import os
@@ -954,18 +959,61 @@ import zlib
 
 # ----------------------------------------------------------------------------------------------
 # A. Checking arguments and data
+#
+# Sizes have fixed limits, far above anything this file trains, so that no argument and no
+# model file can make a layer allocate or compute without bound (a file may say anything):
 # ----------------------------------------------------------------------------------------------
 
+MAX_STORED_VALUES = 50_000_000   # parameters of a layer, and of a model file: 200 MB of float32
+MAX_WINDOW = 64                  # Conv2D kernel_size and stride, MaxPool2D size (padding < kernel)
+MAX_EXAMPLE_VALUES = 2 ** 20     # numbers of one example in any array of a layer's forward pass
+MAX_EXAMPLE_WORK = 2 ** 30       # multiply-adds of one layer's forward pass on one example
+MAX_EXAMPLE_BYTES = 2 ** 26      # all that a network's layers keep for one example (64 MB)
+
+
 def _is_number(value):
-    return (not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
-            and bool(np.isfinite(value)))
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return False
+    try:
+        return math.isfinite(value)          # 10**309 is an int no float can hold
+    except OverflowError:
+        return False
 
 
-def _check_whole(value, name, minimum=1):
-    """A whole number >= minimum: an int, not a bool and not a float such as 2.0."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+def _check_whole(value, name, minimum=1, maximum=None):
+    """A whole number >= minimum (and <= maximum): an int, not a bool, not a float such as 2.0."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum \
+            or maximum is not None and value > maximum:
         what = "a positive whole number" if minimum == 1 else f"a whole number >= {minimum}"
+        what += "" if maximum is None else f" and at most {maximum}"
         raise ValueError(f"{name} must be {what}, got {value!r}")
+
+
+def _check_parameter_count(count, name):
+    if count > MAX_STORED_VALUES:
+        raise ValueError(f"{name} would hold {count:,} weights, more than the "
+                         f"{MAX_STORED_VALUES:,} (MAX_STORED_VALUES) a layer may have")
+
+
+def _check_conv_arguments(in_channels, out_channels, kernel_size, stride, padding, seed, dtype):
+    _check_whole(in_channels, "Conv2D in_channels")
+    _check_whole(out_channels, "Conv2D out_channels")
+    _check_whole(kernel_size, "Conv2D kernel_size", maximum=MAX_WINDOW)
+    _check_whole(stride, "Conv2D stride", maximum=MAX_WINDOW)
+    _check_whole(padding, "Conv2D padding", 0, maximum=kernel_size - 1)   # more: rims of zeros
+    _check_seed(seed, "Conv2D seed")
+    _check_float_dtype(dtype, "Conv2D dtype")
+    _check_parameter_count(out_channels * in_channels * kernel_size ** 2, "Conv2D")
+
+
+def _check_example_cost(layer, shape, values, work):
+    """What one example of input `shape` costs a layer's forward pass, checked before it runs:
+    `values` numbers in its largest array, `work` multiply-adds."""
+    if values > MAX_EXAMPLE_VALUES or work > MAX_EXAMPLE_WORK:
+        raise ValueError(f"{layer!r}: one example of shape {tuple(shape[1:])} would take "
+                         f"{values:,} numbers and {work:,} multiply-adds, more than the "
+                         f"{MAX_EXAMPLE_VALUES:,} and {MAX_EXAMPLE_WORK:,} a layer may use "
+                         f"(MAX_EXAMPLE_VALUES, MAX_EXAMPLE_WORK)")
 
 
 def _check_seed(seed, name="seed"):
@@ -983,6 +1031,7 @@ def _checked_fraction(value, name, low, high):
 def _check_dense_arguments(n_in, n_out, seed, init, dtype):
     _check_whole(n_in, "Dense n_in (number of inputs)")
     _check_whole(n_out, "Dense n_out (number of outputs)")
+    _check_parameter_count(n_in * n_out, "Dense")
     _check_seed(seed, "Dense seed")
     if init not in ("he", "glorot"):
         raise ValueError(f"Dense init must be 'he' or 'glorot', got {init!r}")
@@ -1131,6 +1180,10 @@ def _checked_fit_arguments(net, X, Y, epochs, batch_size, optimizer, validation_
     if restore_best not in (True, False):
         raise ValueError(f"restore_best must be True or False, got {restore_best!r}")
     optimizer = SGD(lr=0.01) if optimizer is None else optimizer
+    if isinstance(optimizer, type):
+        raise ValueError(f"optimizer must be an optimizer object such as SGD(lr=0.1) or Adam(), "
+                         f"got the class {optimizer.__name__} itself: call it, "
+                         f"{optimizer.__name__}(...)")
     if not (callable(getattr(optimizer, "step", None))
             and callable(getattr(optimizer, "end_epoch", None))):
         raise ValueError(f"optimizer must be an optimizer such as SGD(lr=0.1) or Adam(), "
@@ -1419,23 +1472,29 @@ def _redraws_lines(stream):
 # C. Saving and loading
 #
 # A model file is a NumPy .npz archive (a zip of .npy arrays) holding:
-#   "architecture"   a JSON string: {"format": MODEL_FORMAT, "loss": ...,
+#   "architecture"   a JSON string: {"format": MODEL_FORMAT, "loss": ..., "input_shape": [784],
 #                    "layers": [{"type": "Dense", "config": {"n_in": 784, "n_out": 256}}, ...]}
 #   "layer{i}_{j}"   the j-th parameter array of layer i, in the order of its parameters().
 # Saving writes to a temporary file and renames it over the target in one step, so a crash
 # never leaves half a model; it refuses to write NaN or infinite weights. Loading reads plain
-# arrays only (never pickles), reads every array's header before its data so a file cannot
-# make it allocate more than it really holds, and checks everything against the architecture.
+# arrays only (never pickles), reads every array's header, with a bounded reader, before its
+# data, so a file cannot make it allocate more than it really holds, and checks everything
+# against the architecture. Each layer's constructor bounds what it builds (section A's limits)
+# and each forward what one example costs it; load then runs one test example (of the shape
+# the file states) through the layers, one at a time, and refuses the model if what they keep
+# exceeds MAX_EXAMPLE_BYTES or its output is not finite.
 # ----------------------------------------------------------------------------------------------
 
-MODEL_FORMAT = "nn.Network v2"
+MODEL_FORMAT = "nn.Network v3"
 LAYER_TYPES = {cls.__name__: cls for cls in (Dense, ReLU, Sigmoid, Tanh, LeakyReLU, Softmax,
                                              Dropout, Conv2D, MaxPool2D, Flatten, Reshape)}
-MAX_STORED_VALUES = 50_000_000   # 200 MB of float32: far above any model this file trains
 MAX_ARCHITECTURE_CHARACTERS = 1_000_000
+MAX_LAYERS = 1000
+MAX_HEADER_BYTES = 10_000        # an array's header (NumPy's own reader has the same limit)
 
 
 def _save_network(net, path):
+    path = _checked_path(path)
     arrays, architecture = {}, []
     for i, layer in enumerate(net.layers):
         kind = type(layer).__name__
@@ -1456,31 +1515,63 @@ def _save_network(net, path):
                 raise ValueError(f"cannot save layer {i} ({layer!r}): its parameter {j} holds "
                                  f"NaN or infinity, so the model is broken")
             arrays[f"layer{i}_{j}"] = param
-    description = {"format": MODEL_FORMAT, "loss": net.loss_name, "layers": architecture}
+    if net.input_shape is None:
+        raise ValueError("cannot save a network that has never seen an example: run it once "
+                         "(fit, predict or evaluate), so that the file can say what it takes")
+    description = {"format": MODEL_FORMAT, "loss": net.loss_name,
+                   "input_shape": [int(d) for d in net.input_shape], "layers": architecture}
     arrays["architecture"] = np.array(json.dumps(description))   # a plain string array
-    _write_atomically(os.fspath(path), arrays)
+    _write_atomically(path, arrays)
+
+
+def _checked_path(path):
+    try:
+        return os.fspath(path)
+    except TypeError:
+        raise ValueError(f"path must be a file name (a str or a pathlib.Path), "
+                         f"got {path!r}") from None
 
 
 class _Terminated(BaseException):
-    """Raised inside a save when SIGTERM arrives, so the temporary file is removed."""
+    """Raised inside a save when SIGTERM or SIGHUP arrives, so the temporary file is removed."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
 
 
 def _write_atomically(path, arrays):
-    """np.savez to a temporary file in the same folder, then one atomic rename. An exception,
-    Ctrl-C (SIGINT) or SIGTERM removes the temporary file; SIGKILL cannot be caught, and may
-    leave a '.nn-save-*.npz' file behind (the target itself is never half-written)."""
+    """np.savez to a temporary file in the same folder, then one atomic rename."""
+    with atomic_file(path, suffix=".npz") as file:
+        np.savez(file, **arrays)
+
+
+@contextlib.contextmanager
+def atomic_file(path, mode="wb", suffix="", **options):
+    """Write a file all or nothing: `with atomic_file(path) as file:` writes to a temporary
+    file in the same folder, renamed over `path` in one step once the block ends well. An
+    exception, Ctrl-C (SIGINT), SIGTERM or SIGHUP (a closed terminal) removes the temporary
+    file and leaves any old `path` whole; only SIGKILL, which no program can catch, may leave
+    a '.nn-save-*' temporary file behind. `options` go to open (e.g. newline="")."""
     folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".nn-save-", suffix=".npz")
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".nn-save-", suffix=suffix)
     # Python turns Ctrl-C into an exception, which the except clause below cleans up after;
-    # SIGTERM (what `kill` and most process managers send) gets the same for this save only.
-    catch_sigterm = threading.current_thread() is threading.main_thread()
-    if catch_sigterm:
-        def on_sigterm(signum, frame):
-            raise _Terminated()
-        previous = signal.signal(signal.SIGTERM, on_sigterm)
+    # SIGTERM (what `kill` and most process managers send) and SIGHUP get the same while the
+    # file is written.
+    caught = (signal.SIGTERM,) + ((signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ())
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        def on_signal(signum, frame):
+            raise _Terminated(signum)
+        previous = {signum: signal.signal(signum, on_signal) for signum in caught}
+
+    def restore():
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        previous.clear()
     try:
-        with os.fdopen(handle, "wb") as file:
-            np.savez(file, **arrays)
+        with os.fdopen(handle, mode, **options) as file:
+            yield file
             file.flush()
             os.fsync(file.fileno())          # on disk before the rename makes it visible
         os.chmod(temporary, 0o644)
@@ -1488,14 +1579,12 @@ def _write_atomically(path, arrays):
     except BaseException as error:
         if os.path.exists(temporary):
             os.remove(temporary)
-        if isinstance(error, _Terminated):   # cleaned up: now end as SIGTERM would have ended us
-            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
-            catch_sigterm = False
-            signal.raise_signal(signal.SIGTERM)
+        if isinstance(error, _Terminated):   # cleaned up: now end as the signal would have
+            restore()
+            signal.raise_signal(error.signum)
         raise
     finally:
-        if catch_sigterm:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+        restore()
 
 
 def _refuse(path, why):
@@ -1515,14 +1604,9 @@ def _read_stored_arrays(path):
             for member in archive.namelist():
                 if not member.endswith(".npy"):
                     raise _refuse(path, f"unexpected member {member!r}")
+                name = member[:-len(".npy")]
                 with archive.open(member) as file:
-                    version = np.lib.format.read_magic(file)
-                    if version not in ((1, 0), (2, 0)):
-                        raise _refuse(path, f"array format version {version} is not 1.0 or 2.0")
-                    reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                              else np.lib.format.read_array_header_2_0)
-                    shape, _, dtype = reader(file)
-                    name = member[:-len(".npy")]
+                    shape, fortran_order, dtype = _read_array_header(path, name, file)
                     is_text = name == "architecture" and dtype.kind == "U" and shape == ()
                     if not is_text and dtype not in (np.float32, np.float64):
                         raise _refuse(path, f"array {name!r} has dtype {dtype}, expected float32 "
@@ -1532,8 +1616,12 @@ def _read_stored_arrays(path):
                     claimed += math.prod(shape)
                     if claimed > MAX_STORED_VALUES:
                         raise _refuse(path, f"it claims more than {MAX_STORED_VALUES:,} values")
-                with archive.open(member) as file:
-                    arrays[name] = np.lib.format.read_array(file, allow_pickle=False)
+                    size = math.prod(shape) * dtype.itemsize
+                    data = file.read(size)
+                    if len(data) != size:
+                        raise _refuse(path, f"array {name!r} is shorter than its header says")
+                    arrays[name] = np.frombuffer(data, dtype).reshape(
+                        shape, order="F" if fortran_order else "C").copy()
         except ValueError as error:
             if "not a model" in str(error):
                 raise
@@ -1543,15 +1631,41 @@ def _read_stored_arrays(path):
     return arrays
 
 
-def _load_network(path, custom_objects):
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no model file at {path}")
+def _read_array_header(path, name, file):
+    """(shape, fortran_order, dtype) from a .npy header, reading at most MAX_HEADER_BYTES:
+    NumPy's own reader first reads as many bytes as the header says it has (up to 4 GiB)."""
+    start = file.read(8)
+    if len(start) != 8 or start[:6] != b"\x93NUMPY" or start[6:] not in (b"\x01\x00", b"\x02\x00"):
+        raise _refuse(path, f"array {name!r} is not a .npy array of format 1.0 or 2.0")
+    length_bytes = file.read(2 if start[6] == 1 else 4)
+    length = int.from_bytes(length_bytes, "little")
+    if length > MAX_HEADER_BYTES:
+        raise _refuse(path, f"array {name!r} has a header of {length:,} bytes "
+                            f"(at most {MAX_HEADER_BYTES:,})")
+    header = file.read(length)
+    if len(header) != length:
+        raise _refuse(path, f"array {name!r} is shorter than its header says")
+    reader = (np.lib.format.read_array_header_1_0 if start[6] == 1
+              else np.lib.format.read_array_header_2_0)
+    try:
+        return reader(io.BytesIO(length_bytes + header))
+    except ValueError as error:
+        raise _refuse(path, f"array {name!r} has a damaged header ({error})") from None
+
+
+def _load_network(network_class, path, custom_objects):
+    path = _checked_path(path)
+    if custom_objects is not None and not isinstance(custom_objects, dict):
+        raise ValueError(f"custom_objects must be a dict of layer classes by name, e.g. "
+                         f"{{'Scale': Scale}}, got {custom_objects!r}")
     known = dict(LAYER_TYPES)
     for name, cls in (custom_objects or {}).items():
-        if not (isinstance(cls, type) and issubclass(cls, Layer)):
-            raise ValueError(f"custom_objects[{name!r}] must be a Layer class, got {cls!r}")
+        if not (isinstance(name, str) and isinstance(cls, type) and issubclass(cls, Layer)):
+            raise ValueError(f"custom_objects[{name!r}] must be a Layer class under its name, "
+                             f"got {cls!r}")
         known[name] = cls
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no model file at {path}")
     arrays = _read_stored_arrays(path)
     if "architecture" not in arrays:
         raise _refuse(path, "it has no architecture")
@@ -1560,11 +1674,23 @@ def _load_network(path, custom_objects):
     except (ValueError, RecursionError) as error:
         raise _refuse(path, f"its architecture is not valid JSON ({type(error).__name__})") \
             from None
+    if isinstance(description, dict) and description.get("format") == "nn.Network v2":
+        raise _refuse(path, "it was saved by an earlier nn.py, which did not record the shape "
+                            "of an example; load it there, run it once and save it again")
     if not isinstance(description, dict) or description.get("format") != MODEL_FORMAT:
         raise _refuse(path, f"no {MODEL_FORMAT!r} format marker")
     specs = description.get("layers")
-    if not isinstance(specs, list) or not specs:
-        raise _refuse(path, "its architecture lists no layers")
+    if not isinstance(specs, list) or not specs or len(specs) > MAX_LAYERS:
+        raise _refuse(path, f"its architecture lists no layers, or more than {MAX_LAYERS}")
+    input_shape = description.get("input_shape")
+    if not (isinstance(input_shape, list) and input_shape and all(
+            isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in input_shape)
+            and math.prod(input_shape) <= MAX_EXAMPLE_VALUES):
+        raise _refuse(path, f"its input_shape must be a list of positive whole numbers holding "
+                            f"at most {MAX_EXAMPLE_VALUES:,} numbers, got {input_shape!r}")
+    loss = description.get("loss")
+    if not isinstance(loss, str) or loss not in LOSSES:
+        raise _refuse(path, f"unknown loss {loss!r}")
     dtypes = {array.dtype for array in arrays.values()}
     if len(dtypes) > 1:
         raise _refuse(path, f"its arrays mix dtypes {sorted(map(str, dtypes))}")
@@ -1576,10 +1702,42 @@ def _load_network(path, custom_objects):
               for i, spec in enumerate(specs)]
     if arrays:
         raise _refuse(path, f"it holds arrays no layer uses: {sorted(arrays)}")
-    loss = description.get("loss")
-    if not isinstance(loss, str) or loss not in LOSSES:
-        raise _refuse(path, f"unknown loss {loss!r}")
-    return layers, loss
+    try:
+        net = network_class(layers, loss=loss)
+    except ValueError as error:
+        raise _refuse(path, str(error)) from None
+    _check_test_example(path, net, tuple(input_shape), dtypes.pop() if dtypes else np.float32)
+    return net
+
+
+def _check_test_example(path, net, input_shape, dtype):
+    """Run one example of input_shape through the layers one at a time: each layer's forward
+    bounds its own cost before computing (as ours do); what the layers keep is added up as
+    they go, and the model is refused past MAX_EXAMPLE_BYTES or if its output is not finite."""
+    x = np.random.default_rng(0).random((1,) + input_shape).astype(dtype)   # like pixels
+    kept = 0
+    with np.errstate(all="ignore"):
+        for i, layer in enumerate(net.layers):
+            layer.training = False
+            try:
+                x = layer.forward(x)
+            except (ValueError, IndexError, TypeError, MemoryError) as error:
+                raise _refuse(path, f"layer {i} ({layer!r}) cannot take an example of shape "
+                                    f"{input_shape} ({error})") from None
+            if not isinstance(x, np.ndarray):
+                raise _refuse(path, f"layer {i} ({layer!r}) returned {type(x).__name__}, "
+                                    f"not an array")
+            parameters = {id(array) for pair in layer.parameters() for array in pair}
+            kept += x.nbytes + sum(value.nbytes for value in vars(layer).values()
+                                   if isinstance(value, np.ndarray)
+                                   and id(value) not in parameters)
+            if kept > MAX_EXAMPLE_BYTES:
+                raise _refuse(path, f"one example of shape {input_shape} takes more than "
+                                    f"{MAX_EXAMPLE_BYTES:,} bytes by layer {i} ({layer!r})")
+    if not np.all(np.isfinite(x)):
+        raise _refuse(path, f"its output for a test example is NaN or infinite (weights too "
+                            f"large?), so its answers would mean nothing")
+    net.input_shape = input_shape
 
 
 def _rebuild_layer(path, i, spec, known, arrays, stored_values):
@@ -1592,8 +1750,9 @@ def _rebuild_layer(path, i, spec, known, arrays, stored_values):
         raise ValueError(f"{path}: layer {i} is a {kind!r}, which nn.py does not know; if it is "
                          f"a layer class of your own, pass it: Network.load(path, "
                          f"custom_objects={{{kind!r}: {kind}}})")
-    # A constructor allocates what its config says (Dense(10**6, 10**6) would take 4 TB), so
-    # bound the product of its whole-number settings by the values the file really stores.
+    # A constructor allocates what its config says (Dense(10**6, 10**6) would take 4 TB). Ours
+    # check their sizes against section A's limits; for any layer, the product of its
+    # whole-number settings must also stay within what the file really stores.
     numbers = [v for value in config.values()
                for v in (value if isinstance(value, list) else [value])]
     size = math.prod(abs(v) for v in numbers

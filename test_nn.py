@@ -1472,6 +1472,7 @@ class TestSaveLoad(SaveLoadCase):
     def test_dropout_and_binary_crossentropy_round_trip(self):
         net = Network([Dense(5, 4), Dropout(0.25), Dense(4, 1), Sigmoid()],
                       loss="binary_crossentropy")
+        net.predict(np.ones((1, 5)))                # an untrained network is saved once run
         net.save(self.path)
         again = Network.load(self.path)
         self.assertEqual(again.layers[1].rate, 0.25)
@@ -1535,8 +1536,20 @@ class TestSaveLoad(SaveLoadCase):
                 Network([layer], loss="mse").save(self.path)
         self.assertFalse(os.path.exists(self.path))
 
+    def test_a_network_never_run_is_not_saved(self):
+        # The file records the shape of an example, which load needs to check the model.
+        with self.assertRaises(ValueError) as caught:
+            Network([Dense(3, 2), Softmax()]).save(self.path)
+        self.assertIn("never seen an example", str(caught.exception))
+        self.assertFalse(os.path.exists(self.path))
+
     @unittest.skipIf(sys.platform == "win32", "POSIX signals")
-    def test_sigterm_during_a_save_leaves_no_temporary_file(self):
+    def test_sigterm_or_sighup_during_a_save_leaves_no_temporary_file(self):
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            with self.subTest(signal=signum.name):
+                self.signal_during_a_save(signum)
+
+    def signal_during_a_save(self, signum):
         script = textwrap.dedent(f"""
             import sys, time
             sys.path.insert(0, {os.path.dirname(os.path.abspath(nn.__file__))!r})
@@ -1547,7 +1560,9 @@ class TestSaveLoad(SaveLoadCase):
                 print("saving", flush=True)
                 time.sleep(30)
             np.savez = slow
-            nn.Network([nn.Dense(3, 2), nn.Softmax()]).save({self.path!r})
+            net = nn.Network([nn.Dense(3, 2), nn.Softmax()])
+            net.predict(np.ones((1, 3)))
+            net.save({self.path!r})
         """)
         child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
                                  text=True)
@@ -1555,10 +1570,10 @@ class TestSaveLoad(SaveLoadCase):
         temporary = [name for name in os.listdir(self.folder.name)
                      if name.startswith(".nn-save-")]
         self.assertEqual(len(temporary), 1)
-        child.send_signal(signal.SIGTERM)
+        child.send_signal(signum)
         child.wait(timeout=20)
         child.stdout.close()
-        self.assertEqual(child.returncode, -signal.SIGTERM)
+        self.assertEqual(child.returncode, -signum)
         self.assertEqual(os.listdir(self.folder.name), [])
 
     def test_missing_file(self):

@@ -517,7 +517,9 @@ class TestTheModel(Files):
     def test_load_refuses_a_model_that_is_not_for_mnist(self):
         from nn import Dense, Network, Softmax
         path = self.path("xor.npz")
-        Network([Dense(2, 2), Softmax()]).save(path)
+        net = Network([Dense(2, 2), Softmax()])
+        net.predict([[0.0, 1.0]])
+        net.save(path)
         status, output, errors = run_main("--load", path)
         self.assertEqual(status, 2)
         self.assertIn("does not take MNIST's 784 pixels to 10 digit probabilities", errors)
