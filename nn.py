@@ -967,8 +967,8 @@ import zlib
 MAX_STORED_VALUES = 50_000_000   # parameters of a layer, and of a model file: 200 MB of float32
 MAX_WINDOW = 64                  # Conv2D kernel_size and stride, MaxPool2D size (padding < kernel)
 MAX_EXAMPLE_VALUES = 2 ** 20     # numbers of one example in any array of a layer's forward pass
-MAX_EXAMPLE_WORK = 2 ** 30       # multiply-adds of one layer's forward pass on one example
-MAX_EXAMPLE_BYTES = 2 ** 26      # all that a network's layers keep for one example (64 MB)
+MAX_EXAMPLE_WORK = 2 ** 27       # multiply-adds of one layer's forward pass on one example
+MAX_EXAMPLE_BYTES = 2 ** 25      # all that a network's layers keep for one example (32 MB)
 
 
 def _is_number(value):
@@ -1711,10 +1711,11 @@ def _load_network(network_class, path, custom_objects):
 
 
 def _check_test_example(path, net, input_shape, dtype):
-    """Run one example of input_shape through the layers one at a time: each layer's forward
-    bounds its own cost before computing (as ours do); what the layers keep is added up as
-    they go, and the model is refused past MAX_EXAMPLE_BYTES or if its output is not finite."""
-    x = np.random.default_rng(0).random((1,) + input_shape).astype(dtype)   # like pixels
+    """Run a test example of input_shape (random numbers in [0, 1), like pixels) through the
+    layers one at a time: each layer's forward bounds its own cost before computing (as ours
+    do); what the layers keep is added up as they go, and the model is refused past
+    MAX_EXAMPLE_BYTES or if its output is not finite."""
+    x = np.random.default_rng(0).random((1,) + input_shape).astype(dtype)
     kept = 0
     with np.errstate(all="ignore"):
         for i, layer in enumerate(net.layers):
@@ -1735,7 +1736,7 @@ def _check_test_example(path, net, input_shape, dtype):
                 raise _refuse(path, f"one example of shape {input_shape} takes more than "
                                     f"{MAX_EXAMPLE_BYTES:,} bytes by layer {i} ({layer!r})")
     if not np.all(np.isfinite(x)):
-        raise _refuse(path, f"its output for a test example is NaN or infinite (weights too "
+        raise _refuse(path, f"its output for an example is NaN or infinite (weights too "
                             f"large?), so its answers would mean nothing")
     net.input_shape = input_shape
 

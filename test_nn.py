@@ -1215,6 +1215,16 @@ class TestEarlyStopping(unittest.TestCase):
             small_network().fit(X, Y, patience=2, verbose=0)
         self.assertIn("validation_data", str(caught.exception))
 
+    def test_a_validation_loss_that_is_not_finite_is_divergence(self):
+        X, Y = blobs(n=40)
+        for patience in (2, None):
+            net = Network([Dense(5, 3, seed=0)], loss="mse")
+            with self.assertRaises(FloatingPointError) as caught:   # squares overflow float32
+                net.fit(X, Y, epochs=3, validation_data=(X * 1e30, Y), patience=patience,
+                        verbose=0)
+            self.assertIn("the validation loss became inf", str(caught.exception))
+            self.assertIn("diverged", str(caught.exception))
+
 
 class TestComputeGradients(unittest.TestCase):
     def test_no_backward_after_a_loss_that_is_not_finite(self):
@@ -1297,6 +1307,50 @@ class TestBadInput(unittest.TestCase):
             function()
         for fragment in fragments:
             self.assertIn(fragment, str(caught.exception))
+
+    @unittest.skipUnless(sys.platform.startswith("linux"), "resource limits as on Linux")
+    def test_constructors_bound_what_they_allocate(self):
+        # In a child process of at most 1 GiB: a regression fails instead of taking 5 GB.
+        script = textwrap.dedent("""
+            import numpy as np, nn
+            for make in (lambda: nn.Conv2D(1, 1, 20000), lambda: nn.Conv2D(1, 1, 5, padding=5),
+                         lambda: nn.Conv2D(1, 1, 3, stride=65), lambda: nn.Conv2D(8000, 8000, 1),
+                         lambda: nn.Dense(10**4, 10**4), lambda: nn.MaxPool2D(10**6),
+                         lambda: nn.Reshape((10**4, 10**4)),
+                         lambda: nn.MaxPool2D(2).forward(np.zeros((1, 1, 0, 0))),
+                         lambda: nn.Conv2D(3, 64, 9, padding=8).forward(
+                             np.zeros((1, 3, 400, 400)))):
+                try:
+                    make()
+                    print("built")
+                except ValueError as error:
+                    print(str(error).split(",")[0])
+        """)
+        status, output, errors = run_bounded(script)
+        self.assertEqual(status, 0, errors)
+        self.assertEqual(output.splitlines(), [
+            "Conv2D kernel_size must be a positive whole number and at most 64",
+            "Conv2D padding must be a whole number >= 0 and at most 4",
+            "Conv2D stride must be a positive whole number and at most 64",
+            "Conv2D would hold 64",
+            "Dense would hold 100",
+            "MaxPool2D size must be a positive whole number and at most 64",
+            "Reshape shape must hold at most 1",
+            "MaxPool2D() expects input of shape (batch",
+            "Conv2D(3"])
+
+    def test_numbers_too_large_and_classes_for_objects(self):
+        X, Y = blobs()
+        self.assertValueError(lambda: SGD(lr=10 ** 309), "SGD lr must be a number")
+        self.assertValueError(lambda: Adam(lr=10 ** 309), "Adam lr must be a number")
+        self.assertValueError(lambda: small_network().fit(X, Y, optimizer=SGD, verbose=0),
+                              "optimizer must be", "the class SGD", "SGD(...)")
+        self.assertValueError(lambda: Network.load("model.npz", custom_objects=[1]),
+                              "custom_objects must be a dict")
+        self.assertValueError(lambda: Network.load("model.npz", custom_objects={1: Scale}),
+                              "custom_objects[1]")
+        self.assertValueError(lambda: Network.load(12), "path must be a file name")
+        self.assertValueError(lambda: small_network().save(None), "path must be a file name")
 
     def test_wrong_input_width_names_the_layer(self):
         X, Y = blobs()
@@ -1642,6 +1696,116 @@ class TestHostileModelFiles(SaveLoadCase):
         for text in ("[" * 100_000, '{"format": "nn.Network v2", "layers": 5}', "[]", "null",
                      '{"format": "nn.Network v2", "loss": "mse", "layers": [{"type": "Dense"}]}'):
             self.assertRefused(arrays=dict(arrays, architecture=np.array(text)))
+
+
+def run_bounded(script, memory=1 << 30, seconds=60):
+    """Run a Python script in a child process with at most `memory` bytes of address space
+    and `seconds` of time: a refusal that regressed into allocating fails, it cannot hang or
+    swap the machine. Returns (exit status, stdout, stderr)."""
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                           timeout=seconds, preexec_fn=limit,
+                           cwd=os.path.dirname(os.path.abspath(nn.__file__)))
+    return child.returncode, child.stdout, child.stderr
+
+
+def load_each(paths):
+    """A script that loads each model file and prints, per file, what load said (one line)."""
+    return textwrap.dedent(f"""
+        import json, nn
+        for path in {paths!r}:
+            try:
+                nn.Network.load(path)
+                print(json.dumps("loaded"))
+            except ValueError as error:
+                print(json.dumps(str(error)))
+    """)
+
+
+@unittest.skipUnless(sys.platform.startswith("linux"), "resource limits as on Linux")
+class TestModelFileBounds(SaveLoadCase):
+    """Small files whose architecture implies huge sizes: refused before anything is built or
+    computed, each in a child process that may use at most 1 GiB and one minute."""
+
+    def model_file(self, name, layers, input_shape, arrays=(), fmt=nn.MODEL_FORMAT):
+        path = os.path.join(self.folder.name, name)
+        description = {"format": fmt, "loss": "mse", "input_shape": input_shape,
+                       "layers": [{"type": kind, "config": config} for kind, config in layers]}
+        np.savez(path, architecture=np.array(json.dumps(description)), **dict(arrays))
+        return path
+
+    def conv(self, i, kernel_size, padding=0, channels=(1, 1)):
+        size = min(kernel_size, 64)               # a file may claim more than it holds
+        weights = np.zeros(channels[::-1] + (size, size), np.float32)
+        return ("Conv2D", {"in_channels": channels[0], "out_channels": channels[1],
+                           "kernel_size": kernel_size, "stride": 1, "padding": padding}), \
+            {f"layer{i}_0": weights if kernel_size <= 64 else weights[:, :, :1, :1],
+             f"layer{i}_1": np.zeros(1, np.float32)}
+
+    def test_crafted_architectures_are_refused_before_building(self):
+        cases = {}
+        layer, arrays = self.conv(1, 20000)
+        cases["kernel_size 20000"] = (self.model_file("k.npz", [("Reshape", {"shape": [1, 28, 28]}),
+                                                               layer], [784], arrays),
+                                      "Conv2D kernel_size must be")
+        for padding in (14000, 20000):
+            layer, arrays = self.conv(1, 5, padding)
+            cases[f"padding {padding}"] = (
+                self.model_file(f"p{padding}.npz", [("Reshape", {"shape": [1, 28, 28]}), layer],
+                                [784], arrays), "Conv2D padding must be")
+        layer, arrays = self.conv(1, 64, 63)
+        cases["pad to 4000 x 4000, MaxPool2D(4000)"] = (
+            self.model_file("pool.npz", [("Reshape", {"shape": [1, 28, 28]}), layer,
+                                         ("MaxPool2D", {"size": 4000})], [784], arrays),
+            "MaxPool2D size must be")
+        growing, arrays = [("Reshape", {"shape": [1, 28, 28]})], {}
+        for i in range(1, 150):                   # each pads by 2 and grows the image by 2
+            layer, its_arrays = self.conv(i, 3, 2)
+            growing.append(layer)
+            arrays.update(its_arrays)
+        cases["150 layers growing the image"] = (
+            self.model_file("grow.npz", growing, [784], arrays), "bytes by layer")
+        cases["a huge example"] = (self.model_file("example.npz", [("Flatten", {})],
+                                                   [4000, 4000], {}), "input_shape must be")
+        cases["an earlier format"] = (self.model_file("v2.npz", [("Flatten", {})], [4], {},
+                                                      fmt="nn.Network v2"), "earlier nn.py")
+        dense = {"layer0_0": np.full((784, 3), 3e38, np.float32),
+                 "layer0_1": np.zeros(3, np.float32)}
+        cases["finite weights of 3e38"] = (
+            self.model_file("big.npz", [("Dense", {"n_in": 784, "n_out": 3}), ("Softmax", {})],
+                            [784], dense), "NaN or infinite")
+        paths = [path for path, _ in cases.values()]
+        status, output, errors = run_bounded(load_each(paths))
+        self.assertEqual(status, 0, errors)
+        said = [json.loads(line) for line in output.splitlines()]
+        for (case, (path, fragment)), message in zip(cases.items(), said):
+            with self.subTest(case):
+                self.assertIn("not a model saved by nn", message)
+                self.assertIn(fragment, message)
+        self.assertLess(max(os.path.getsize(path) for path in paths), 200_000)
+
+    def test_a_header_claiming_4_gib_is_refused_after_reading_a_few_bytes(self):
+        path = os.path.join(self.folder.name, "header.npz")
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+            # format 2.0: a 4-byte header length, here 4 GiB - 16; then 4 MB of spaces
+            archive.writestr("architecture.npy", b"\x93NUMPY\x02\x00" + (2**32 - 16).to_bytes(
+                4, "little") + b" " * 4_000_000)
+        status, output, errors = run_bounded(load_each([path]), memory=1 << 30, seconds=30)
+        self.assertEqual(status, 0, errors)
+        self.assertIn("has a header of 4,294,967,280 bytes", json.loads(output))
+
+    def test_a_saved_model_records_its_example_shape_and_loads(self):
+        net = Network([Reshape((1, 6, 6)), Conv2D(1, 2, 3, padding=1, seed=0), MaxPool2D(2),
+                       Flatten(), Dense(18, 2, seed=1), Softmax()])
+        X = np.random.default_rng(0).random((3, 36)).astype(np.float32)
+        net.predict(X)
+        net.save(self.path)
+        again = Network.load(self.path)
+        self.assertEqual(again.input_shape, (36,))
+        np.testing.assert_array_equal(again.predict(X), net.predict(X))
 
 
 # ----------------------------------------------------------------------------------------------
