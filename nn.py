@@ -410,7 +410,8 @@ class Conv2D(Layer):
         if min(height, width) < k:
             raise ValueError(f"{self!r}: its {k}x{k} kernel is larger than the input padded by "
                              f"{p} ({height}x{width}): input shape {x.shape}")
-        positions = ((height - k) // s + 1) * ((width - k) // s + 1)
+        out_h, out_w = _conv_output_shape(x.shape[2], x.shape[3], k, s, p)
+        positions = out_h * out_w
         _check_example_cost(self, x.shape, values=max(c * height * width, c * k * k * positions),
                             work=self.out_channels * c * k * k * positions)
         return x.shape
@@ -498,14 +499,7 @@ class Reshape(Layer):
     Shapes: input (batch, ...), output (batch, *shape), the same numbers."""
 
     def __init__(self, shape):
-        if not isinstance(shape, (tuple, list)) or not shape or not all(
-                isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d > 0
-                for d in shape):
-            raise ValueError(f"Reshape shape must be a tuple of positive whole numbers, "
-                             f"got {shape!r}")
-        if math.prod(shape) > MAX_EXAMPLE_VALUES:
-            raise ValueError(f"Reshape shape must hold at most {MAX_EXAMPLE_VALUES:,} numbers "
-                             f"(MAX_EXAMPLE_VALUES), got {shape!r}")
+        _check_reshape(shape)
         self.shape = tuple(int(d) for d in shape)
 
     def forward(self, x):
@@ -1004,6 +998,17 @@ def _check_conv_arguments(in_channels, out_channels, kernel_size, stride, paddin
     _check_seed(seed, "Conv2D seed")
     _check_float_dtype(dtype, "Conv2D dtype")
     _check_parameter_count(out_channels * in_channels * kernel_size ** 2, "Conv2D")
+
+
+def _check_reshape(shape):
+    if not isinstance(shape, (tuple, list)) or not shape or not all(
+            isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d > 0
+            for d in shape):
+        raise ValueError(f"Reshape shape must be a tuple of positive whole numbers, "
+                         f"got {shape!r}")
+    if math.prod(int(d) for d in shape) > MAX_EXAMPLE_VALUES:
+        raise ValueError(f"Reshape shape must hold at most {MAX_EXAMPLE_VALUES:,} numbers "
+                         f"(MAX_EXAMPLE_VALUES), got {shape!r}")
 
 
 def _check_example_cost(layer, shape, values, work):

@@ -29,9 +29,16 @@ What this asks of a layer, beyond the protocol of nn.Layer:
 - It ties weights by holding the same array, not a view of it.
 A layer that binds new arrays, or ties through a view, is refused, since its helpers'
 gradients or updates would never arrive.
+
+No helper outlives fit's process: each asks Linux to kill it when its parent ends, however
+that ends (SIGKILL included). A helper that stops answering is named within seconds: one that
+is stopped (SIGSTOP, Ctrl-Z) after STOPPED_SECONDS, one that works on without answering after
+STALLED_SECONDS, or STALLED_FACTOR times as long as fit's own process took for its part of
+the batch, whichever is longer.
 """
 
 import contextlib
+import ctypes
 import math
 import mmap
 import multiprocessing.connection
@@ -42,6 +49,11 @@ import warnings
 
 import numpy as np
 from threadpoolctl import ThreadpoolController, threadpool_info, threadpool_limits
+
+STOPPED_SECONDS = 1.0
+STALLED_SECONDS = 60.0
+STALLED_FACTOR = 100
+PR_SET_PDEATHSIG = 1             # prctl's option: the signal a process gets when its parent ends
 
 
 @contextlib.contextmanager
@@ -89,6 +101,7 @@ class Helpers:
                           "so the processes may fight over the cores: if workers=1 is faster, "
                           "start Python with OPENBLAS_NUM_THREADS=1 (MKL_NUM_THREADS=1 for MKL)",
                           RuntimeWarning, stacklevel=5)
+        parent = os.getpid()
         for k in range(1, self.workers):
             ours, theirs = multiprocessing.connection.Pipe()
             with warnings.catch_warnings():
@@ -100,6 +113,7 @@ class Helpers:
             if pid == 0:                             # the helper process
                 status = 1
                 try:
+                    _die_with(parent)
                     ours.close()
                     for connection in self.connections:
                         connection.close()
@@ -175,7 +189,9 @@ class Helpers:
         for k, part in enumerate(parts[1:], start=1):
             if len(part):
                 self._send(k, part)
+        started = time.monotonic()
         loss, accuracy = self._gradients(parts[0])
+        own_seconds = time.monotonic() - started
         share = len(parts[0]) / len(rows)
         loss, accuracy = loss * share, None if accuracy is None else accuracy * share
         for grad in self.grads:
@@ -183,7 +199,7 @@ class Helpers:
         for k, part in enumerate(parts[1:], start=1):
             if not len(part):
                 continue
-            their_loss, their_accuracy = self._receive(k)
+            their_loss, their_accuracy = self._receive(k, started, own_seconds)
             share = len(part) / len(rows)
             loss += their_loss * share
             if accuracy is not None:
@@ -202,10 +218,25 @@ class Helpers:
         except OSError:
             raise self._gone(k) from None
 
-    def _receive(self, k):
-        """Helper k's (loss, accuracy), once its gradients are in place."""
+    def _receive(self, k, sent, own_seconds):
+        """Helper k's (loss, accuracy), once its gradients are in place; sent at time `sent`,
+        a part that took fit's own process `own_seconds`."""
+        connection, pid = self.connections[k - 1], self.pids[k - 1]
+        patience = max(STALLED_SECONDS, STALLED_FACTOR * own_seconds)
+        stopped_since = None
         try:
-            reply = self.connections[k - 1].recv_bytes()
+            while not connection.poll(min(STOPPED_SECONDS, 0.5) / 2):
+                now, state = time.monotonic(), _process_state(pid)
+                stopped_since = (stopped_since or now) if state in ("T", "t") else None
+                if stopped_since is not None and now - stopped_since >= STOPPED_SECONDS:
+                    raise RuntimeError(f"fit's helper process {k} (pid {pid}) is stopped (by "
+                                       f"SIGSTOP, Ctrl-Z or a debugger?) and does not answer")
+                if now - sent > patience:
+                    raise RuntimeError(f"fit's helper process {k} (pid {pid}) has not answered "
+                                       f"for {now - sent:.0f} s, where fit's own process took "
+                                       f"{own_seconds:.2f} s for its part of the batch: it is "
+                                       f"stalled")
+            reply = connection.recv_bytes()
         except (EOFError, OSError):
             raise self._gone(k) from None
         if reply.startswith(b"error:"):
@@ -233,6 +264,27 @@ class Helpers:
                 if failed:                       # it may be busy: its work is of no use now
                     _kill(pid)
                 _reap(pid)
+
+
+def _die_with(parent):
+    """In a helper: ask Linux to SIGKILL this process when its parent ends (prctl's
+    PR_SET_PDEATHSIG), and end now if the parent has already gone."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):        # not Linux's C library: fit's stop() still kills
+        pass
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _process_state(pid):
+    """A process's state letter from /proc (R running, S sleeping, T stopped, Z zombie...),
+    or None if it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            return file.read().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return None
 
 
 def _shared_like(array):

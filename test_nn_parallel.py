@@ -7,8 +7,11 @@ Run with:  python -m unittest -v test_nn_parallel
 
 import os
 import signal
+import subprocess
 import sys
 import tempfile
+import textwrap
+import time
 import unittest
 from unittest import mock
 
@@ -36,6 +39,13 @@ class MisbehavesInAHelper(Layer):
             raise ValueError("a learner's bug")
         if in_helper and self.how == "die":
             os._exit(3)
+        if in_helper and self.how == "stop":          # as SIGSTOP from outside would
+            if self.folder:
+                with open(pid_file, "w") as file:
+                    file.write(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGSTOP)
+        if in_helper and self.how == "stall":
+            time.sleep(60)
         if in_helper and self.how == "kill":          # leaves its pid for fit's process
             with open(pid_file, "w") as file:
                 file.write(str(os.getpid()))
@@ -191,6 +201,57 @@ class TestWorkers(unittest.TestCase):
                 self.assertIn(message, str(caught.exception))
                 self.assertIs(net.layers[0].weights, weights)
                 self.assertNoHelpersLeft()
+
+    def test_a_helper_that_stops_answering_is_named_and_ended(self):
+        X, Y = blobs(n=64)
+        for how, message, limits in (
+                ("stop", "helper process 1 (pid", {"STOPPED_SECONDS": 1.0}),
+                ("stall", "has not answered", {"STALLED_SECONDS": 1.0, "STALLED_FACTOR": 1})):
+            net = Network([Dense(5, 16, seed=0), MisbehavesInAHelper(how), ReLU(),
+                           Dense(16, 3, seed=1), Softmax()])
+            started = time.monotonic()
+            with mock.patch.multiple(nn_parallel, **limits), \
+                    self.assertRaises(RuntimeError) as caught:
+                net.fit(X, Y, epochs=1, batch_size=16, verbose=0, workers=2)
+            self.assertIn(message, str(caught.exception))
+            self.assertIn("stopped" if how == "stop" else "stalled", str(caught.exception))
+            self.assertLess(time.monotonic() - started, 30)
+            self.assertNoHelpersLeft()
+
+    @unittest.skipUnless(os.path.exists("/proc/self/stat"), "reads process states in /proc")
+    def test_no_helper_outlives_fits_process_even_stopped(self):
+        # fit's process waits for a stopped helper (told to wait long), and is ended by SIGTERM:
+        # the helper, stopped, must end with it.
+        with tempfile.TemporaryDirectory() as folder:
+            script = textwrap.dedent(f"""
+                import nn, nn_parallel, test_nn_parallel as t
+                nn_parallel.STOPPED_SECONDS = 600
+                net = nn.Network([nn.Dense(5, 16), t.MisbehavesInAHelper("stop", {folder!r}),
+                                  nn.Dense(16, 3), nn.Softmax()])
+                net.fit(*t.blobs(n=64), batch_size=16, verbose=0, workers=2)
+            """)
+            child = subprocess.Popen([sys.executable, "-c", script],
+                                     cwd=os.path.dirname(os.path.abspath(nn.__file__)))
+            pid_file = os.path.join(folder, "helper")
+            deadline = time.monotonic() + 60
+            while nn_parallel._process_state(self.helper_pid(pid_file)) not in ("T", "t"):
+                self.assertLess(time.monotonic(), deadline, "the helper never stopped")
+                time.sleep(0.05)
+            helper = self.helper_pid(pid_file)
+            child.send_signal(signal.SIGTERM)
+            child.wait(timeout=30)
+            deadline = time.monotonic() + 10
+            while nn_parallel._process_state(helper) not in (None, "Z"):    # gone, or a zombie
+                self.assertLess(time.monotonic(), deadline, "the stopped helper outlived fit")
+                time.sleep(0.05)
+
+    @staticmethod
+    def helper_pid(pid_file):
+        try:
+            with open(pid_file) as file:
+                return int(file.read() or 0)
+        except (OSError, ValueError):
+            return 0
 
     def test_layers_that_break_the_protocol_are_refused(self):
         class Hidden(Scale):                                # its gradient only in a dict
