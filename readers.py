@@ -10,8 +10,10 @@ import csv
 import dataclasses
 import gzip
 import importlib
+import io
 import itertools
 import lzma
+import math
 import os
 import re
 import stat
@@ -63,10 +65,11 @@ def check_regular_file(path, expected="a CSV file"):
 # load_mnist_csv reads a table of digits, one a row: a label 0-9 (first, or in a column named
 # label, target, class, y or digit; none in a file to predict) and 784 pixels 0-255, with or
 # without a header row, plain or compressed (gzip, bz2, xz, zip, tar), in chunks of bounded
-# memory. It refuses the first bad cell by its line and column.
+# memory, every line of it bounded. It refuses the first bad cell by its line and column.
 
 LABEL_NAMES = ("label", "target", "class", "y", "digit")   # a header's names for the label
-LONGEST_FIRST_LINE = 65_536      # bytes: any sensible header of 785 names fits many times over
+LONGEST_LINE = 65_536            # bytes: any sensible header of 785 names or row of 785 numbers
+                                 # fits many times over
 CHUNK_ROWS = 10_000              # rows parsed at a time, so pandas' working memory stays small
 
 # The first bytes of a file say how it is compressed, whatever its name says.
@@ -144,19 +147,56 @@ def _cells(raw):
     return next(csv.reader([raw.decode("utf-8-sig", errors="replace")]), [])
 
 
+class _BoundedLines(io.RawIOBase):
+    """A stream's bytes, passed on unchanged while every line stays within LONGEST_LINE bytes:
+    a longer line (a cell of a gigabyte, say) is refused as soon as its first 64 KB have gone
+    by, whatever line it is on, so pandas never holds more than that of it."""
+
+    def __init__(self, path, stream):
+        super().__init__()
+        self.path, self.stream = path, stream
+        self.line, self.line_length = 1, 0   # the line being read, and its bytes so far
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        data = self.stream.read(min(len(buffer), 1 << 18))
+        ends = np.flatnonzero(np.frombuffer(data, np.uint8) == ord("\n"))
+        if len(ends):
+            lengths = np.diff(ends, prepend=-1) - 1          # each line's bytes in this piece
+            lengths[0] += self.line_length                   # the first one began before it
+            self._check(int(lengths.max()), int(np.argmax(lengths)))
+            self.line += len(ends)
+            self.line_length = len(data) - int(ends[-1]) - 1
+        else:
+            self.line_length += len(data)
+        self._check(self.line_length, 0)
+        buffer[:len(data)] = data
+        return len(data)
+
+    def _check(self, length, lines_on):
+        if length > LONGEST_LINE:
+            raise DataError(f"{_where(self.path, self.line + lines_on)}: longer than "
+                            f"{LONGEST_LINE:,} bytes, far more than a row of 785 numbers needs")
+
+
 def _first_line_cells(path):
     """The cells of the file's first line, read in bounded memory: a line too long to be an
     MNIST row or header is refused after 64 KB, however long it goes on."""
     with _open(path) as stream:
-        raw = stream.readline(LONGEST_FIRST_LINE + 1)
+        raw = stream.readline(LONGEST_LINE + 1)
     if not raw:
         raise DataError(f"{path}: the file is empty")
     if b"\x00" in raw:
         raise DataError(f"{_where(path, 1)}: binary data, expected comma-separated numbers")
-    if len(raw) > LONGEST_FIRST_LINE:
+    if len(raw) > LONGEST_LINE:
         raise DataError(f"{_where(path, 1)}: more than {raw.count(b','):,} columns in its first "
-                        f"{LONGEST_FIRST_LINE:,} bytes, expected 785 columns")
+                        f"{LONGEST_LINE:,} bytes, expected 785 columns")
     return _cells(raw)
+
+
+MISSING = ("", "na", "nan", "n/a", "null", "none", "-", "?")   # how cells say "no value"
 
 
 def _is_number(text):
@@ -165,6 +205,11 @@ def _is_number(text):
         return True
     except ValueError:
         return False
+
+
+def _shortened(text, longest=20):
+    """A cell's text for a message: at most its first `longest` characters."""
+    return text if len(text) <= longest else text[:longest] + "..."
 
 
 @dataclasses.dataclass
@@ -186,9 +231,17 @@ def _layout(path, cells, labelled):
             expected += ", separated by commas"
         raise DataError(f"{_where(path, 1)}: found {_count(columns, 'column')}, expected "
                         f"{expected}")
-    # A header is a row of names: mostly not numbers. A first row of numbers with a bad cell
-    # or two ("0a", "NA", an empty cell) is data, and the checks below refuse it.
-    header = sum(not _is_number(cell) for cell in cells) > columns / 2
+    # A header is a row of names, none of them a number; data is a row mostly of numbers (one
+    # with a bad cell or two, "0a", "NA" or an empty cell, is data, and the checks below
+    # refuse it). A row that is neither is refused rather than guessed.
+    numbers = sum(_is_number(cell) for cell in cells)
+    names = sum(not _is_number(cell) and cell.strip().lower() not in MISSING for cell in cells)
+    header = numbers == 0 and names > columns / 2
+    if not header and numbers <= columns / 2:
+        raise DataError(f"{_where(path, 1)}: neither clearly a header (names) nor clearly data "
+                        f"(numbers): {numbers:,} of its {columns} cells are numbers and "
+                        f"{columns - numbers - names:,} are empty or missing (such as NA); "
+                        f"expected a row of column names or a row of {columns} numbers")
     first_line = 2 if header else 1
     if columns == PIXELS:
         return Layout(columns, first_line, None)
@@ -218,7 +271,7 @@ def _refuse_cell(path, line, column, layout):
         found = f"only {_count(len(cells), 'column')}" if cells else "an empty line"
         raise DataError(f"{_where(path, line)}: found {found}, expected {layout.columns} columns")
     text = cells[column].strip()
-    found = "an empty cell" if not text else repr(text[:20])
+    found = "an empty cell" if not text else repr(_shortened(text))
     raise DataError(f"{_where(path, line, column + 1)}: found {found}, expected a number")
 
 
@@ -226,7 +279,20 @@ def _column_numbers(cells):
     """One column of a chunk as float64, NaN where a cell is not a number."""
     if cells.dtype.kind == "b":              # pandas reads True/False as booleans: not digits
         return np.full(len(cells), np.nan)
-    return pd.to_numeric(cells, errors="coerce").to_numpy(np.float64, na_value=np.nan)
+    try:
+        return pd.to_numeric(cells, errors="coerce").to_numpy(np.float64, na_value=np.nan)
+    except OverflowError:                    # a whole number too large for any float
+        return np.array([_as_float(cell) for cell in cells])
+
+
+def _as_float(cell):
+    """A cell as a float: infinity for a whole number too large for one, NaN for text."""
+    try:
+        return float(cell)
+    except OverflowError:
+        return math.inf if cell > 0 else -math.inf
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def _as_numbers(path, chunk, line, layout):
@@ -255,7 +321,7 @@ def _checked_split(path, values, line, layout, labelled):
     if bad.any():
         row, column = (int(i) for i in np.argwhere(bad)[0])
         where = _where(path, line + row, column + 1)
-        text = _cells_of_line(path, line + row)[column].strip()    # as the file has it
+        text = _shortened(_cells_of_line(path, line + row)[column].strip())   # as the file says
         if column == layout.label_column:
             raise DataError(f"{where}: label {text} is not a digit 0-9")
         value = values[row, column]
@@ -281,7 +347,7 @@ def load_mnist_csv(path, nrows=None, labelled=True):
     # Whole chunks of rows at a time; the checked pixels are kept as bytes (a quarter of
     # float32's memory) until the end, where they become one float32 array.
     with _open(path) as stream, pd.read_csv(
-            stream, header=None, names=range(layout.columns), skiprows=layout.first_line - 1,
+            io.BufferedReader(_BoundedLines(path, stream)), header=None, names=range(layout.columns), skiprows=layout.first_line - 1,
             nrows=nrows, chunksize=CHUNK_ROWS, low_memory=False, skip_blank_lines=False,
             encoding_errors="replace") as chunks:
         for chunk in chunks:

@@ -314,6 +314,49 @@ class TestRefusingBadCsv(Files):
         self.assertLess(time.perf_counter() - started, 5)
         self.assertLess(peak, 20_000_000)
 
+    def test_a_long_cell_on_a_later_line(self):
+        path = self.write("long.csv", self.with_cell(30, "1" * 140_000))   # over csv's 128 KB
+        message = self.assertRefused(path, "longer than 65,536 bytes", line=30)
+        self.assertLess(len(message), 200)
+
+    def test_a_small_gzip_whose_second_line_is_a_4_gib_cell(self):
+        # gzip members one after another make one stream: 4,096 copies of one member of 1 MiB
+        # of "1" give a 4 MB file that unpacks to 4 GiB. In a child process of at most 1 GiB.
+        import resource
+        member = gzip.compress(b"1" * (1 << 20), compresslevel=9)
+        path = self.path("bomb.csv.gz")
+        with open(path, "wb") as file:
+            file.write(gzip.compress((self.lines[0] + "\n").encode()) + member * 4096)
+        self.assertLess(os.path.getsize(path), 5_000_000)
+        limit = 1 << 30
+        result = subprocess.run(
+            [sys.executable, SCRIPT, "--train", path, "--epochs", "1"], capture_output=True,
+            text=True, timeout=120, cwd=HERE, stdin=subprocess.DEVNULL,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
+        self.assertEqual((result.returncode, result.stdout), (2, ""), result.stderr)
+        self.assertEqual(result.stderr, f"error: {path}, line 2: longer than 65,536 bytes, far "
+                                        f"more than a row of 785 numbers needs\n")
+
+    def test_whole_numbers_too_large_for_any_float(self):
+        huge = "1" * 400
+        self.assertRefused(self.write("pixel.csv", self.with_cell(12, huge)),
+                           "pixel value 11111111111111111111... is outside 0-255", line=12,
+                           column=2)
+        self.assertRefused(self.write("label.csv", self.with_line(12, "-" + huge + ",0" * 784)),
+                           "label -1111111111111111111... is not a digit 0-9", line=12, column=1)
+
+    def test_a_first_row_neither_header_nor_data_is_refused(self):
+        # Mostly NA: once taken for a header, so every prediction after it moved up a row.
+        for name, first in (("na.csv", ",".join(["NA"] * 700 + ["0"] * 85)),
+                            ("blank.csv", "," * 784)):
+            with self.subTest(name):
+                path = self.write(name, [first] + self.lines[1:5])
+                self.assertRefused(path, "neither clearly a header (names) nor clearly data",
+                                   line=1)
+                with self.assertRaises(DataError):
+                    load_mnist_csv(self.write("p" + name, [first[3:]] + self.pixel_lines[1:5]),
+                                   labelled=False)
+
     def test_a_row_with_an_extra_value(self):
         self.assertRefused(self.write("extra.csv", self.with_line(7, self.lines[6] + ",0")),
                            "found 786 columns, expected 785", line=7)
