@@ -2,11 +2,15 @@
 --plot (learning curves, mistakes, first-layer weights), and the CSV files of --history and
 --predict. matplotlib is imported only when a figure is drawn."""
 
+import csv
 import dataclasses
 import itertools
+import os
 
 import numpy as np
 import pandas as pd
+
+from nn import atomic_file
 
 
 @dataclasses.dataclass
@@ -120,42 +124,78 @@ def plot(path, net, say, history=None, scored=None):
             axes.imshow(images[number], cmap="RdBu_r", vmin=-limit, vmax=limit)
             axes.set_title(f"{name} {number}", fontsize=9)
 
-    figure.savefig(path, dpi=72)
+    with atomic_file(path) as file:          # the format from the name (checked before training)
+        figure.savefig(file, dpi=72, format=os.path.splitext(path)[1][1:].lower())
     plt.close(figure)
     say(f"saved the figure to {path}")
 
 
 # ----------------------------------------------------------------------------------------------
 # 3. CSV files: the history, and predictions
+#
+# Each is written whole or not at all (nn's atomic_file): an error or a signal while writing
+# leaves the old file as it was. A cell that a spreadsheet would run as a formula (one starting
+# with =, +, -, @, a tab or a carriage return: a file named "=HYPERLINK(...).png") is written
+# with a ' before it, and every text cell in quotes, as OWASP's advice on CSV injection says.
 # ----------------------------------------------------------------------------------------------
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _write_csv(table, path, **options):
+    with atomic_file(path, "w", newline="") as file:
+        table.to_csv(file, **options)
+
+
+def spreadsheet_safe(text):
+    """text, with a ' before it if a spreadsheet would take it for a formula."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def finite_probabilities(net, pixels, names):
+    """net.predict(pixels), refused if any row is not finite (a broken model would otherwise
+    answer 0 for it); names(rows) says which inputs those rows are."""
+    probabilities = net.predict(pixels)
+    bad = np.flatnonzero(~np.isfinite(probabilities).all(axis=1))
+    if len(bad):
+        raise ValueError(f"the model's outputs are NaN or infinite for {len(bad):,} of "
+                         f"{len(pixels):,} inputs ({names(bad[:3])}"
+                         f"{', ...' if len(bad) > 3 else ''}): its weights are broken; "
+                         f"nothing written")
+    return probabilities
+
 
 def write_history(history, path, say):
     """The per-epoch lists of the history (loss, accuracy, ...) as CSV, one row an epoch."""
     columns = {key: values for key, values in history.items() if isinstance(values, list)}
     epochs = pd.RangeIndex(1, len(history["loss"]) + 1, name="epoch")
-    pd.DataFrame(columns, index=epochs).to_csv(path)
+    _write_csv(pd.DataFrame(columns, index=epochs), path)
     say(f"wrote the history to {path}")
 
 
 def write_kaggle_predictions(net, pixels, path, out, say):
     """Kaggle's submission format: ImageId (from 1), Label."""
-    labels = net.predict(pixels).argmax(axis=1)
+    probabilities = finite_probabilities(
+        net, pixels, lambda rows: "ImageId " + ", ".join(str(row + 1) for row in rows))
+    labels = probabilities.argmax(axis=1)
     table = pd.DataFrame({"ImageId": np.arange(1, len(labels) + 1), "Label": labels})
-    table.to_csv(out, index=False)
+    _write_csv(table, out, index=False)
     say(f"wrote {len(labels):,} predictions of {path} to {out} (ImageId,Label)")
 
 
 def predict_images(net, paths, digits, out, say):
     """For each image: the digit, its probability and the next two guesses (printed even
     under --quiet: they are the result), then the 28x28 input the network saw."""
-    probabilities = net.predict(np.stack(digits))
+    probabilities = finite_probabilities(net, np.stack(digits),
+                                         lambda rows: ", ".join(paths[row] for row in rows))
     for path, digit, p in zip(paths, digits, probabilities):
         first, second, third = np.argsort(-p, kind="stable")[:3]
         print(f"{path}: {first} ({100 * p[first]:.1f}%), then {second} ({100 * p[second]:.1f}%), "
               f"{third} ({100 * p[third]:.1f}%)")
         say(text_art(digit))
     if out:
-        table = pd.DataFrame({"path": paths, "label": probabilities.argmax(axis=1),
+        table = pd.DataFrame({"path": [spreadsheet_safe(path) for path in paths],
+                              "label": probabilities.argmax(axis=1),
                               "probability": probabilities.max(axis=1)})
-        table.to_csv(out, index=False, float_format="%.4f")
+        _write_csv(table, out, index=False, float_format="%.4f", quoting=csv.QUOTE_NONNUMERIC)
         say(f"wrote {len(paths):,} predictions to {out} (path,label,probability)")

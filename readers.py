@@ -18,6 +18,7 @@ import os
 import re
 import stat
 import tarfile
+import tempfile
 import zipfile
 import zlib
 from typing import Optional
@@ -347,7 +348,8 @@ def load_mnist_csv(path, nrows=None, labelled=True):
     # Whole chunks of rows at a time; the checked pixels are kept as bytes (a quarter of
     # float32's memory) until the end, where they become one float32 array.
     with _open(path) as stream, pd.read_csv(
-            io.BufferedReader(_BoundedLines(path, stream)), header=None, names=range(layout.columns), skiprows=layout.first_line - 1,
+            io.BufferedReader(_BoundedLines(path, stream)), header=None,
+            names=range(layout.columns), skiprows=layout.first_line - 1,
             nrows=nrows, chunksize=CHUNK_ROWS, low_memory=False, skip_blank_lines=False,
             encoding_errors="replace") as chunks:
         for chunk in chunks:
@@ -621,19 +623,71 @@ def check_flags(args):
         raise DataError("--momentum is SGD's: Adam keeps its own running mean of the gradients")
     if args.patience and args.val_size == 0:
         raise DataError("--patience watches the validation loss: it needs --val-size above 0")
-    for flag, path in (("--save", args.save), ("--history", args.history),
-                       ("--out", args.out), ("--plot", args.plot)):
-        if not path:
-            continue
-        if os.path.isdir(path):
-            raise DataError(f"{flag} {path}: is a folder, expected a file name")
-        folder = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(folder):
-            raise DataError(f"{flag} {path}: there is no folder {folder}")
     if args.plot:
         _require("matplotlib", "--plot", "matplotlib")
     if args.predict and predicts_images(args.predict):
         _require("PIL", "--predict with images", "pillow")
+    destinations = [(flag, path) for flag, path in (
+        ("--save", args.save), ("--history", args.history), ("--plot", args.plot),
+        ("--out", args.out or ("predictions.csv" if args.predict and not predicts_images(
+            args.predict) else None))) if path]
+    inputs = _inputs(args)
+    for number, (flag, path) in enumerate(destinations):
+        _check_destination(flag, path)
+        for input_flag, input_path in inputs:
+            if _same_file(path, input_path):
+                raise DataError(f"{flag} {path}: is {input_path}, an input ({input_flag}); "
+                                f"writing there would destroy it: name another file")
+        for other_flag, other in destinations[:number]:
+            if _same_file(path, other):
+                raise DataError(f"{flag} {path}: is also where {other_flag} writes")
+    if args.plot:
+        _check_figure_format(args.plot)
+
+
+def _inputs(args):
+    """(flag, path) of every file the run may read: never to be written over."""
+    inputs = [("--train", args.train), ("--test", args.test), ("--load", args.load)]
+    for path in args.predict or []:
+        inputs.append(("--predict", path))
+        if os.path.isdir(path):
+            inputs += [("--predict", entry.path) for entry in os.scandir(path)]
+    return [(flag, path) for flag, path in inputs if path]
+
+
+def _same_file(path, other):
+    try:
+        return os.path.samefile(path, other)      # links and other spellings of one file
+    except OSError:                               # one of them does not exist (yet)
+        return os.path.realpath(path) == os.path.realpath(other)
+
+
+def _check_destination(flag, path):
+    """A file the run will write: refused now, before any work, unless it can be written."""
+    if os.path.isdir(path):
+        raise DataError(f"{flag} {path}: is a folder, expected a file name")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise DataError(f"{flag} {path}: there is no folder {folder}")
+    if os.path.exists(path) and not stat.S_ISREG(os.stat(path).st_mode):
+        raise DataError(f"{flag} {path}: is a device, pipe or socket, expected a file to write")
+    try:                                          # what writing it will do: a temporary file
+        handle, temporary = tempfile.mkstemp(dir=folder, prefix=".nn-save-")   # beside it
+        os.close(handle)
+        os.remove(temporary)
+    except OSError as error:
+        raise DataError(f"{flag} {path}: cannot write in {folder} ({error.strerror})") from None
+
+
+def _check_figure_format(path):
+    """--plot's format is its file name's suffix: one that matplotlib writes."""
+    from matplotlib.figure import Figure
+    formats = Figure().canvas.get_supported_filetypes()
+    suffix = os.path.splitext(path)[1].lower().lstrip(".")
+    if suffix not in formats:
+        found = f".{suffix} files" if suffix else "a file without a suffix"
+        raise DataError(f"--plot {path}: matplotlib cannot write {found}; expected a name "
+                        f"ending in {', '.join('.' + name for name in sorted(formats))}")
 
 
 def _require(module, needed_for, package):

@@ -15,10 +15,12 @@ import io
 import os
 import pickle
 import re
+import signal
 import subprocess
 import sys
 import tarfile
 import tempfile
+import textwrap
 import time
 import tracemalloc
 import unittest
@@ -577,7 +579,8 @@ class TestModelAndTrainingFlags(Files):
 
     def run_tiny(self, *flags):
         test = self.write("test.csv", self.lines)
-        return run_main("--limit", "600", "--epochs", "2", "--hidden", "32", "--test", test,
+        mlp = [] if "cnn" in flags else ["--hidden", "32"]
+        return run_main("--limit", "600", "--epochs", "2", *mlp, "--test", test,
                         "--show-mistakes", "0", *flags)
 
     def test_activations_and_dropout_build_the_layers_asked_for(self):
@@ -889,6 +892,79 @@ class TestPredicting(Files):
 # Pictures: the --plot figure
 # ----------------------------------------------------------------------------------------------
 
+class TestWritingResults(Files):
+    """--out, --history and the figure: whole or not at all, and safe to open."""
+
+    def tiny_net(self, weights=None):
+        net = train_mnist.Network([train_mnist.Dense(784, 10, seed=0), train_mnist.Softmax()])
+        if weights is not None:
+            net.layers[0].weights[...] = weights
+        return net
+
+    def test_an_error_while_writing_leaves_the_old_file_whole(self):
+        out = self.write("predictions.csv", ["the old predictions"])
+        before = digest(out)
+        pixels = self.rows[:, 1:].astype(np.float32) / 255
+        real = pd.DataFrame.to_csv
+
+        def fails_after_some_rows(table, file, **options):
+            real(table.head(5), file, **options)
+            raise OSError("disk full")
+        with mock.patch.object(pd.DataFrame, "to_csv", fails_after_some_rows), \
+                self.assertRaises(OSError):
+            outputs.write_kaggle_predictions(self.tiny_net(), pixels, "t.csv", out, print)
+        self.assertEqual(digest(out), before)
+        self.assertEqual(os.listdir(self.folder.name), ["predictions.csv"])
+
+    @unittest.skipIf(sys.platform == "win32", "POSIX signals")
+    def test_a_signal_while_writing_leaves_the_old_file_whole(self):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            with self.subTest(signal=signum.name):
+                out = self.write("history.csv", ["the old history"])
+                before = digest(out)
+                script = textwrap.dedent(f"""
+                    import time, pandas as pd, outputs
+                    real = pd.DataFrame.to_csv
+                    def slow(table, file, **options):
+                        real(table.head(1), file, **options)
+                        file.flush()
+                        print("writing", flush=True)
+                        time.sleep(30)
+                    pd.DataFrame.to_csv = slow
+                    outputs.write_history({{"loss": [1.0, 0.5]}}, {out!r}, print)
+                """)
+                child = subprocess.Popen([sys.executable, "-c", script], cwd=HERE, text=True,
+                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                self.assertEqual(child.stdout.readline().strip(), "writing")
+                child.send_signal(signum)
+                child.wait(timeout=30)
+                child.stdout.close()
+                self.assertNotEqual(child.returncode, 0)
+                self.assertEqual(digest(out), before)
+                self.assertEqual(os.listdir(self.folder.name), ["history.csv"])
+
+    def test_cells_a_spreadsheet_would_run_are_neutralised(self):
+        names = ["=HYPERLINK(\"http://x\",\"y\").png", "+cmd.png", "-2+3.png",
+                 "@SUM(A1).png", "\tx.png", "\rx.png", "plain.png"]
+        digits = [self.rows[0, 1:].astype(np.float32) / 255] * len(names)
+        out = self.path("images.csv")
+        with contextlib.redirect_stdout(io.StringIO()):
+            outputs.predict_images(self.tiny_net(), names, digits, out, lambda *parts: None)
+        written = list(pd.read_csv(out, keep_default_na=False)["path"])
+        self.assertEqual(written, ["'" + name for name in names[:-1]] + ["plain.png"])
+        self.assertEqual(outputs.spreadsheet_safe("0.png"), "0.png")
+
+    def test_outputs_that_are_not_finite_are_refused_not_labelled(self):
+        pixels = self.rows[:, 1:].astype(np.float32) / 255
+        out = self.path("predictions.csv")
+        with self.assertRaises(ValueError) as caught:
+            outputs.write_kaggle_predictions(self.tiny_net(weights=3e38), pixels, "t.csv", out,
+                                             print)
+        self.assertIn("NaN or infinite for", str(caught.exception))
+        self.assertIn("ImageId 1, 2, 3, ...", str(caught.exception))
+        self.assertFalse(os.path.exists(out))
+
+
 class TestPictures(Files):
     def test_plot_writes_a_png_after_training_and_after_loading(self):
         try:
@@ -967,6 +1043,58 @@ class TestCommandLine(Files):
                 status, output, errors = run_main("--quiet", *flags)
                 self.assertEqual((status, output), (2, ""))
                 self.assertRegex(errors, f"^error: [^\n]*{re.escape(message)}[^\n]*\n$")
+
+    def test_destinations_that_cannot_be_written_are_refused_before_any_work(self):
+        cases = [(["--save", "/proc/x.npz"], "--save /proc/x.npz: cannot write in /proc"),
+                 (["--history", "/proc/h.csv"], "--history /proc/h.csv: cannot write in /proc"),
+                 (["--save", os.devnull], "is a device, pipe or socket"),
+                 (["--save", self.path("same"), "--history", self.path("same")],
+                  "is also where --save writes")]
+        if importlib.util.find_spec("matplotlib"):
+            cases += [(["--plot", self.path("p.txt")], "matplotlib cannot write .txt files"),
+                      (["--plot", self.path("p")], "a file without a suffix")]
+        if os.geteuid() != 0:                                 # root writes anywhere
+            os.mkdir(self.path("read-only"), 0o555)
+            cases.append((["--save", self.path(os.path.join("read-only", "m.npz"))],
+                          "cannot write in"))
+        for flags, message in cases:
+            with self.subTest(flags=flags):
+                status, output, errors = run_main("--quiet", *flags)
+                self.assertEqual((status, output), (2, ""))
+                self.assertRegex(errors, f"^error: [^\n]*{re.escape(message)}[^\n]*\n$")
+
+    def test_inputs_are_never_written_over(self):
+        model, _ = small_model()
+        digits = self.write("t.csv", self.pixel_lines)
+        train = self.write("d.csv", self.lines)
+        cases = [(["--load", model, "--predict", digits, "--out", digits], "(--predict)"),
+                 (["--train", train, "--save", train], "(--train)"),
+                 (["--load", model, "--predict", digits, "--out", model], "(--load)"),
+                 (["--train", train, "--history", os.path.join(self.folder.name, ".", "d.csv")],
+                  "(--train)")]
+        if photo_digits is not None:
+            picture = photo_digits.save(*photo_digits.photo_like(self.rows[0][1:],
+                                                                 np.random.default_rng(0))[:2],
+                                        self.path("v"), np.random.default_rng(0))
+            cases += [(["--load", model, "--predict", picture, "--out", picture], "(--predict)"),
+                      (["--load", model, "--predict", self.folder.name, "--out", picture],
+                       "(--predict)")]
+        before = {path: digest(path) for path in (model, digits, train)}
+        for flags, message in cases:
+            with self.subTest(flags=flags):
+                status, output, errors = run_main("--quiet", *flags)
+                self.assertEqual((status, output), (2, ""))
+                self.assertIn("an input " + message, errors)
+                self.assertIn("writing there would destroy it", errors)
+        self.assertEqual({path: digest(path) for path in before}, before)
+
+    def test_mlp_flags_are_refused_with_the_cnn(self):
+        for flags in (["--hidden", "8"], ["--activation", "sigmoid"]):
+            with self.subTest(flags=flags):
+                status, output, errors = run_main("--model", "cnn", *flags)
+                self.assertEqual((status, output), (2, ""))
+                self.assertIn(f"{flags[0]} is for --model mlp; --model cnn has its own layers",
+                              errors)
 
     def test_missing_optional_packages_are_named_before_any_work(self):
         picture = self.path("digit.png")

@@ -22,8 +22,8 @@ from threadpoolctl import threadpool_limits
 from nn import (MAX_STORED_VALUES, SGD, Adam, Conv2D, Dense, Dropout, Flatten, LeakyReLU,
                 MaxPool2D, Network, ReLU, Reshape, Sigmoid, Softmax, Tanh, max_workers, one_hot)
 from nn_parallel import AdaptiveBlasThreads
-from outputs import (Scored, plot, predict_images, show_mistakes, write_history,
-                     write_kaggle_predictions)
+from outputs import (Scored, finite_probabilities, plot, predict_images, show_mistakes,
+                     write_history, write_kaggle_predictions)
 from readers import (CLASSES, PIXELS, DataError, HelpFormatter, OneLineParser, bounded_number,
                      check_flags, check_regular_file, fraction, layer_widths, load_mnist_csv,
                      read_to_predict, whole_number)
@@ -142,11 +142,11 @@ def parse_args(argv=None):
                        help="mlp: Dense layers (--hidden, --activation); cnn: a small "
                             "convolutional network")
     model.add_argument("--hidden", type=layer_widths(mlp_parameters, MAX_PARAMETERS),
-                       default="256,128", metavar="WIDTHS",
+                       metavar="WIDTHS",
                        help="the mlp's hidden layer widths, comma-separated ('none' for no "
-                            "hidden layer)")
-    model.add_argument("--activation", choices=list(ACTIVATIONS), default="relu",
-                       help="activation of the mlp's hidden layers")
+                            "hidden layer; default: 256,128)")
+    model.add_argument("--activation", choices=list(ACTIVATIONS),
+                       help="activation of the mlp's hidden layers (default: relu)")
     model.add_argument("--dropout", type=fraction, default=0.0, metavar="RATE",
                        help="dropout after each hidden activation: the fraction of its outputs "
                             "zeroed at random in each training step (0: none)")
@@ -208,12 +208,22 @@ def parse_args(argv=None):
                      help="where --predict writes its predictions: ImageId,Label rows for a CSV "
                           "(predictions.csv if not given), path,label,probability rows for "
                           "images (only if given)")
-    return _with_defaults(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    for name in MLP_DEFAULTS:                # the mlp's flags mean nothing to another model
+        if args.model != "mlp" and getattr(args, name) is not None:
+            parser.error(f"--{name} is for --model mlp; --model {args.model} has its own layers")
+    return _with_defaults(args)
+
+
+MLP_DEFAULTS = {"hidden": [256, 128], "activation": "relu"}
 
 
 def _with_defaults(args):
-    """Fill in the defaults that depend on other flags: the --model's training defaults, then
-    the optimizer's learning rate and SGD's momentum."""
+    """Fill in the defaults that depend on other flags: the mlp's layers, the --model's
+    training defaults, then the optimizer's learning rate and SGD's momentum."""
+    for name, value in MLP_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     for name, value in TRAINING_DEFAULTS[args.model].items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -423,7 +433,8 @@ def confusion_matrix(true_labels, predicted_labels):
 
 def report_test(net, pixels, labels, say):
     """Print test accuracy, loss, confusion matrix and per-digit accuracy; returns Scored."""
-    probabilities = net.predict(pixels)
+    probabilities = finite_probabilities(
+        net, pixels, lambda rows: "test rows " + ", ".join(str(row + 1) for row in rows))
     test_loss = net.loss(one_hot(labels, CLASSES), probabilities)   # no second pass
     predicted = probabilities.argmax(axis=1)
     print(f"test accuracy: {100 * np.mean(predicted == labels):.2f}% (test loss {test_loss:.4f}, "
