@@ -13,7 +13,6 @@ import importlib
 import io
 import itertools
 import lzma
-import math
 import os
 import re
 import stat
@@ -197,6 +196,7 @@ def _first_line_cells(path):
     return _cells(raw)
 
 
+WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
 MISSING = ("", "na", "nan", "n/a", "null", "none", "-", "?")   # how cells say "no value"
 
 
@@ -277,23 +277,16 @@ def _refuse_cell(path, line, column, layout):
 
 
 def _column_numbers(cells):
-    """One column of a chunk as float64, NaN where a cell is not a number."""
+    """One column of a chunk as float64, NaN where a cell is not a number, and infinity for a
+    whole number too large for any float (so that the range check names it)."""
     if cells.dtype.kind == "b":              # pandas reads True/False as booleans: not digits
         return np.full(len(cells), np.nan)
-    try:
-        return pd.to_numeric(cells, errors="coerce").to_numpy(np.float64, na_value=np.nan)
-    except OverflowError:                    # a whole number too large for any float
-        return np.array([_as_float(cell) for cell in cells])
-
-
-def _as_float(cell):
-    """A cell as a float: infinity for a whole number too large for one, NaN for text."""
-    try:
-        return float(cell)
-    except OverflowError:
-        return math.inf if cell > 0 else -math.inf
-    except (TypeError, ValueError):
-        return math.nan
+    text = cells.astype(str)                 # whole numbers too large for int64 come as ints
+    numbers = pd.to_numeric(text, errors="coerce").to_numpy(np.float64, na_value=np.nan)
+    for row in np.flatnonzero(np.isnan(numbers)):
+        if WHOLE_NUMBER.fullmatch(text.iloc[row].strip()):     # NaN in older pandas
+            numbers[row] = -np.inf if text.iloc[row].strip().startswith("-") else np.inf
+    return numbers
 
 
 def _as_numbers(path, chunk, line, layout):
