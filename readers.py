@@ -616,10 +616,6 @@ def check_flags(args):
         raise DataError("--momentum is SGD's: Adam keeps its own running mean of the gradients")
     if args.patience and args.val_size == 0:
         raise DataError("--patience watches the validation loss: it needs --val-size above 0")
-    if args.plot:
-        _require("matplotlib", "--plot", "matplotlib")
-    if args.predict and predicts_images(args.predict):
-        _require("PIL", "--predict with images", "pillow")
     destinations = [(flag, path) for flag, path in (
         ("--save", args.save), ("--history", args.history), ("--plot", args.plot),
         ("--out", args.out or ("predictions.csv" if args.predict and not predicts_images(
@@ -635,7 +631,10 @@ def check_flags(args):
             if _same_file(path, other):
                 raise DataError(f"{flag} {path}: is also where {other_flag} writes")
     if args.plot:
+        _require("matplotlib", "--plot", "matplotlib")
         _check_figure_format(args.plot)
+    if args.predict and predicts_images(args.predict):
+        _require("PIL", "--predict with images", "pillow")
 
 
 def _inputs(args):
