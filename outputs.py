@@ -155,7 +155,8 @@ def spreadsheet_safe(text):
 def finite_probabilities(net, pixels, names):
     """net.predict(pixels), refused if any row is not finite (a broken model would otherwise
     answer 0 for it); names(rows) says which inputs those rows are."""
-    probabilities = net.predict(pixels)
+    with np.errstate(over="ignore", invalid="ignore"):   # said below, once and clearly
+        probabilities = net.predict(pixels)
     bad = np.flatnonzero(~np.isfinite(probabilities).all(axis=1))
     if len(bad):
         raise ValueError(f"the model's outputs are NaN or infinite for {len(bad):,} of "
