@@ -3,7 +3,9 @@
     python .ci/run_notebook.py walkthrough.ipynb           # CI: run it, keep the file as it is
     python .ci/run_notebook.py walkthrough.ipynb --save    # also write the outputs into the file
 
-The kernel starts in the notebook's own folder, so `import nn` finds nn.py beside it. Without
+The kernel starts in the notebook's own folder, so `import nn` finds nn.py beside it, and runs
+the Python that runs this script (jupyter's "python3" kernel is the ipykernel installed beside
+that Python; the script fails if the kernel reports another Python version). Without
 --save it first checks the file as stored: saved with the outputs of every code cell (so that
 it reads on a repository page without running) and at most --max-mb. Exit status 0 when all
 is well and every cell ran; 1 when a check failed, or a cell raised or ran past the timeout.
@@ -12,6 +14,7 @@ Needs nbclient, nbformat and ipykernel (.ci/run installs them).
 
 import argparse
 import os
+import platform
 import re
 import sys
 import time
@@ -69,7 +72,13 @@ def main():
         return 1
     seconds = time.perf_counter() - start
     cells = sum(cell.cell_type == "code" for cell in notebook.cells)
-    print(f"notebook: {args.notebook} ran all {cells} code cells in {seconds:.0f} s")
+    kernel_python = notebook.metadata.get("language_info", {}).get("version")  # the kernel's word
+    if kernel_python != platform.python_version():
+        print(f"notebook: the kernel ran Python {kernel_python}, not the Python of "
+              f"{sys.executable} ({platform.python_version()}): install ipykernel into it")
+        return 1
+    print(f"notebook: {args.notebook} ran all {cells} code cells in {seconds:.0f} s "
+          f"in a kernel of Python {kernel_python} ({sys.executable})")
     if args.save:
         nbformat.write(notebook, path)
         print(f"notebook: saved with its outputs, {os.path.getsize(path) / 1e6:.2f} MB")
