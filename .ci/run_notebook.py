@@ -37,6 +37,29 @@ def stored_problem(path, notebook, max_mb):
     return None
 
 
+def as_displayed(cell):
+    """The cell's printed output as a notebook shows it, to be saved that way: consecutive
+    prints to one stream joined, and each line redrawn with '\r' (fit's progress counter)
+    replaced by what the redrawing leaves on screen."""
+    outputs = []
+    for output in cell.get("outputs", []):
+        if (output.output_type == "stream" and outputs
+                and outputs[-1].output_type == "stream" and outputs[-1].name == output.name):
+            outputs[-1].text += output.text
+        else:
+            outputs.append(output)
+    for output in outputs:
+        if output.output_type == "stream" and "\r" in output.text:
+            lines = []
+            for line in output.text.split("\n"):
+                shown = ""
+                for part in line.split("\r"):       # each part is written over the line's start
+                    shown = part + shown[len(part):]
+                lines.append(shown)
+            output.text = "\n".join(lines)
+    cell.outputs = outputs
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebook")
@@ -80,6 +103,9 @@ def main():
     print(f"notebook: {args.notebook} ran all {cells} code cells in {seconds:.0f} s "
           f"in a kernel of Python {kernel_python} ({sys.executable})")
     if args.save:
+        for cell in notebook.cells:
+            if cell.cell_type == "code":
+                as_displayed(cell)
         nbformat.write(notebook, path)
         print(f"notebook: saved with its outputs, {os.path.getsize(path) / 1e6:.2f} MB")
     return 0
