@@ -50,9 +50,15 @@ class Layer:
                     in place from its gradient. A layer without parameters returns [].
     config()        the keyword arguments that rebuild the layer: type(layer)(**config()).
 
+    A layer with state that is learned but not trained, as BatchNorm's running statistics
+    (PyTorch's buffers), also gives buffers(): a list of float arrays kept as attributes of
+    self, saved, loaded and cast to the data's dtype with the parameters, and never touched by
+    an optimizer. The default is [].
+
     The network sets `training` before each forward (True in fit, False in predict and
-    evaluate; only a layer like Dropout cares), and `input_gradient_needed`, False for the
-    first layer with parameters: nobody uses its dL/d(input), so backward may return None.
+    evaluate; only layers like Dropout and BatchNorm care), and `input_gradient_needed`, False
+    for the first layer with parameters: nobody uses its dL/d(input), so backward may return
+    None.
     """
 
     training = False
@@ -65,6 +71,9 @@ class Layer:
         raise NotImplementedError
 
     def parameters(self):
+        return []
+
+    def buffers(self):
         return []
 
     def config(self):
@@ -521,6 +530,165 @@ class Reshape(Layer):
 
 
 # ----------------------------------------------------------------------------------------------
+# Normalisation: keep each feature's numbers centred and of unit size while the weights move
+#
+# As the early layers learn, the numbers they hand on drift in size, and every later layer must
+# keep chasing them. BatchNorm re-centres and re-scales each feature (each channel of an image)
+# over the batch, then lets the network choose the scale and shift it really wants (gamma,
+# beta). Training tolerates larger learning rates and depends less on the initialisation.
+# ----------------------------------------------------------------------------------------------
+
+class BatchNorm(Layer):
+    """Batch normalisation (PyTorch's BatchNorm1d and BatchNorm2d in one layer).
+
+    Shapes: input and output (batch, n) after a Dense layer, or (batch, n, height, width) after
+    a Conv2D, where each channel is normalised over the batch, height and width; gamma and beta
+    (n,); running_mean and running_var (n,).
+
+    Training:   x_hat = (x - mean) / sqrt(var + eps)   with the batch's mean and (biased)
+                output = gamma * x_hat + beta          variance, feature by feature;
+                running_mean += momentum * (mean - running_mean), and the same for running_var
+                with the unbiased variance (var * m / (m - 1), m numbers per feature).
+    Inference:  the same with running_mean and running_var in place of the batch's, so that
+                an example's output does not depend on the others in its batch.
+    gamma starts at 1 and beta at 0 (parameters(): gamma, then beta); the running statistics
+    start at 0 and 1 and are buffers(): learned from the data, not by gradient descent.
+    """
+
+    def __init__(self, n, momentum=0.1, eps=1e-5, dtype=np.float32):
+        _check_whole(n, "BatchNorm n")
+        if not (_is_number(momentum) and 0 <= momentum <= 1):
+            raise ValueError(f"BatchNorm momentum must be a number in [0, 1], got {momentum!r}")
+        if not (_is_number(eps) and 0 < eps < math.inf):
+            raise ValueError(f"BatchNorm eps must be a number above 0, got {eps!r}")
+        _check_float_dtype(dtype, "BatchNorm dtype")
+        self.n, self.momentum, self.eps = int(n), float(momentum), float(eps)
+        self.gamma = np.ones(self.n, dtype=dtype)
+        self.beta = np.zeros(self.n, dtype=dtype)
+        self.grad_gamma = np.zeros_like(self.gamma)
+        self.grad_beta = np.zeros_like(self.beta)
+        self.running_mean = np.zeros(self.n, dtype=dtype)
+        self.running_var = np.ones(self.n, dtype=dtype)
+
+    def forward(self, x):
+        if x.ndim not in (2, 4) or x.shape[1] != self.n:
+            raise ValueError(f"{self!r} expects input of shape (batch, {self.n}) or (batch, "
+                             f"{self.n}, height, width), got shape {x.shape}")
+        # Statistics per feature: over the batch, and over height and width for images.
+        self.axes = (0,) if x.ndim == 2 else (0, 2, 3)
+        shape = (1, self.n) + (1,) * (x.ndim - 2)           # broadcasts along self.axes
+        if self.training:
+            m = x.size // self.n                            # numbers per feature
+            if m < 2:
+                raise ValueError(f"{self!r} in training needs more than one number per "
+                                 f"feature to take a variance of, got input of shape {x.shape} "
+                                 f"(in fit, a last batch of one example, or a part of one in "
+                                 f"a process of fit(workers=N): choose another batch_size)")
+            mean = x.mean(axis=self.axes, keepdims=True)
+            centred = x - mean
+            var = np.square(centred).mean(axis=self.axes, keepdims=True)
+            self.running_mean += self.momentum * (mean.ravel() - self.running_mean)
+            self.running_var += self.momentum * (var.ravel() * m / (m - 1) - self.running_var)
+        else:
+            centred = x - self.running_mean.reshape(shape)
+            var = self.running_var.reshape(shape)
+        self.inv_std = 1 / np.sqrt(var + x.dtype.type(self.eps))      # (1, n, ...)
+        self.x_hat = centred * self.inv_std
+        return self.x_hat * self.gamma.reshape(shape) + self.beta.reshape(shape)
+
+    def backward(self, grad_output):
+        # output = gamma * x_hat + beta, so, with the sums over self.axes (a feature's m numbers):
+        #   grad_beta  = sum(grad_output)              grad_gamma = sum(grad_output * x_hat)
+        # In inference the statistics are constants: dL/dx = grad_output * gamma * inv_std.
+        # In training the mean and the variance depend on x too. x_hat = (x - mean) * inv_std
+        # with d mean / dx_i = 1 / m and d var / dx_i = 2 (x_i - mean) / m, which gives
+        #   d x_hat_j / d x_i = inv_std * ([i = j] - 1 / m - x_hat_i * x_hat_j / m),
+        # and summing grad_output_j * gamma times that over j:
+        #   dL/dx = gamma * inv_std * (grad_output - grad_beta / m - x_hat * grad_gamma / m):
+        # the gradient, less its mean and less its part along x_hat, the two directions in
+        # which normalising leaves x_hat unchanged.
+        shape = self.inv_std.shape
+        np.sum(grad_output, axis=self.axes, out=self.grad_beta)
+        np.sum(grad_output * self.x_hat, axis=self.axes, out=self.grad_gamma)
+        if not self.input_gradient_needed:     # the network's first layer with parameters
+            return None
+        scale = self.gamma.reshape(shape) * self.inv_std
+        if not self.training:
+            return grad_output * scale
+        m = grad_output.size // self.n
+        grad_input = grad_output - self.grad_beta.reshape(shape) / m
+        grad_input -= self.x_hat * (self.grad_gamma.reshape(shape) / m)
+        grad_input *= scale
+        return grad_input
+
+    def parameters(self):
+        return [(self.gamma, self.grad_gamma), (self.beta, self.grad_beta)]
+
+    def buffers(self):
+        return [self.running_mean, self.running_var]
+
+    def config(self):
+        return {"n": self.n, "momentum": self.momentum, "eps": self.eps}
+
+    def __repr__(self):
+        options = "".join(f", {name}={value}" for name, value, default
+                          in (("momentum", self.momentum, 0.1), ("eps", self.eps, 1e-5))
+                          if value != default)
+        return f"BatchNorm({self.n}{options})"
+
+
+# ----------------------------------------------------------------------------------------------
+# Data augmentation: more training images from the ones we have
+#
+# A digit moved by a pixel or two is still the same digit. Showing the network each training
+# image at a new random offset every epoch teaches it that, and it overfits less. The shifts
+# happen only while training: predict and evaluate see the images as they are.
+# ----------------------------------------------------------------------------------------------
+
+class RandomShift(Layer):
+    """While training, move each image by a random whole number of pixels, from -pixels to
+    +pixels, up or down and left or right (each example its own shift, the same for all its
+    channels), filling the uncovered border with zeros; at inference pass the input through.
+
+    Shapes: input and output (batch, ..., height, width), e.g. (batch, channels, height,
+    width) after Reshape((1, 28, 28)). Only the inputs move, so the labels stay right. Its own
+    random generator makes the shifts reproducible: from `seed`, or from fit's seed.
+    """
+
+    def __init__(self, pixels=2, seed=None):
+        _check_whole(pixels, "RandomShift pixels", 0)
+        _check_seed(seed, "RandomShift seed")
+        self.pixels = int(pixels)
+        self.rng = np.random.default_rng(seed)
+
+    def reseed(self, seed):
+        """fit(seed=...) calls this, so a seeded fit draws the same shifts every time."""
+        self.rng = np.random.default_rng(seed)
+
+    def forward(self, x):
+        if x.ndim < 3:
+            raise ValueError(f"{self!r} expects images, of shape (batch, ..., height, width), "
+                             f"got shape {x.shape}")
+        if not self.training or self.pixels == 0:
+            self.shifts = None
+            return x
+        # shifts[n] = (down, right) for image n: output[n, ..., y, x] = x[n, ..., y - down,
+        # x - right], and 0 where that falls outside the image.
+        self.shifts = self.rng.integers(-self.pixels, self.pixels + 1, size=(len(x), 2))
+        return _shifted(x, self.shifts, self.pixels)
+
+    def backward(self, grad_output):
+        # Each output number is one input number moved (or a 0), so the gradient moves back:
+        # dL/dx[n, ..., y, x] = grad_output[n, ..., y + down, x + right], the opposite shift.
+        if self.shifts is None:
+            return grad_output
+        return _shifted(grad_output, -self.shifts, self.pixels)
+
+    def config(self):
+        return {"pixels": self.pixels}
+
+
+# ----------------------------------------------------------------------------------------------
 # Losses: a number that says how wrong the predictions are, and its gradient
 #
 # Training lowers the loss, so each loss comes with its gradient (its `_prime`), where
@@ -740,7 +908,10 @@ class Network:
         in N processes at once, each on a part of the batch, for speed. It needs nn_parallel.py
         beside nn.py (its docstring says what it asks of a layer of your own). The result is
         the same gradient up to rounding, but Dropout draws other masks, so a seeded fit is
-        reproducible for a given N, not across different N.
+        reproducible for a given N, not across different N; and BatchNorm normalises each part
+        over itself (as PyTorch's DistributedDataParallel does without SyncBatchNorm), its
+        running statistics those of the first part of each batch, which fit's own process
+        trains on.
 
         callbacks: objects whose methods, those each has, fit calls as it trains (Keras's
         names): on_train_begin(); on_epoch_begin(epoch); on_train_batch_begin(batch);
@@ -1242,12 +1413,18 @@ def _one_dtype(net):
 
 
 def _cast_parameters(layers, dtype):
-    """Make every parameter and gradient array `dtype` (arrays already of it stay). The new
-    arrays go where the layer keeps the old ones as attributes, which is why Layer asks for
-    them there, and why a layer must use them only through those attributes."""
-    _swap_arrays([(layer, array) for layer in layers for pair in layer.parameters()
-                  for array in pair],
-                 lambda array: array if array.dtype == dtype else array.astype(dtype))
+    """Make every parameter, gradient and buffer array `dtype` (arrays already of it stay).
+    The new arrays go where the layer keeps the old ones as attributes, which is why Layer asks
+    for them there, and why a layer must use them only through those attributes."""
+    arrays = [(layer, array) for layer in layers for pair in layer.parameters() for array in pair]
+    arrays += [(layer, array) for layer in layers for array in layer.buffers()]
+    _swap_arrays(arrays, lambda array: array if array.dtype == dtype else array.astype(dtype))
+
+
+def _state(layers):
+    """What the layers have learned: each one's parameters, then its buffers."""
+    return [array for layer in layers
+            for array in [param for param, _ in layer.parameters()] + list(layer.buffers())]
 
 
 def _swap_arrays(layer_arrays, new_array):
@@ -1275,10 +1452,10 @@ def _replace_array(layer, array, replacement, required=True):
 def _attribute_names(layer, array, required=True):
     names = [name for name, value in vars(layer).items() if value is array]
     if not names and required:
-        raise ValueError(f"{layer!r} returns from parameters() an array that is not one of its "
-                         f"attributes, so nn cannot replace it (to convert its dtype, or to "
-                         f"share it between processes): keep each parameter and gradient as "
-                         f"self.<name>")
+        raise ValueError(f"{layer!r} returns from parameters() or buffers() an array that is "
+                         f"not one of its attributes, so nn cannot replace it (to convert its "
+                         f"dtype, or to share it between processes): keep each parameter, "
+                         f"gradient and buffer as self.<name>")
     return names
 
 
@@ -1317,11 +1494,12 @@ def _record_epoch(history, loss, accuracy, validation):
 
 class _EarlyStopping:
     """fit's patience: stop once the validation loss has not improved for `patience` epochs
-    in a row; restore_best() then puts back the best epoch's parameters (if restore_best)."""
+    in a row; restore_best() then puts back the best epoch's parameters and buffers (if
+    restore_best)."""
 
     def __init__(self, net, patience, restore_best, history):
         self.net, self.patience, self.restore, self.history = net, patience, restore_best, history
-        self.best_loss, self.best_parameters, self.epochs_without_progress = np.inf, None, 0
+        self.best_loss, self.best_state, self.epochs_without_progress = np.inf, None, 0
 
     def should_stop(self, epoch, validation):
         if self.patience is None:
@@ -1330,7 +1508,7 @@ class _EarlyStopping:
         if val_loss < self.best_loss:
             self.best_loss, self.epochs_without_progress = val_loss, 0
             self.history["best_epoch"] = epoch
-            self.best_parameters = [param.copy() for param, _ in self.net.parameters()]
+            self.best_state = [array.copy() for array in _state(self.net.layers)]
             return False
         self.epochs_without_progress += 1
         if self.epochs_without_progress >= self.patience:
@@ -1340,8 +1518,8 @@ class _EarlyStopping:
 
     def restore_best(self):
         if self.patience is not None and self.restore:
-            for (param, _), best in zip(self.net.parameters(), self.best_parameters):
-                param[...] = best
+            for array, best in zip(_state(self.net.layers), self.best_state):
+                array[...] = best
 
 
 def _tell(callbacks, event, *arguments):
@@ -1479,7 +1657,8 @@ def _redraws_lines(stream):
 # A model file is a NumPy .npz archive (a zip of .npy arrays) holding:
 #   "architecture"   a JSON string: {"format": MODEL_FORMAT, "loss": ..., "input_shape": [784],
 #                    "layers": [{"type": "Dense", "config": {"n_in": 784, "n_out": 256}}, ...]}
-#   "layer{i}_{j}"   the j-th parameter array of layer i, in the order of its parameters().
+#   "layer{i}_{j}"   the j-th parameter array of layer i, in the order of its parameters();
+#   "layer{i}_buffer{j}"  the j-th array of its buffers() (BatchNorm's running statistics).
 # Saving writes to a temporary file and renames it over the target in one step, so a crash
 # never leaves half a model; it refuses to write NaN or infinite weights. Loading reads plain
 # arrays only (never pickles), reads every array's header, with a bounded reader, before its
@@ -1492,7 +1671,8 @@ def _redraws_lines(stream):
 
 MODEL_FORMAT = "nn.Network v3"
 LAYER_TYPES = {cls.__name__: cls for cls in (Dense, ReLU, Sigmoid, Tanh, LeakyReLU, Softmax,
-                                             Dropout, Conv2D, MaxPool2D, Flatten, Reshape)}
+                                             Dropout, Conv2D, MaxPool2D, Flatten, Reshape,
+                                             BatchNorm, RandomShift)}
 MAX_ARCHITECTURE_CHARACTERS = 1_000_000
 MAX_LAYERS = 1000
 MAX_HEADER_BYTES = 10_000        # an array's header (NumPy's own reader has the same limit)
@@ -1515,11 +1695,11 @@ def _save_network(net, path):
             raise ValueError(f"cannot save layer {i} ({layer!r}): its config() must return a dict "
                              f"of numbers, strings and lists, got {config!r}")
         architecture.append({"type": kind, "config": config})
-        for j, (param, _) in enumerate(layer.parameters()):
-            if not np.all(np.isfinite(param)):
-                raise ValueError(f"cannot save layer {i} ({layer!r}): its parameter {j} holds "
-                                 f"NaN or infinity, so the model is broken")
-            arrays[f"layer{i}_{j}"] = param
+        for name, what, array in _stored_arrays(i, layer):
+            if not np.all(np.isfinite(array)):
+                raise ValueError(f"cannot save layer {i} ({layer!r}): its {what} holds NaN or "
+                                 f"infinity, so the model is broken")
+            arrays[name] = array
     if net.input_shape is None:
         raise ValueError("cannot save a network that has never seen an example: run it once "
                          "(fit, predict or evaluate), so that the file can say what it takes")
@@ -1535,6 +1715,14 @@ def _checked_path(path):
     except TypeError:
         raise ValueError(f"path must be a file name (a str or a pathlib.Path), "
                          f"got {path!r}") from None
+
+
+def _stored_arrays(i, layer):
+    """(name in the file, what it is, array) for each parameter and buffer of layer i."""
+    return ([(f"layer{i}_{j}", f"parameter {j}", param)
+             for j, (param, _) in enumerate(layer.parameters())]
+            + [(f"layer{i}_buffer{j}", f"buffer {j}", array)
+               for j, array in enumerate(layer.buffers())])
 
 
 class _Terminated(BaseException):
@@ -1774,14 +1962,14 @@ def _rebuild_layer(path, i, spec, known, arrays, stored_values):
         raise _refuse(path, f"layer {i} ({kind}) is not a Layer")
     if arrays:
         _cast_parameters([layer], next(iter(arrays.values())).dtype)
-    for j, (param, _) in enumerate(layer.parameters()):
-        stored = arrays.pop(f"layer{i}_{j}", None)
+    for name, what, array in _stored_arrays(i, layer):
+        stored = arrays.pop(name, None)
         if stored is None:
-            raise _refuse(path, f"layer {i} ({layer!r}) has no parameter {j}")
-        if stored.shape != param.shape:
-            raise _refuse(path, f"layer {i} ({layer!r}) parameter {j} has shape {stored.shape}, "
-                                f"expected {param.shape}")
-        param[...] = stored
+            raise _refuse(path, f"layer {i} ({layer!r}) has no {what}")
+        if stored.shape != array.shape:
+            raise _refuse(path, f"layer {i} ({layer!r}) {what} has shape {stored.shape}, "
+                                f"expected {array.shape}")
+        array[...] = stored
     return layer
 
 
@@ -2035,6 +2223,21 @@ def _zero_padded(x, p):
 def _window_entries(n):
     """The (i, j) of an n x n window's entries, in row-major order."""
     return [(i, j) for i in range(n) for j in range(n)]
+
+
+def _shifted(x, shifts, pixels):
+    """Each image x[n] (its last two axes) moved down by shifts[n, 0] and right by shifts[n, 1]
+    pixels (negative: up, left), each at most `pixels`, with zeros where nothing moved in
+    (RandomShift)."""
+    p, (height, width) = pixels, x.shape[-2:]
+    padded = np.zeros(x.shape[:-2] + (height + 2 * p, width + 2 * p), x.dtype)
+    padded[..., p:p + height, p:p + width] = x
+    # Each height x width window of the padded image is the image moved by some (down, right).
+    # As a view (no copy), windows[n, i, j] is image n moved down by p - i and right by p - j:
+    # one gather picks each image's own. (Measured 3x faster than a slice copy per image.)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (height, width), axis=(-2, -1))
+    windows = np.moveaxis(windows, (-4, -3), (1, 2))
+    return windows[np.arange(len(x)), p - shifts[:, 0], p - shifts[:, 1]]
 
 
 def _in_memory_order_of(like, array):

@@ -20,9 +20,12 @@ over a hundred NumPy calls, each of which must take it back.
 
 What this asks of a layer, beyond the protocol of nn.Layer:
 - It sees a part of each batch, in its own process. A layer that computes statistics over its
-  batch gets its part's; what a layer changes besides its gradients stays in its process (only
-  parameters are shared); a random layer draws different numbers in each process only through
-  reseed(seed), as Dropout does.
+  batch gets its part's: BatchNorm normalises each part over itself, as PyTorch's
+  DistributedDataParallel does without SyncBatchNorm. What a layer changes besides its
+  gradients stays in its process (only parameters are shared): the buffers kept, such as
+  BatchNorm's running statistics, are those of fit's own process, learned from the first part
+  of every batch; the helpers' go with them. A random layer draws different numbers in each
+  process only through reseed(seed), as Dropout does.
 - It keeps its parameter and gradient arrays as attributes (self.weights, self.grad_weights),
   uses them only through those attributes, and writes into them (param -= ...,
   grad[...] = ...) rather than binding new arrays: fit swaps them for arrays in shared memory.

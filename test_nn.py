@@ -23,9 +23,9 @@ import numpy as np
 
 import exercises
 import nn
-from nn import (SGD, Adam, Conv2D, Dense, Dropout, Flatten, Layer, LeakyReLU, MaxPool2D, Network,
-                ReLU, Reshape, Sigmoid, Softmax, Tanh, binary_crossentropy,
-                binary_crossentropy_prime, categorical_crossentropy,
+from nn import (SGD, Adam, BatchNorm, Conv2D, Dense, Dropout, Flatten, Layer, LeakyReLU,
+                MaxPool2D, Network, RandomShift, ReLU, Reshape, Sigmoid, Softmax, Tanh,
+                binary_crossentropy, binary_crossentropy_prime, categorical_crossentropy,
                 categorical_crossentropy_prime, check_gradients, mse, mse_prime, one_hot)
 
 # ----------------------------------------------------------------------------------------------
@@ -124,6 +124,29 @@ class OwnDense(Layer):
 
     def config(self):
         return {"n_in": self.n_in, "n_out": self.n_out}
+
+
+class RunningCentre(Layer):
+    """A learner's own layer with a buffer: subtracts a running mean of its inputs, learned
+    while training (no parameters)."""
+
+    def __init__(self, n):
+        self.n = n
+        self.mean = np.zeros(n, np.float32)
+
+    def forward(self, x):
+        if self.training:
+            self.mean += 0.5 * (x.mean(axis=0) - self.mean)
+        return x - self.mean
+
+    def backward(self, grad_output):
+        return grad_output
+
+    def buffers(self):
+        return [self.mean]
+
+    def config(self):
+        return {"n": self.n}
 
 
 class LossAsLayer(Layer):
@@ -800,6 +823,216 @@ class TestCNN(GradientCheck):
         self.assertEqual(repr(loaded.layers[4]), "Conv2D(3, 4, 3, stride=2, padding=1)")
 
 
+def batchnorm_by_loops(x, gamma, beta, running_mean, running_var, training, momentum=0.1,
+                       eps=1e-5):
+    """BatchNorm by its definition, one feature (channel) and one number at a time: returns
+    (output, new running mean, new running variance)."""
+    out = np.zeros_like(x)
+    new_mean, new_var = running_mean.copy(), running_var.copy()
+    for c in range(x.shape[1]):
+        values = [x[(n, c) + rest] for n in range(len(x)) for rest in np.ndindex(x.shape[2:])]
+        m = len(values)
+        mean = sum(values) / m
+        var = sum((v - mean) ** 2 for v in values) / m
+        if training:
+            new_mean[c] = (1 - momentum) * running_mean[c] + momentum * mean
+            new_var[c] = (1 - momentum) * running_var[c] + momentum * var * m / (m - 1)
+        else:
+            mean, var = running_mean[c], running_var[c]
+        for n in range(len(x)):
+            for rest in np.ndindex(x.shape[2:]):
+                index = (n, c) + rest
+                out[index] = gamma[c] * (x[index] - mean) / np.sqrt(var + eps) + beta[c]
+    return out, new_mean, new_var
+
+
+def batchnorm_with_values(n, seed=0, dtype=np.float64, **options):
+    """A BatchNorm whose gamma, beta and running statistics are not their starting values."""
+    layer = BatchNorm(n, dtype=dtype, **options)
+    rng = np.random.default_rng(seed + 50)
+    layer.gamma[:] = rng.uniform(0.5, 2, n)
+    layer.beta[:] = rng.standard_normal(n)
+    layer.running_mean[:] = rng.standard_normal(n)
+    layer.running_var[:] = rng.uniform(0.5, 2, n)
+    return layer
+
+
+class TestBatchNorm(GradientCheck):
+    SHAPES = [(6, 3), (3, 2, 4, 5)]          # (batch, features) and (batch, channels, h, w)
+
+    def test_matches_the_loop_definition_in_training_and_inference(self):
+        for shape in self.SHAPES:
+            for training in (True, False):
+                with self.subTest(shape=shape, training=training):
+                    layer = batchnorm_with_values(shape[1], momentum=0.3)
+                    x = images(*shape) * 3 + 1
+                    expected = batchnorm_by_loops(x, layer.gamma, layer.beta, layer.running_mean,
+                                                  layer.running_var, training, momentum=0.3)
+                    layer.training = training
+                    np.testing.assert_allclose(layer.forward(x), expected[0], rtol=1e-10,
+                                               atol=1e-12)
+                    np.testing.assert_allclose(layer.running_mean, expected[1], rtol=1e-12)
+                    np.testing.assert_allclose(layer.running_var, expected[2], rtol=1e-12)
+
+    def test_training_output_has_zero_mean_and_unit_variance_per_feature(self):
+        layer = BatchNorm(3)
+        layer.training = True
+        x = (images(8, 3, 4, 4) * 5 + 2).astype(np.float32)
+        out = layer.forward(x)
+        self.assertEqual(out.dtype, np.float32)
+        np.testing.assert_allclose(out.mean(axis=(0, 2, 3)), 0, atol=1e-5)
+        np.testing.assert_allclose(out.var(axis=(0, 2, 3)), 1, rtol=1e-3)
+
+    def test_gradients_in_training_and_inference(self):
+        for shape in self.SHAPES:
+            for training in (True, False):
+                with self.subTest(shape=shape, training=training):
+                    self.assertGradientsRight("BatchNorm", batchnorm_with_values(shape[1]),
+                                              images(*shape, seed=1) * 2 + 1, training=training)
+
+    def test_network_gradients_in_training_mode(self):
+        # (Not straight after a layer with biases: normalising cancels them, their gradient
+        # is 0, and 0 against rounding noise is no check.)
+        net = Network([Reshape((1, 6, 6)), Conv2D(1, 2, 3, seed=0), ReLU(), BatchNorm(2),
+                       Flatten(), Dense(32, 4, seed=1), Tanh(), BatchNorm(4),
+                       Dense(4, 2, seed=2), Softmax()])
+        self.assertGradientsRight("network with BatchNorm", net, images(4, 36),
+                                  one_hot([0, 1, 1, 0], 2), training=True)
+
+    def test_parameters_buffers_config_and_repr(self):
+        layer = BatchNorm(4)
+        (gamma, _), (beta, _) = layer.parameters()
+        np.testing.assert_array_equal(gamma, np.ones(4))
+        np.testing.assert_array_equal(beta, np.zeros(4))
+        mean, var = layer.buffers()
+        self.assertIs(mean, layer.running_mean)
+        self.assertIs(var, layer.running_var)
+        self.assertEqual(repr(layer), "BatchNorm(4)")
+        self.assertEqual(repr(BatchNorm(4, momentum=0.01)), "BatchNorm(4, momentum=0.01)")
+
+    def test_refusals(self):
+        for make, fragment in ((lambda: BatchNorm(0), "BatchNorm n"),
+                               (lambda: BatchNorm(3, momentum=1.5), "momentum"),
+                               (lambda: BatchNorm(3, eps=0), "eps")):
+            with self.assertRaises(ValueError) as caught:
+                make()
+            self.assertIn(fragment, str(caught.exception))
+        layer = BatchNorm(3)
+        for x in (np.zeros((2, 4)), np.zeros((2, 3, 4)), np.zeros((2, 4, 5, 5))):
+            with self.assertRaises(ValueError) as caught:
+                layer.forward(x)
+            self.assertIn("BatchNorm(3) expects input of shape", str(caught.exception))
+        layer.training = True
+        with self.assertRaises(ValueError) as caught:
+            layer.forward(np.zeros((1, 3)))
+        self.assertIn("more than one number per feature", str(caught.exception))
+
+    def test_trains_evaluates_with_running_statistics_and_round_trips(self):
+        X, Y = blobs(n=120)
+        X = X * 10 + 50                                  # far from centred: BatchNorm's job
+        net = Network([BatchNorm(5), Dense(5, 8, seed=0), BatchNorm(8), ReLU(),
+                       Dense(8, 3, seed=1), Softmax()])
+        history = net.fit(X, Y, epochs=5, batch_size=16, optimizer=Adam(lr=0.01), seed=0,
+                          verbose=0)
+        self.assertGreater(history["accuracy"][-1], 0.9)
+        np.testing.assert_allclose(net.layers[0].running_mean, X.mean(axis=0), rtol=0.05)
+        # Inference uses the running statistics: one example alone gets its batch's answer.
+        np.testing.assert_allclose(net.predict(X[:1]), net.predict(X)[:1], rtol=1e-6)
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "bn.npz")
+            net.save(path)
+            with np.load(path) as stored:
+                np.testing.assert_array_equal(stored["layer0_buffer0"], net.layers[0].running_mean)
+            loaded = Network.load(path)
+        for layer, again in zip(net.layers, loaded.layers):
+            for array, loaded_array in zip(layer.buffers(), again.buffers()):
+                np.testing.assert_array_equal(loaded_array, array)
+        np.testing.assert_array_equal(loaded.predict(X), net.predict(X))
+
+    def test_float64_data_casts_the_running_statistics(self):
+        X, Y = blobs(n=40, dtype=np.float64)
+        net = Network([Dense(5, 4, seed=0), BatchNorm(4), ReLU(), Dense(4, 3, seed=1), Softmax()])
+        net.fit(X, Y, epochs=1, batch_size=10, verbose=0)
+        self.assertEqual(net.layers[1].running_mean.dtype, np.float64)
+        self.assertEqual(net.layers[1].running_var.dtype, np.float64)
+
+
+class TestRandomShift(GradientCheck):
+    def shift(self, pixels=2, seed=0):
+        layer = RandomShift(pixels, seed=seed)
+        layer.training = True
+        return layer
+
+    def test_matches_the_definition(self):
+        for pixels, shape in ((2, (20, 2, 6, 7)), (1, (9, 5, 4)), (3, (4, 1, 2, 3))):
+            layer, x = self.shift(pixels), images(*shape)
+            out = layer.forward(x)
+            self.assertEqual(layer.shifts.shape, (shape[0], 2))
+            self.assertTrue(np.all(np.abs(layer.shifts) <= pixels))
+            expected = np.zeros_like(x)
+            height, width = shape[-2:]
+            for n, (down, right) in enumerate(layer.shifts):
+                for y in range(height):
+                    for x_ in range(width):
+                        if 0 <= y - down < height and 0 <= x_ - right < width:
+                            expected[n, ..., y, x_] = x[n, ..., y - down, x_ - right]
+            np.testing.assert_array_equal(out, expected)
+        self.assertGreater(len(np.unique(layer.shifts, axis=0)), 1)        # not all alike
+
+    def test_each_example_stays_itself_so_its_label_stays_right(self):
+        x = np.zeros((30, 1, 9, 9), np.float32)
+        x[:, :, 3:6, 3:6] = np.arange(1, 31)[:, None, None, None]     # image n is all n + 1
+        out = self.shift(2).forward(x)
+        self.assertEqual(out.dtype, np.float32)
+        for n in range(30):
+            self.assertEqual(set(np.unique(out[n])), {0, n + 1})
+            self.assertEqual(out[n].sum(), x[n].sum())          # moved whole, nothing lost
+
+    def test_reproducible_from_its_seed_and_from_fits(self):
+        x = images(10, 1, 5, 5)
+        np.testing.assert_array_equal(self.shift(seed=4).forward(x), self.shift(seed=4).forward(x))
+        self.assertFalse(np.array_equal(self.shift(seed=4).forward(x),
+                                        self.shift(seed=5).forward(x)))
+        X, Y = blobs(n=60)
+        X = np.repeat(X, 5, axis=1).reshape(60, 1, 5, 5)
+
+        def fitted(seed):
+            net = Network([RandomShift(1), Flatten(), Dense(25, 3, seed=0), Softmax()])
+            net.fit(X, Y, epochs=2, batch_size=10, seed=seed, verbose=0)
+            return net.layers[2].weights
+
+        np.testing.assert_array_equal(fitted(0), fitted(0))
+        self.assertFalse(np.array_equal(fitted(0), fitted(1)))
+
+    def test_never_applied_in_predict_evaluate_or_validation(self):
+        X, Y = blobs(n=60)
+        X = np.repeat(X, 5, axis=1).reshape(60, 1, 5, 5)
+        net = Network([RandomShift(2, seed=0), Flatten(), Dense(25, 3, seed=0), Softmax()])
+        history = net.fit(X, Y, epochs=2, batch_size=10, validation_data=(X, Y), verbose=0)
+        self.assertEqual(net.evaluate(X, Y)[0], history["val_loss"][-1])
+        unshifted = Network(net.layers[1:])
+        np.testing.assert_array_equal(net.predict(X), unshifted.predict(X))
+        self.assertEqual(net.evaluate(X, Y), unshifted.evaluate(X, Y))
+
+    def test_gradients(self):
+        self.assertGradientsRight("RandomShift", RandomShift(1, seed=0), images(4, 2, 3, 5),
+                                  training=True)
+        net = Network([Reshape((1, 4, 4)), RandomShift(1), Conv2D(1, 2, 3, seed=0), ReLU(),
+                       Flatten(), Dense(8, 2, seed=1), Softmax()])
+        self.assertGradientsRight("network with RandomShift", net, images(3, 16),
+                                  one_hot([0, 1, 1], 2), training=True)
+
+    def test_config_and_refusals(self):
+        self.assertEqual(repr(RandomShift(3)), "RandomShift(pixels=3)")
+        for make in (lambda: RandomShift(-1), lambda: RandomShift(1.5)):
+            with self.assertRaises(ValueError) as caught:
+                make()
+            self.assertIn("RandomShift pixels", str(caught.exception))
+        with self.assertRaises(ValueError) as caught:
+            RandomShift(2).forward(np.zeros((4, 784)))
+        self.assertIn("expects images", str(caught.exception))
+
+
 # ----------------------------------------------------------------------------------------------
 # The network: training, the Layer protocol, honest metrics
 # ----------------------------------------------------------------------------------------------
@@ -1173,10 +1406,11 @@ class TestHonestMetrics(unittest.TestCase):
 
 
 class TestEarlyStopping(unittest.TestCase):
-    def overfitting_run(self, verbose=0, **options):
+    def overfitting_run(self, verbose=0, batchnorm=False, **options):
         X, Y = blobs(n=60, seed=1)
         noisy = one_hot(np.random.default_rng(2).integers(0, 3, size=60), 3)   # labels as noise
-        net = Network([Dense(5, 64, seed=0), ReLU(), Dense(64, 3, seed=1), Softmax()])
+        net = Network([Dense(5, 64, seed=0), ReLU()] + [BatchNorm(64)] * batchnorm
+                      + [Dense(64, 3, seed=1), Softmax()])
         history = net.fit(X[:40], noisy[:40], epochs=60, batch_size=8,
                           optimizer=SGD(lr=0.1, momentum=0.9),
                           validation_data=(X[40:], noisy[40:]), seed=0, verbose=verbose,
@@ -1191,6 +1425,11 @@ class TestEarlyStopping(unittest.TestCase):
         self.assertEqual(len(history["loss"]), stopped)
         best_loss = history["val_loss"][best - 1]
         self.assertEqual(min(history["val_loss"]), best_loss)
+        self.assertAlmostEqual(net.evaluate(*validation)[0], best_loss, places=5)
+
+    def test_restores_the_best_epochs_running_statistics_too(self):
+        net, history, validation = self.overfitting_run(patience=3, batchnorm=True)
+        best_loss = history["val_loss"][history["best_epoch"] - 1]
         self.assertAlmostEqual(net.evaluate(*validation)[0], best_loss, places=5)
 
     def test_without_restore_keeps_the_last_weights(self):
@@ -1550,6 +1789,33 @@ class TestSaveLoad(SaveLoadCase):
         np.testing.assert_array_equal(again.predict(X), net.predict(X))
         with self.assertRaises(ValueError):
             Network.load(self.path, custom_objects={"Scale": "Scale"})
+
+    def test_a_learners_layer_with_a_buffer_is_cast_saved_and_loaded(self):
+        X, Y = blobs(dtype=np.float64)
+        net = Network([RunningCentre(5), Dense(5, 3, seed=0), Softmax()])
+        net.fit(X + 7, Y, epochs=1, verbose=0)
+        centre = net.layers[0].mean
+        self.assertEqual(centre.dtype, np.float64)               # cast with the parameters
+        np.testing.assert_allclose(centre, X.mean(axis=0) + 7, atol=1)
+        net.save(self.path)
+        again = Network.load(self.path, custom_objects={"RunningCentre": RunningCentre})
+        np.testing.assert_array_equal(again.layers[0].mean, centre)
+        np.testing.assert_array_equal(again.predict(X), net.predict(X))
+        with np.load(self.path) as stored:
+            arrays = {name: stored[name] for name in stored.files}
+        del arrays["layer0_buffer0"]
+        np.savez(self.path, **arrays)
+        with self.assertRaises(ValueError) as caught:
+            Network.load(self.path, custom_objects={"RunningCentre": RunningCentre})
+        self.assertIn("has no buffer 0", str(caught.exception))
+
+    def test_a_buffer_that_is_not_finite_is_not_saved(self):
+        net = Network([BatchNorm(5), Dense(5, 3), Softmax()])
+        net.layers[0].running_var[2] = np.nan
+        with self.assertRaises(ValueError) as caught:
+            net.save(self.path)
+        self.assertIn("buffer 1 holds NaN", str(caught.exception))
+        self.assertFalse(os.path.exists(self.path))
 
     def test_file_holds_no_pickles(self):
         net, _ = self.trained()
@@ -1966,8 +2232,9 @@ class TestModuleText(unittest.TestCase):
             text = file.read()
         names = ["class Layer", "class Dense", "class Activation", "class ReLU", "class Sigmoid",
                  "class Tanh", "class LeakyReLU", "class Softmax", "class Dropout", "class Conv2D",
-                 "class MaxPool2D", "class Flatten", "class Reshape", "def mse(",
-                 "def categorical_crossentropy(", "def binary_crossentropy(", "class Network",
+                 "class MaxPool2D", "class Flatten", "class Reshape", "class BatchNorm",
+                 "class RandomShift", "def mse(", "def categorical_crossentropy(",
+                 "def binary_crossentropy(", "class Network",
                  "class SGD", "class Adam", "PART II", "def check_gradients"]
         positions = [text.index(name) for name in names]
         self.assertEqual(positions, sorted(positions))

@@ -20,7 +20,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 import nn
 import nn_parallel
-from nn import SGD, Adam, Dense, Dropout, Layer, Network, ReLU, Softmax, Tanh
+from nn import SGD, Adam, BatchNorm, Dense, Dropout, Layer, Network, ReLU, Softmax, Tanh
 from test_nn import Scale, blobs, small_network
 
 
@@ -130,6 +130,25 @@ class TestWorkers(unittest.TestCase):
         self.assertSameTraining(runs)
         self.assertEqual(runs[1][0]["accuracy"], runs[0][0]["accuracy"])
         np.testing.assert_allclose(runs[1][0]["val_loss"], runs[0][0]["val_loss"], rtol=1e-12)
+
+    def test_batchnorm_keeps_the_running_statistics_of_fits_own_part(self):
+        # Each process normalises its part of the batch; the running statistics kept are fit's
+        # own process's, learned from the first part of each batch (np.array_split's). 52
+        # examples in batches of 12 end with a batch of 4: every part has 2 examples or more.
+        X, Y = blobs(n=52)
+        net = Network([BatchNorm(5), Dense(5, 3, seed=0), Softmax()])
+        net.fit(X, Y, epochs=2, batch_size=12, seed=3, verbose=0, workers=2)
+        self.assertNoHelpersLeft()
+        expected = BatchNorm(5, dtype=np.float64)
+        expected.training = True
+        rng = np.random.default_rng(3)                   # fit's order of the examples
+        for _ in range(2):
+            order = rng.permutation(len(X))
+            for first in range(0, len(X), 12):
+                expected.forward(X[np.array_split(order[first:first + 12], 2)[0]])
+        np.testing.assert_allclose(net.layers[0].running_mean, expected.running_mean, rtol=1e-5)
+        np.testing.assert_allclose(net.layers[0].running_var, expected.running_var, rtol=1e-5)
+
 
     def test_tied_weights_stay_tied(self):
         X, Y = blobs(n=40, dtype=np.float64)
