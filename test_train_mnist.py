@@ -575,7 +575,8 @@ class TestTheModel(Files):
 # ----------------------------------------------------------------------------------------------
 
 class TestModelAndTrainingFlags(Files):
-    """--activation, --dropout, --optimizer, --patience and --model cnn, each in a tiny run."""
+    """--activation, --dropout, --batchnorm, --augment, --optimizer, --patience and --model cnn,
+    each in a tiny run."""
 
     def run_tiny(self, *flags):
         test = self.write("test.csv", self.lines)
@@ -593,6 +594,39 @@ class TestModelAndTrainingFlags(Files):
         status, output, errors = self.run_tiny("--activation", "tanh", "--dropout", "0.2")
         self.assertEqual(status, 0, errors)
         self.assertIn("Tanh() -> Dropout(rate=0.2)", output)
+
+    def test_batchnorm_and_augment_build_the_layers_asked_for_in_both_models(self):
+        mlp = train_mnist.describe(train_mnist.build_mlp(train_mnist.parse_args(
+            ["--batchnorm", "--augment", "--hidden", "64,32"])))
+        self.assertEqual(mlp, "Reshape((1, 28, 28)) -> RandomShift(pixels=2) -> Flatten() -> "
+                              "Dense(784, 64) -> BatchNorm(64) -> ReLU() -> Dense(64, 32) -> "
+                              "BatchNorm(32) -> ReLU() -> Dense(32, 10) -> Softmax()")
+        cnn = train_mnist.describe(train_mnist.build_cnn(train_mnist.parse_args(
+            ["--model", "cnn", "--batchnorm", "--augment", "1"])))
+        self.assertTrue(cnn.startswith("Reshape((1, 28, 28)) -> RandomShift(pixels=1) -> "
+                                       "Conv2D(1, 16, 5) -> MaxPool2D() -> BatchNorm(16) -> "
+                                       "ReLU() -> Conv2D(16, 32, 3) -> MaxPool2D() -> "
+                                       "BatchNorm(32) -> ReLU()"), cnn)
+        self.assertIn("Dense(800, 128) -> BatchNorm(128) -> ReLU()", cnn)
+        for flags in ([], ["--augment", "0"]):
+            plain = train_mnist.describe(train_mnist.build_cnn(train_mnist.parse_args(
+                ["--model", "cnn", *flags])))
+            self.assertNotIn("BatchNorm", plain)
+            self.assertNotIn("RandomShift", plain)
+        status, _, errors = run_main("--augment", "-1")
+        self.assertEqual(status, 2)
+        self.assertIn("--augment", errors)
+
+    def test_batchnorm_and_augment_train_save_and_load(self):
+        model = self.path("bn.npz")
+        status, output, errors = self.run_tiny("--batchnorm", "--augment", "--save", model)
+        self.assertEqual(status, 0, errors)
+        accuracy = re.search(r"test accuracy: .*", output).group(0)
+        status, output, errors = run_main("--load", model, "--test", self.path("test.csv"))
+        self.assertEqual(status, 0, errors)
+        self.assertIn("RandomShift(pixels=2) -> Flatten() -> Dense(784, 32) -> BatchNorm(32)",
+                      output)
+        self.assertIn(accuracy, output)          # the running statistics came back too
 
     def test_defaults_follow_the_model_and_the_optimizer(self):
         args = train_mnist.parse_args([])

@@ -19,8 +19,9 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from nn import (MAX_STORED_VALUES, SGD, Adam, Conv2D, Dense, Dropout, Flatten, LeakyReLU,
-                MaxPool2D, Network, ReLU, Reshape, Sigmoid, Softmax, Tanh, max_workers, one_hot)
+from nn import (MAX_STORED_VALUES, SGD, Adam, BatchNorm, Conv2D, Dense, Dropout, Flatten,
+                LeakyReLU, MaxPool2D, Network, RandomShift, ReLU, Reshape, Sigmoid, Softmax, Tanh,
+                max_workers, one_hot)
 from nn_parallel import AdaptiveBlasThreads
 from outputs import (Scored, finite_probabilities, plot, predict_images, show_mistakes,
                      write_history, write_kaggle_predictions)
@@ -150,6 +151,13 @@ def parse_args(argv=None):
     model.add_argument("--dropout", type=fraction, default=0.0, metavar="RATE",
                        help="dropout after each hidden activation: the fraction of its outputs "
                             "zeroed at random in each training step (0: none)")
+    model.add_argument("--batchnorm", action="store_true",
+                       help="BatchNorm before each hidden activation (batch normalisation)")
+    model.add_argument("--augment", type=whole_number(0), nargs="?", const=2, default=0,
+                       metavar="PIXELS",
+                       help="data augmentation: move each training image by up to PIXELS "
+                            "(2 if not given) at random, anew every epoch; never the "
+                            "validation or test images (0: none)")
     model.add_argument("--loss", choices=["categorical_crossentropy", "mse"],
                        default="categorical_crossentropy", help="loss to minimise")
     training = parser.add_argument_group("training")
@@ -284,15 +292,22 @@ def mlp_parameters(widths):
     return sum((n_in + 1) * n_out for n_in, n_out in zip(sizes, sizes[1:]))
 
 
+def augmentation(args):
+    """--augment N: while training, each image moved by up to N pixels at random."""
+    return [RandomShift(args.augment)] if args.augment else []
+
+
 def build_mlp(args):
-    """Dense layers of the --hidden widths, each followed by the --activation (and Dropout
-    with --dropout), then a Dense layer to the 10 digits and Softmax."""
+    """Dense layers of the --hidden widths, each followed by BatchNorm with --batchnorm, the
+    --activation, and Dropout with --dropout; then a Dense layer to the 10 digits and Softmax.
+    --augment shifts the images first."""
     # He initialisation suits ReLU and its leaky kin; Glorot suits sigmoid and tanh (see Dense).
     init = "he" if args.activation in ("relu", "leaky_relu") else "glorot"
-    layers, width = [], PIXELS
+    layers = [Reshape((1, 28, 28)), *augmentation(args), Flatten()] if args.augment else []
+    width = PIXELS
     for number, hidden in enumerate(args.hidden):
-        layers += [Dense(width, hidden, seed=args.seed + number, init=init),
-                   ACTIVATIONS[args.activation]()]
+        layers += ([Dense(width, hidden, seed=args.seed + number, init=init)]
+                   + [BatchNorm(hidden)] * args.batchnorm + [ACTIVATIONS[args.activation]()])
         if args.dropout:
             layers.append(Dropout(args.dropout))
         width = hidden
@@ -304,13 +319,15 @@ def build_cnn(args):
     """A small LeNet-like network: a 5x5 convolution with 16 filters and a 3x3 one with 32,
     each followed by 2x2 max-pooling and ReLU (pooling first: max and ReLU commute, and ReLU
     then runs on a quarter of the numbers), then Dropout, a hidden Dense layer of 128, Dropout
-    again, and Softmax over the 10 digits. --dropout, if given, replaces both dropout rates."""
+    again, and Softmax over the 10 digits. --dropout, if given, replaces both dropout rates.
+    --batchnorm puts BatchNorm before each ReLU, --augment shifts the images first."""
     first, second = (args.dropout, args.dropout) if args.dropout else (0.25, 0.3)
-    layers = [Reshape((1, 28, 28)),                     # MNIST's rows of 784 -> 1 x 28 x 28
-              Conv2D(1, 16, 5, seed=args.seed), MaxPool2D(2), ReLU(),          # 16 x 12 x 12
-              Conv2D(16, 32, 3, seed=args.seed + 1), MaxPool2D(2), ReLU(),     # 32 x 5 x 5
+    norm = (lambda n: [BatchNorm(n)]) if args.batchnorm else (lambda n: [])
+    layers = [Reshape((1, 28, 28)), *augmentation(args),     # MNIST's rows of 784 -> 1 x 28 x 28
+              Conv2D(1, 16, 5, seed=args.seed), MaxPool2D(2), *norm(16), ReLU(),  # 16 x 12 x 12
+              Conv2D(16, 32, 3, seed=args.seed + 1), MaxPool2D(2), *norm(32), ReLU(),  # 32x5x5
               Flatten(), Dropout(first),
-              Dense(32 * 5 * 5, 128, seed=args.seed + 2), ReLU(), Dropout(second),
+              Dense(32 * 5 * 5, 128, seed=args.seed + 2), *norm(128), ReLU(), Dropout(second),
               Dense(128, CLASSES, seed=args.seed + 3, init="glorot"), Softmax()]
     return Network(layers, loss=args.loss)
 

@@ -1,8 +1,9 @@
 """How fast does nn.py train a convolutional network on MNIST, next to its matrix products alone
 and to PyTorch on the same CPU?
 
-    python benchmarks/bench_cnn.py                  # both models, 5 rounds (about 3 minutes)
+    python benchmarks/bench_cnn.py                  # small and cnn, 5 rounds (about 3 minutes)
     python benchmarks/bench_cnn.py --rounds 3 --models small --no-torch
+    python benchmarks/bench_cnn.py --models cnn,cnn-batchnorm    # what BatchNorm costs
 
 For each model it times one training epoch over all 60,000 MNIST images (float32, already in
 memory, batch 64, SGD with momentum 0.9, lr 0.01, softmax + cross-entropy) of:
@@ -14,6 +15,8 @@ Models:
   small      conv 8 -> pool -> conv 16 -> pool -> 64 -> 10 (3x3 kernels, padding 1, 2x2
              max-pooling, ReLU after each convolution and the hidden layer)
   cnn        the network of `python train_mnist.py --model cnn`, built by train_mnist.py itself
+  cnn-batchnorm  the same with --batchnorm (BatchNorm before each ReLU; PyTorch's twin has
+             BatchNorm2d after the convolutions, BatchNorm1d after the hidden Dense layer)
 The PyTorch network is built from the nn.py one, layer by layer (torch_twin).
 Both sides use all the machine's cores (nn.py through fit(workers=N), N processes sharing each
 batch; PyTorch through its own threads), or as many as OPENBLAS_NUM_THREADS says, for both:
@@ -53,12 +56,13 @@ def small_cnn(seed=0):
             Dense(64, 10, seed=seed + 3, init="glorot"), Softmax()]
 
 
-def recipe_cnn():
-    """The layers of `python train_mnist.py --model cnn` with its default flags."""
-    return train_mnist.build_cnn(train_mnist.parse_args(["--model", "cnn"])).layers
+def recipe_cnn(*flags):
+    """The layers of `python train_mnist.py --model cnn` with its default flags, and `flags`."""
+    return train_mnist.build_cnn(train_mnist.parse_args(["--model", "cnn", *flags])).layers
 
 
-MODELS = {"small": small_cnn, "cnn": recipe_cnn}
+MODELS = {"small": small_cnn, "cnn": recipe_cnn,
+          "cnn-batchnorm": lambda: recipe_cnn("--batchnorm")}
 
 
 def nn_epoch_runner(layers, X, Y, batch_size, lr, momentum, workers):
@@ -114,11 +118,15 @@ def gemm_only_epoch_runner(layers, n, batch_size):
 
 def torch_twin(layers):
     """The PyTorch network with the same architecture as nn.py's `layers` (fresh weights)."""
-    modules = []
+    modules, images = [], False              # images: (batch, channels, height, width) here
     for layer in layers:
         kind = type(layer).__name__
         if kind == "Reshape":
             modules.append(torch.nn.Unflatten(1, layer.shape))
+            images = len(layer.shape) == 3
+        elif kind == "BatchNorm":
+            batchnorm = torch.nn.BatchNorm2d if images else torch.nn.BatchNorm1d
+            modules.append(batchnorm(layer.n, eps=layer.eps, momentum=layer.momentum))
         elif kind == "Conv2D":
             modules.append(torch.nn.Conv2d(layer.in_channels, layer.out_channels,
                                            layer.kernel_size, stride=layer.stride,
@@ -127,6 +135,7 @@ def torch_twin(layers):
             modules.append(torch.nn.MaxPool2d(layer.size))
         elif kind == "Flatten":
             modules.append(torch.nn.Flatten())
+            images = False
         elif kind == "Dense":
             modules.append(torch.nn.Linear(*layer.weights.shape))
         elif kind == "ReLU":
