@@ -949,9 +949,10 @@ class TestBatchNorm(GradientCheck):
                 np.testing.assert_array_equal(loaded_array, array)
         np.testing.assert_array_equal(loaded.predict(X), net.predict(X))
 
-    def test_float64_data_casts_the_running_statistics(self):
+    def test_a_float64_network_casts_the_running_statistics(self):
         X, Y = blobs(n=40, dtype=np.float64)
-        net = Network([Dense(5, 4, seed=0), BatchNorm(4), ReLU(), Dense(4, 3, seed=1), Softmax()])
+        net = Network([Dense(5, 4, seed=0, dtype=np.float64), BatchNorm(4), ReLU(),
+                       Dense(4, 3, seed=1, dtype=np.float64), Softmax()])
         net.fit(X, Y, epochs=1, batch_size=10, verbose=0)
         self.assertEqual(net.layers[1].running_mean.dtype, np.float64)
         self.assertEqual(net.layers[1].running_var.dtype, np.float64)
@@ -1792,10 +1793,10 @@ class TestSaveLoad(SaveLoadCase):
 
     def test_a_learners_layer_with_a_buffer_is_cast_saved_and_loaded(self):
         X, Y = blobs(dtype=np.float64)
-        net = Network([RunningCentre(5), Dense(5, 3, seed=0), Softmax()])
+        net = Network([RunningCentre(5), Dense(5, 3, seed=0, dtype=np.float64), Softmax()])
         net.fit(X + 7, Y, epochs=1, seed=0, verbose=0)
         centre = net.layers[0].mean
-        self.assertEqual(centre.dtype, np.float64)               # cast with the parameters
+        self.assertEqual(centre.dtype, np.float64)       # cast to the parameters' dtype
         self.assertTrue(np.all(centre > 3), centre)              # learned while training
         net.save(self.path)
         again = Network.load(self.path, custom_objects={"RunningCentre": RunningCentre})
