@@ -833,7 +833,7 @@ class Network:
         self.input_shapes = []               # backward checks each dL/d(input) against these
         with np.errstate(under="ignore"):    # numbers below ~1e-38 rounding to 0 is harmless
             for i, layer in enumerate(self.layers):
-                layer.training = training    # only a layer like Dropout cares
+                layer.training = training    # only layers like Dropout and BatchNorm care
                 self.input_shapes.append(X.shape)
                 X = layer.forward(X)
                 _check_returned(i, layer, "forward", "its output", X)
