@@ -556,12 +556,7 @@ class BatchNorm(Layer):
     """
 
     def __init__(self, n, momentum=0.1, eps=1e-5, dtype=np.float32):
-        _check_whole(n, "BatchNorm n")
-        if not (_is_number(momentum) and 0 <= momentum <= 1):
-            raise ValueError(f"BatchNorm momentum must be a number in [0, 1], got {momentum!r}")
-        if not (_is_number(eps) and 0 < eps < math.inf):
-            raise ValueError(f"BatchNorm eps must be a number above 0, got {eps!r}")
-        _check_float_dtype(dtype, "BatchNorm dtype")
+        _check_batchnorm_arguments(n, momentum, eps, dtype)
         self.n, self.momentum, self.eps = int(n), float(momentum), float(eps)
         self.gamma = np.ones(self.n, dtype=dtype)
         self.beta = np.zeros(self.n, dtype=dtype)
@@ -656,7 +651,7 @@ class RandomShift(Layer):
     """
 
     def __init__(self, pixels=2, seed=None):
-        _check_whole(pixels, "RandomShift pixels", 0)
+        _check_whole(pixels, "RandomShift pixels", 0, maximum=MAX_WINDOW)
         _check_seed(seed, "RandomShift seed")
         self.pixels = int(pixels)
         self.rng = np.random.default_rng(seed)
@@ -672,6 +667,9 @@ class RandomShift(Layer):
         if not self.training or self.pixels == 0:
             self.shifts = None
             return x
+        padded_size = [d + 2 * self.pixels for d in x.shape[-2:]]     # of each example's images
+        _check_example_cost(self, x.shape, values=int(np.prod(x.shape[1:-2] + tuple(padded_size))),
+                            work=0)
         # shifts[n] = (down, right) for image n: output[n, ..., y, x] = x[n, ..., y - down,
         # x - right], and 0 where that falls outside the image.
         self.shifts = self.rng.integers(-self.pixels, self.pixels + 1, size=(len(x), 2))
@@ -1169,6 +1167,16 @@ def _check_conv_arguments(in_channels, out_channels, kernel_size, stride, paddin
     _check_seed(seed, "Conv2D seed")
     _check_float_dtype(dtype, "Conv2D dtype")
     _check_parameter_count(out_channels * in_channels * kernel_size ** 2, "Conv2D")
+
+
+def _check_batchnorm_arguments(n, momentum, eps, dtype):
+    _check_whole(n, "BatchNorm n")
+    if not (_is_number(momentum) and 0 <= momentum <= 1):
+        raise ValueError(f"BatchNorm momentum must be a number in [0, 1], got {momentum!r}")
+    if not (_is_number(eps) and eps > 0):
+        raise ValueError(f"BatchNorm eps must be a number above 0, got {eps!r}")
+    _check_float_dtype(dtype, "BatchNorm dtype")
+    _check_parameter_count(2 * n, "BatchNorm")
 
 
 def _check_reshape(shape):

@@ -912,6 +912,7 @@ class TestBatchNorm(GradientCheck):
 
     def test_refusals(self):
         for make, fragment in ((lambda: BatchNorm(0), "BatchNorm n"),
+                               (lambda: BatchNorm(10**9), "MAX_STORED_VALUES"),
                                (lambda: BatchNorm(3, momentum=1.5), "momentum"),
                                (lambda: BatchNorm(3, eps=0), "eps")):
             with self.assertRaises(ValueError) as caught:
@@ -1025,10 +1026,13 @@ class TestRandomShift(GradientCheck):
 
     def test_config_and_refusals(self):
         self.assertEqual(repr(RandomShift(3)), "RandomShift(pixels=3)")
-        for make in (lambda: RandomShift(-1), lambda: RandomShift(1.5)):
+        for make in (lambda: RandomShift(-1), lambda: RandomShift(1.5), lambda: RandomShift(65)):
             with self.assertRaises(ValueError) as caught:
                 make()
             self.assertIn("RandomShift pixels", str(caught.exception))
+        with self.assertRaises(ValueError) as caught:       # bounded before it allocates
+            self.shift(64).forward(np.zeros((1, 2000, 3, 3), np.float32))
+        self.assertIn("MAX_EXAMPLE_VALUES", str(caught.exception))
         with self.assertRaises(ValueError) as caught:
             RandomShift(2).forward(np.zeros((4, 784)))
         self.assertIn("expects images", str(caught.exception))
