@@ -768,6 +768,15 @@ LOSSES = {
 }
 
 
+def accuracy_kind(Y):
+    """How accuracy is counted for targets Y (batch, outputs): "classes" for one-hot rows,
+    "yes/no" for a single column of 0s and 1s, "none" for anything else (a regression)."""
+    zeros_and_ones = np.all((Y == 0) | (Y == 1))
+    if Y.shape[1] > 1 and zeros_and_ones and np.all(Y.sum(axis=1) == 1):
+        return "classes"
+    return "yes/no" if Y.shape[1] == 1 and zeros_and_ones else "none"
+
+
 def one_hot(labels, n_classes, dtype=np.float32):
     """Integer labels (n,) -> one-hot rows (n, n_classes): row i has a 1 in column labels[i].
 
@@ -793,10 +802,14 @@ class Network:
 
     def __init__(self, layers, loss="categorical_crossentropy"):
         self.layers = _checked_layers(layers)
-        _check_loss(loss, self.layers)
+        _check_loss(loss)
         self.input_shape = None              # the shape of one example, once seen: save records it
         self.loss_name = loss
-        self.loss, self.loss_prime, _, self.fused_prime = LOSSES[loss]
+        self.loss, self.loss_prime, activation, fused_prime = LOSSES[loss]
+        # The fused gradient stands for exactly nn's activation's backward; any other last layer
+        # (your own softmax, or a subclass with its own backward) gets loss_prime chained through.
+        self.fused_prime = fused_prime if type(self.layers[-1]) is activation else None
+        self.accuracy_kind = None            # fit decides it once from its targets
         # Backward can stop at the first layer with parameters: no gradient before it is used.
         self.first_trained = next((i for i, layer in enumerate(self.layers)
                                    if layer.parameters()), len(self.layers))
@@ -844,7 +857,7 @@ class Network:
         dL/d(its input) to the layer before it: the chain rule, from the loss back to the data.
         """
         layers = self.layers
-        if self.fused_prime is not None:     # a cross-entropy and its final activation together
+        if self.fused_prime is not None:     # a cross-entropy and nn's own final activation
             grad = self.fused_prime(Y, P)    # see softmax_crossentropy_prime: exact and cheap
             layers = layers[:-1]             # the gradient is already at that activation's input
         else:
@@ -864,7 +877,7 @@ class Network:
         loss = self.loss(Y, P)
         if np.isfinite(loss):
             self.backward(Y, P)
-        return loss, self.accuracy(Y, P)
+        return loss, self.accuracy(Y, P, self.accuracy_kind)
 
     def train_on_batch(self, X, Y, optimizer):
         """One step of gradient descent on one batch: forward, loss, backward, update.
@@ -876,14 +889,16 @@ class Network:
         optimizer.step(self.parameters())
         return loss, accuracy
 
-    def accuracy(self, Y, P):
-        """The fraction of examples answered right, where that means something, else None:
-        a Softmax output is right when its largest probability is the target's class; a single
-        Sigmoid output when it is on the target's side of 0.5. A regression has no accuracy."""
-        final = self.layers[-1]
-        if isinstance(final, Softmax):
+    def accuracy(self, Y, P, kind=None):
+        """The fraction of examples answered right, where that means something, else None.
+        The targets tell which (kind, as accuracy_kind(Y) says; fit decides it once from all
+        its targets): for one-hot rows an output is right when its largest value is in the
+        target's column; for a single 0/1 column when it is on the target's side of 0.5.
+        Other targets (a regression) have no accuracy."""
+        kind = kind or accuracy_kind(Y)
+        if kind == "classes":
             return float(np.count_nonzero(P.argmax(axis=1) == Y.argmax(axis=1)) / len(P))
-        if isinstance(final, Sigmoid) and P.shape[1:] == (1,):
+        if kind == "yes/no":
             return float(np.count_nonzero((P > 0.5) == (Y > 0.5)) / len(P))
         return None
 
@@ -921,6 +936,7 @@ class Network:
             self, X, Y, epochs, batch_size, optimizer, validation_data, seed, verbose,
             patience, restore_best, workers, callbacks)
         _reseed_random_layers(self, seed)        # seed Dropout's masks
+        self.accuracy_kind = accuracy_kind(Y)    # once, from all the targets, not per batch
         rng = np.random.default_rng(seed)
         history = _new_history(self, X, Y, validation_data, patience)
         stopping = _EarlyStopping(self, patience, restore_best, history)
@@ -1284,15 +1300,21 @@ def _checked_layers(layers):
     return layers
 
 
-def _check_loss(loss, layers):
+def _check_loss(loss):
     if not isinstance(loss, str) or loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; known losses: {', '.join(sorted(LOSSES))}")
-    needed = LOSSES[loss][2]
-    if needed is not None and not isinstance(layers[-1], needed):
+
+
+def _check_probabilities(net, P):
+    """A cross-entropy needs probabilities: the network's output on a few examples tells (any last
+    layer of yours that gives them, your own softmax too, is welcome)."""
+    needed = LOSSES[net.loss_name][2]
+    if needed is not None and (P.min() < 0 or P.max() > 1):
         raise ValueError(
-            f"loss {loss!r} needs probabilities, so the last layer must be {needed.__name__}(), "
-            f"got {layers[-1]!r}; add {needed.__name__}() at the end (or use loss='mse' for "
-            f"outputs that are not probabilities)")
+            f"loss {net.loss_name!r} needs probabilities, but the last layer, "
+            f"{net.layers[-1]!r}, gave values from {P.min():g} to {P.max():g}; add "
+            f"{needed.__name__}() at the end (or use loss='mse' for outputs that are not "
+            f"probabilities)")
 
 
 def _checked_inputs(X, dtype, name="X"):
@@ -1374,8 +1396,9 @@ def _checked_fit_arguments(net, X, Y, epochs, batch_size, optimizer, validation_
                          f"got {optimizer!r}")
     dtype = _one_dtype(net)                  # the data is cast to it, once, here
     X, Y = _checked_data(X, Y, dtype)
-    P = net.forward(X[:1])                   # one example through the network: shapes agree?
+    P = net.forward(X[:32])                  # a few examples through the network: shapes agree?
     _check_targets_shape(Y, P, "Y")
+    _check_probabilities(net, P)
     if validation_data is not None:
         if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
             raise ValueError("validation_data must be a pair (X_val, Y_val)")
@@ -1480,8 +1503,7 @@ def _reseed_random_layers(net, seed, helper=0):
 def _new_history(net, X, Y, validation_data, patience):
     """fit's history: a list per metric (accuracy only where it means something, as one
     example tells), val_ ones with validation data, and the early-stopping epochs."""
-    metrics = ["loss"] + (["accuracy"] if net.accuracy(Y[:1], net.forward(X[:1]))
-                          is not None else [])
+    metrics = ["loss"] + (["accuracy"] if net.accuracy_kind != "none" else [])
     history = {key: [] for key in metrics}
     if validation_data is not None:
         history.update({"val_" + key: [] for key in metrics})

@@ -1391,13 +1391,54 @@ class TestHonestMetrics(unittest.TestCase):
         net.fit(X, yes, epochs=10, optimizer=SGD(lr=0.1, momentum=0.9), seed=0, verbose=0)
         self.assertGreater(net.evaluate(X, yes)[1], 0.95)
 
-    def test_crossentropy_without_its_activation_is_refused(self):
-        for layers, loss, needed in (([Dense(2, 2)], "categorical_crossentropy", "Softmax()"),
-                                     ([Dense(2, 1), Softmax()], "binary_crossentropy",
-                                      "Sigmoid()")):
+    def test_crossentropy_without_probabilities_is_refused(self):
+        X = np.array([[5.0, -5.0], [-5.0, 5.0]])
+        for layers, loss, needed in (([Dense(2, 2, seed=0)], "categorical_crossentropy",
+                                      "Softmax()"),
+                                     ([Dense(2, 1, seed=0)], "binary_crossentropy", "Sigmoid()")):
+            net = Network(layers, loss=loss)
             with self.assertRaises(ValueError) as caught:
-                Network(layers, loss=loss)
+                net.fit(X, np.eye(2)[:, :net.forward(X).shape[1]], verbose=0)
+            self.assertIn("needs probabilities", str(caught.exception))
             self.assertIn(needed, str(caught.exception))
+
+    def test_a_softmax_of_your_own_trains_with_crossentropy_and_has_accuracy(self):
+        class MySoftmax(nn.Layer):                       # not nn's: no fused gradient
+            def forward(self, z):
+                e = np.exp(z - z.max(axis=1, keepdims=True))
+                self.p = e / e.sum(axis=1, keepdims=True)
+                return self.p
+
+            def backward(self, g):
+                return self.p * (g - (g * self.p).sum(axis=1, keepdims=True))
+
+        X, Y = blobs()
+        net = Network([Dense(5, 3, seed=0), MySoftmax()])
+        self.assertIsNone(net.fused_prime)
+        history = net.fit(X, Y, epochs=5, optimizer=SGD(lr=0.5), seed=0, verbose=0)
+        self.assertIn("accuracy", history)
+        self.assertGreater(net.evaluate(X, Y)[1], 0.9)
+
+    def test_a_softmax_subclass_has_its_own_backward_called(self):
+        calls = []
+
+        class CountingSoftmax(Softmax):
+            def backward(self, g):
+                calls.append(g.shape)
+                return super().backward(g)
+
+        X, Y = blobs()
+        net = Network([Dense(5, 3, seed=0), CountingSoftmax()])
+        self.assertIsNone(net.fused_prime)
+        net.fit(X[:8], Y[:8], epochs=1, batch_size=8, verbose=0)
+        self.assertEqual(calls, [(8, 3)])
+
+    def test_accuracy_is_decided_by_the_targets(self):
+        net = Network([Dense(2, 2, seed=0)], loss="mse")
+        P = np.array([[0.9, 0.1], [0.2, 0.8]])
+        self.assertEqual(net.accuracy(np.array([[1.0, 0.0], [1.0, 0.0]]), P), 0.5)
+        self.assertEqual(nn.accuracy_kind(np.array([[1.0], [0.0]])), "yes/no")
+        self.assertIsNone(net.accuracy(np.array([[0.5, 0.5], [2.0, 0.0]]), P))
 
     def test_a_step_that_breaks_the_weights_stops_fit(self):
         # One step of a huge learning rate: the loss of that step is finite (it is computed
