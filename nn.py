@@ -885,7 +885,7 @@ class Network:
         """
         loss, accuracy = self.compute_gradients(X, Y)
         if not np.isfinite(loss):
-            raise _divergence(f"the training loss became {loss}", optimizer)
+            raise _divergence(f"the training loss became {loss}", optimizer, self, X, Y)
         optimizer.step(self.parameters())
         return loss, accuracy
 
@@ -963,7 +963,8 @@ class Network:
                           {"loss": loss, "accuracy": accuracy, "size": len(rows)})
                     progress.batch_done(epoch, first + len(rows))
                 optimizer.end_epoch()
-                _check_parameters_finite(self, optimizer)   # the last step may have diverged
+                _check_parameters_finite(self, optimizer,   # the last step may have diverged
+                                         X[:batch_size], Y[:batch_size])
                 validation = None if validation_data is None else self.evaluate(*validation_data)
                 if validation is not None and not np.isfinite(validation[0]):
                     raise _divergence(f"the validation loss became {validation[0]}", optimizer)
@@ -1592,17 +1593,70 @@ def _check_returned(i, layer, method, expected, value, shape=None):
                      f"{expected}, {wanted}{hint}")
 
 
-def _divergence(what, optimizer):
+def _divergence(what, optimizer, net=None, X=None, Y=None):
+    """The error for a loss or parameters that are not finite. With the batch (net, X, Y), it
+    first looks for a layer that made them so (_non_finite_layer); only when every layer is
+    clean does it blame the learning rate."""
+    try:
+        culprit = None if net is None else _non_finite_layer(net, X, Y)
+    except Exception:                        # a layer raised on this re-run: say no more
+        culprit = None
+    if culprit is not None:
+        return FloatingPointError(f"{what}: {culprit}")
     lr = getattr(optimizer, "lr", None)
     return FloatingPointError(f"{what}: the weights have diverged. Try a smaller learning rate"
                               + (f" (lr is {lr})." if lr is not None else "."))
 
 
-def _check_parameters_finite(net, optimizer):
+def _non_finite_layer(net, X, Y):
+    """Which layer made a number NaN or infinite on the batch X, Y, said in a sentence, or None
+    if every layer is clean. Runs the batch layer by layer: only when training has failed.
+    Parameters an update already broke are set to 0 for this run (and put back), so that the
+    layer whose forward or backward caused it shows itself again."""
+    broken = [(i, param, param.copy()) for i, layer in enumerate(net.layers)
+              for param, _ in layer.parameters() if not np.all(np.isfinite(param))]
+    for _, param, _ in broken:
+        param[~np.isfinite(param)] = 0
+    try:
+        found = _first_non_finite(net, X, Y)
+    finally:
+        for _, param, kept in broken:
+            param[...] = kept
+    if broken and found:
+        i = broken[0][0]
+        found += f"; it made the parameters of layer {i} ({net.layers[i]!r}) NaN or infinite"
+    return found
+
+
+def _first_non_finite(net, X, Y):
+    with np.errstate(all="ignore"):
+        for i, layer in enumerate(net.layers):
+            layer.training = True
+            X = layer.forward(X)
+            if not np.all(np.isfinite(X)):
+                largest = max((float(np.abs(p).max()) for p, _ in layer.parameters()
+                               if p.size), default=None)
+                hint = ("" if largest is None else f" (its largest parameter is {largest:.3g}: "
+                        f"if that grew as it trained, try a smaller learning rate)")
+                return f"layer {i} ({layer!r}) returned NaN or infinite values from its " \
+                       f"forward, on finite inputs{hint}"
+        fused = net.fused_prime is not None
+        grad = net.fused_prime(Y, X) if fused else net.loss_prime(Y, X)
+        layers = net.layers[:-1] if fused else net.layers
+        for i in reversed(range(net.first_trained, len(layers))):
+            grad = layers[i].backward(grad)
+            if grad is not None and not np.all(np.isfinite(grad)):
+                return f"layer {i} ({layers[i]!r}) returned a NaN or infinite dL/d(input) " \
+                       f"from its backward, given a finite dL/d(output)"
+    return None
+
+
+def _check_parameters_finite(net, optimizer, X, Y):
     for layer in net.layers:
         for param, _ in layer.parameters():
             if not np.all(np.isfinite(param)):
-                raise _divergence(f"a parameter of {layer!r} became NaN or infinite", optimizer)
+                raise _divergence(f"a parameter of {layer!r} became NaN or infinite", optimizer,
+                                  net, X, Y)
 
 
 def _state_for(pairs, state):

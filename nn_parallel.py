@@ -211,7 +211,8 @@ class Helpers:
                 theirs *= share                  # the helper overwrites it at its next step
                 grad += theirs
         if not np.isfinite(loss):
-            raise self.nn._divergence(f"the training loss became {loss}", optimizer)
+            raise self.nn._divergence(f"the training loss became {loss}", optimizer, self.net,
+                                      self.X.take(rows, axis=0), self.Y.take(rows, axis=0))
         optimizer.step(self.net.parameters())
         return float(loss), None if accuracy is None else float(accuracy)
 

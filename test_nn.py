@@ -1451,6 +1451,32 @@ class TestHonestMetrics(unittest.TestCase):
         self.assertIn("diverged", str(caught.exception))
 
 
+    def test_a_layer_that_makes_nan_is_named_not_the_learning_rate(self):
+        class LogForward(nn.Layer):                      # log of negative inputs: NaN
+            def forward(self, x):
+                return np.log(x)
+
+            def backward(self, g):
+                return g
+
+        class NanBackward(nn.Layer):                     # a forward that is right, a backward not
+            def forward(self, x):
+                return x
+
+            def backward(self, g):
+                return g * np.nan
+
+        X, Y = blobs()
+        for layer, method in ((LogForward(), "forward"), (NanBackward(), "backward")):
+            net = Network([Dense(5, 8, seed=0), layer, Dense(8, 3, seed=1), Softmax()])
+            with self.assertRaises(FloatingPointError) as caught, np.errstate(all="ignore"):
+                net.fit(X, Y, epochs=2, verbose=0)
+            message = str(caught.exception)
+            self.assertIn(f"layer 1 ({layer!r}) returned", message)
+            self.assertIn(f"from its {method}", message)
+            self.assertNotIn("learning rate", message)
+
+
 class TestEarlyStopping(unittest.TestCase):
     def overfitting_run(self, verbose=0, batchnorm=False, **options):
         X, Y = blobs(n=60, seed=1)
