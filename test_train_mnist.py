@@ -737,6 +737,17 @@ class TestTraining(Files):
         self.assertRegex(output,
                          r"^test accuracy: \d+\.\d\d% \(test loss [\d.]+, 10,000 images\)\n$")
 
+    def test_a_stopped_helper_or_no_memory_ends_in_one_line_not_a_traceback(self):
+        import nn
+        for error in (RuntimeError("helper process 1 stopped (killed by signal 9)"),
+                      MemoryError()):
+            with self.subTest(error=type(error).__name__), \
+                    mock.patch.object(nn.Network, "fit", side_effect=error):
+                status, output, errors = run_main("--limit", "200", "--epochs", "1",
+                                                  "--hidden", "8")
+            self.assertEqual(status, 1)
+            self.assertEqual(errors, f"error: {error or type(error).__name__}\n")
+
     def test_initial_loss_is_about_ln_10(self):
         status, output, errors = run_main("--limit", "600", "--epochs", "1", "--val-size", "0",
                                           "--hidden", "32")

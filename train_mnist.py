@@ -97,8 +97,9 @@ def main(argv=None):
     except (DataError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except (FloatingPointError, OSError) as error:    # diverged; the disk full when saving...
-        print(f"error: {error}", file=sys.stderr)
+    except (FloatingPointError, OSError, RuntimeError, MemoryError) as error:
+        # diverged; the disk full when saving; a helper process killed; out of memory...
+        print(f"error: {error or type(error).__name__}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
