@@ -187,8 +187,8 @@ def parse_args(argv=None):
     cores = "here (the cores this process may use, on Linux; 1 on other systems)"
     training.add_argument("--workers", type=whole_number(1, max_workers(), cores), metavar="N",
                           help="processes that share each batch (nn's fit(workers=N), on "
-                               "Linux): with 2 on 2 cores the CNN's run takes 0.75 of the time, "
-                               "the MLP's longer" + _defaults_text("workers")
+                               "Linux): faster for the CNN, not for the MLP (docs/performance.md "
+                               "has the measurements)" + _defaults_text("workers")
                                + ", at most the cores")
     training.add_argument("--seed", type=whole_number(0), default=0,
                           help="seed for the initial weights, the shuffling and dropout")
