@@ -1,6 +1,6 @@
 """Does training keep its speed when other programs share the machine?
 
-    python benchmarks/bench_shared.py --torch-python /work/benchenv/bin/python
+    python benchmarks/bench_shared.py          # with a Python that has torch installed
     python benchmarks/bench_shared.py --rounds 1 --policies adaptive      # a quick look
     python benchmarks/bench_shared.py --policies all,one --root ../old    # another checkout
 
@@ -19,7 +19,8 @@ thread policies:
   one         OPENBLAS_NUM_THREADS=1 in every process;
   torch       the same model, data, batches and optimizer in PyTorch, its default threads;
   torch-one   the same with OMP_NUM_THREADS=1 (PyTorch's intra-op threads).
-The PyTorch runs need a Python with torch and pandas (--torch-python). Policies run
+The PyTorch runs need a Python with torch and pandas installed: this one, or another
+given by --torch-python. Policies run
 interleaved, round after round; figures are medians (min-max) over the rounds. Run it on an
 otherwise idle machine: it prints the load average before and after. --root runs the
 train_mnist.py of another checkout (e.g. an older version, for a before-and-after table).
@@ -85,15 +86,24 @@ def summary(values):
     return f"{statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f})"
 
 
+def has_torch(python):
+    """Whether `python` runs and can import torch and pandas."""
+    try:
+        return subprocess.run([python, "-c", "import torch, pandas"], capture_output=True,
+                              timeout=120).returncode == 0
+    except OSError:                           # no such program
+        return False
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3, help="runs of each kind")
     parser.add_argument("--policies", default="all,one,adaptive,torch,torch-one",
                         help=f"comma-separated, of: {', '.join(POLICIES)}")
-    parser.add_argument("--torch-python", default="/work/benchenv/bin/python",
-                        help="a Python with torch and pandas; the torch policies are skipped "
-                             "if it is missing")
+    parser.add_argument("--torch-python", default=sys.executable,
+                        help="a Python with torch and pandas installed; the torch policies are "
+                             "skipped if it has none")
     parser.add_argument("--limit", type=int, default=20000, help="training rows read")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--val-size", type=int, default=2000)
@@ -106,11 +116,11 @@ def main():
     unknown = [name for name in policies if name not in POLICIES]
     if unknown:
         parser.error(f"unknown policies {unknown}; known: {', '.join(POLICIES)}")
-    if not os.path.exists(args.torch_python):
+    if not has_torch(args.torch_python):
         skipped = [name for name in policies if POLICIES[name][0] == "torch"]
         policies = [name for name in policies if name not in skipped]
         if skipped:
-            print(f"{args.torch_python} is missing: skipping {', '.join(skipped)}")
+            print(f"{args.torch_python} has no torch and pandas: skipping {', '.join(skipped)}")
 
     args.root = os.path.abspath(args.root)
     print(f"{os.cpu_count()} cores; load average before: {os.getloadavg()[0]:.2f}; "
