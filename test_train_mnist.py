@@ -557,6 +557,7 @@ class TestTheModel(Files):
                 self.assertEqual(status, 2)
                 self.assertTrue(errors.startswith(f"error: {path}"), errors)
                 self.assertEqual(errors.count("\n"), 1)
+                self.assertEqual(errors.count(os.path.basename(path)), 1, errors)
                 self.assertNotIn("allow_pickle", errors)
 
     def test_load_refuses_a_model_that_is_not_for_mnist(self):

@@ -352,8 +352,8 @@ def load_model(path, say):
     check_regular_file(path, expected="a model file saved by --save")
     try:
         net = Network.load(path)
-    except ValueError as error:              # (nn never unpickles; check_regular_file found it)
-        raise DataError(f"{path}: not a model saved by --save ({error})") from None
+    except ValueError as error:              # nn's message names the file and what is wrong
+        raise DataError(str(error)) from None    # (nn never unpickles; the file exists)
     try:
         outputs = net.predict(np.zeros((1, PIXELS), dtype=np.float32))
     except ValueError:
