@@ -45,9 +45,10 @@ def text_art(image):
 
 def show_mistakes(scored, count, say):
     """The `count` most confident mistakes of the test set, each drawn as text."""
-    wrong = scored.mistakes()[:count]
+    mistakes = scored.mistakes()
+    wrong = mistakes[:count]
     if len(wrong):
-        say(f"\n{len(wrong)} of the test digits it got wrong, the most confident mistakes first:")
+        say(f"\nthe {len(wrong)} most confident of its {len(mistakes):,} mistakes:")
     for index in wrong:
         guess = int(scored.probabilities[index].argmax())
         say(f"\ntest image {index}: true {scored.labels[index]} -> predicted {guess} "

@@ -835,6 +835,9 @@ class TestReporting(Files):
         headings = re.findall(r"test image (\d+): true (\d) -> predicted (\d) "
                               r"\(confidence ([\d.]+)%\)", output)
         self.assertEqual(len(headings), 2)
+        accuracy = float(re.search(r"test accuracy: ([\d.]+)%", output).group(1))
+        wrong = round(10000 * (1 - accuracy / 100))       # the test set's 10,000 images
+        self.assertIn(f"the 2 most confident of its {wrong:,} mistakes:", output)
         labels = load_mnist_csv(train_mnist.DEFAULT_TEST)[1]
         for index, true, predicted, confidence in headings:
             self.assertEqual(labels[int(index)], int(true))
