@@ -30,6 +30,7 @@ import os
 import re
 import sys
 import textwrap
+import traceback
 import types
 
 import numpy as np
@@ -175,9 +176,7 @@ def replace_bodies(source, bodies):
             done.add(name)
         if replaced and isinstance(node, ast.ClassDef) and _is_docstring(node.body[0]):
             first, last = node.body[0].lineno, node.body[0].end_lineno
-            kept = [line for line in map(_without_derivatives, lines[first - 1:last])
-                    if line is not None]
-            edits.append((first, last, kept))
+            edits.append((first, last, _without_derivatives(lines[first - 1:last])))
     if set(bodies) - done:
         raise ValueError(f"not found in the source: {', '.join(sorted(set(bodies) - done))}")
     for first, last, new in sorted(edits, reverse=True):
@@ -200,14 +199,29 @@ def _body_edit(lines, function, body):
     return first, function.end_lineno, [indent + line + "\n" for line in body]
 
 
-def _without_derivatives(line):
-    """The docstring line without a sentence that states a derivative; None if nothing is left."""
-    match = _DERIVATIVE.search(line)
-    if match is None:
-        return line
-    start = line.rfind(". ", 0, match.start())
-    kept = line[:start + 1].rstrip() if start >= 0 else ""
-    return kept + "\n" if kept.strip() else None
+def _without_derivatives(lines, width=96):
+    """A class docstring's lines without the sentences that state a derivative. A paragraph
+    that loses a sentence is re-wrapped; one that loses them all goes, blank line too."""
+    text = "".join(lines)
+    if not _DERIVATIVE.search(text):
+        return lines
+    indent = lines[0][:len(lines[0]) - len(lines[0].lstrip())]
+    inner = text.strip()[3:-3]                   # between the quotes
+    paragraphs = []
+    for paragraph in re.split(r"\n[ \t]*\n", inner.strip("\n")):
+        if _DERIVATIVE.search(paragraph):
+            sentences = re.split(r"(?<=[.!?])\s+", " ".join(paragraph.split()))
+            kept = " ".join(s for s in sentences if not _DERIVATIVE.search(s))
+            if not kept:
+                continue
+            paragraph = textwrap.fill(kept, width, initial_indent=indent,
+                                      subsequent_indent=indent)
+        paragraphs.append(paragraph.rstrip())
+    paragraphs[0] = paragraphs[0].lstrip()
+    body = "\n\n".join(paragraphs)
+    if "\n" not in body and len(indent) + len(body) + 6 <= width:
+        return [f'{indent}"""{body}"""\n']      # one line, as a one-line docstring is
+    return [f'{indent}"""{body}\n', f'{indent}"""\n']
 
 
 def stub(exercise, example):
@@ -283,8 +297,9 @@ def check(folder, out=sys.stdout):
     for number, (name, verdict) in enumerate(grades, 1):
         print(f"{number:4d}  {name:{width}s}  {verdict}", file=out)
     right = sum(verdict == "right" for _, verdict in grades)
-    written = sum(verdict != "not written" for _, verdict in grades)
-    print(f"{right} of {len(grades)} right, {len(grades) - written} not written yet.", file=out)
+    unwritten = sum(verdict == "not written" for _, verdict in grades)
+    print(f"{right} right, {len(grades) - right - unwritten} wrong, {unwritten} not written "
+          f"(of {len(grades)})", file=out)
     return right == len(grades)
 
 
@@ -315,7 +330,16 @@ def grade(exercise, learner):
         return "not written"
     except Exception as error:                   # the learner's code raised: that is the grade
         message = str(error).splitlines()[0] if str(error) else ""
-        return f"wrong (it raised {type(error).__name__}{': ' if message else ''}{message})"
+        return (f"wrong (it raised {type(error).__name__}{': ' if message else ''}{message}"
+                f"{_where_in(learner, error)})")
+
+
+def _where_in(learner, error):
+    """", at FILE:LINE": the last place in the learner's own file that the error went
+    through, so they know which line to look at ("" if it did not go through it)."""
+    frames = [frame for frame in traceback.extract_tb(error.__traceback__)
+              if frame.filename == learner.__file__]
+    return f", at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
 
 
 def _written_in(exercise, learner):

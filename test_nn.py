@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import types
 import unittest
 import warnings
 import zipfile
@@ -2235,6 +2236,35 @@ class TestExercises(unittest.TestCase):
         self.assertIn("never add to it (+=)", grades["Dense.backward"])
         self.assertIn("momentum=0.5, weight_decay=0.5", grades["SGD.step"])    # options on
 
+    def test_the_summary_counts_the_wrong_and_a_raise_says_where(self):
+        source = exercises.replace_bodies(self.source, {
+            "mse_prime": ["return (y_pred - y_true) / y_pred.size"],
+            "Tanh.derivative": ["return 1 / 0"]})
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "nn.py")
+            with open(path, "w", encoding="utf-8") as file:
+                file.write(source)
+            output = io.StringIO()
+            exercises.check(folder, out=output)
+        n = len(self.names)
+        self.assertEqual(output.getvalue().splitlines()[-1],
+                         f"{n - 2} right, 2 wrong, 0 not written (of {n})")
+        line = source.splitlines().index("        return 1 / 0") + 1
+        self.assertIn(f"wrong (it raised ZeroDivisionError: division by zero, at {path}:{line})",
+                      output.getvalue())
+
+    def test_new_removes_whole_sentences_and_empty_paragraphs(self):
+        stubs = exercises.replace_bodies(self.source, {"Activation.backward": ["pass"],
+                                                       "Sigmoid.derivative": ["pass"]})
+        stubbed = types.ModuleType("stubbed")
+        exec(compile(stubs, "stubbed", "exec"), stubbed.__dict__)
+        activation, sigmoid = stubbed.Activation.__doc__, stubbed.Sigmoid.__doc__
+        self.assertNotIn("f'(", activation + sigmoid)
+        self.assertNotIn("single term,", activation)       # no sentence cut in two
+        self.assertTrue(activation.rstrip().endswith("."), activation)
+        self.assertEqual(sigmoid, nn.Sigmoid.__doc__.splitlines()[0])   # a one-line docstring
+        self.assertNotIn('\n\n    """\n', stubs)              # no empty paragraph before the end
+
     def test_the_command_line(self):
         with tempfile.TemporaryDirectory() as folder:
             run = [sys.executable, exercises.__file__]
@@ -2248,7 +2278,8 @@ class TestExercises(unittest.TestCase):
             graded = subprocess.run(run + ["check", folder], capture_output=True, text=True,
                                     timeout=60)
             self.assertEqual(graded.returncode, 1)
-            self.assertIn(f"0 of {len(self.names)} right", graded.stdout)
+            n = len(self.names)
+            self.assertIn(f"0 right, 0 wrong, {n} not written (of {n})", graded.stdout)
             missing = subprocess.run(run + ["check", os.path.join(folder, "none")],
                                      capture_output=True, text=True, timeout=60)
             self.assertEqual((missing.returncode, missing.stdout), (2, ""))
