@@ -38,8 +38,9 @@ import numpy as np
 # ----------------------------------------------------------------------------------------------
 
 class Layer:
-    """One step of the network. Four methods are the whole contract: subclass Layer, give
-    them, and your layer trains, saves and is checked like ours.
+    """One step of the network. Three methods (forward, backward, parameters) are the whole
+    contract, and config() to be saved: subclass Layer, give them, and your layer trains,
+    saves and is checked like ours.
 
     forward(x)      the output for a batch x (batch, ...); keep on self what backward needs.
     backward(g)     g is dL/d(output) for the last forward's output. Write dL/d(parameter)
@@ -48,7 +49,8 @@ class Layer:
     parameters()    a list of (parameter, gradient) array pairs, both kept as attributes of
                     self (self.weights, self.grad_weights); an optimizer updates each parameter
                     in place from its gradient. A layer without parameters returns [].
-    config()        the keyword arguments that rebuild the layer: type(layer)(**config()).
+    config()        to be saved: the keyword arguments that rebuild the layer,
+                    type(layer)(**config()).
 
     A layer with state that is learned but not trained, as BatchNorm's running statistics
     (PyTorch's buffers), also gives buffers(): a list of float arrays kept as attributes of
