@@ -1425,8 +1425,8 @@ def _checked_callbacks(callbacks):
     if callbacks is None:
         return []
     if not isinstance(callbacks, (list, tuple)):
-        raise ValueError(f"callbacks must be a list, e.g. [AdaptiveBlasThreads()], "
-                         f"got {callbacks!r}")
+        raise ValueError(f"callbacks must be a list of objects with methods such as "
+                         f"on_epoch_end(epoch, logs), e.g. [my_callback], got {callbacks!r}")
     for i, callback in enumerate(callbacks):
         if not any(callable(getattr(callback, event, None)) for event in CALLBACK_EVENTS):
             raise ValueError(f"callbacks[{i}] must have at least one of the methods "
