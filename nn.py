@@ -462,7 +462,8 @@ class MaxPool2D(Layer):
         # x[:, :, i::n, j::n] holds entry (i, j) of every window, so the pooled image is the
         # element-wise maximum of these n * n views, taken one view at a time.
         output = x[:, :, 0::n, 0::n].copy(order="K")        # order="K": keep the memory order
-        for i, j in _window_entries(n)[1:]:
+        entries = [(i, j) for i in range(n) for j in range(n)]   # a window's, row-major order
+        for i, j in entries[1:]:
             np.maximum(output, x[:, :, i::n, j::n], out=output)
         self.input, self.output = x, output
         return output
@@ -477,10 +478,11 @@ class MaxPool2D(Layer):
         grad_input = np.empty_like(x)                  # each entry is written once below
         taken = np.zeros_like(output, dtype=bool)      # windows whose maximum is found (in
                                                        # output's memory order, as grad_output)
-        for i, j in _window_entries(n):                # row-major order
-            first_max = (x[:, :, i::n, j::n] == output) & ~taken
-            np.multiply(grad_output, first_max, out=grad_input[:, :, i::n, j::n])
-            taken |= first_max
+        for i in range(n):                             # the window's entries, row-major
+            for j in range(n):
+                first_max = (x[:, :, i::n, j::n] == output) & ~taken
+                np.multiply(grad_output, first_max, out=grad_input[:, :, i::n, j::n])
+                taken |= first_max
         return grad_input
 
     def config(self):
@@ -2306,11 +2308,6 @@ def _zero_padded(x, p):
     return padded
 
 
-def _window_entries(n):
-    """The (i, j) of an n x n window's entries, in row-major order."""
-    return [(i, j) for i in range(n) for j in range(n)]
-
-
 def _shifted(x, shifts, pixels):
     """Each image x[n] (its last two axes) moved down by shifts[n, 0] and right by shifts[n, 1]
     pixels (negative: up, left), each at most `pixels`, with zeros where nothing moved in
@@ -2332,9 +2329,9 @@ def _in_memory_order_of(like, array):
     on the gradient that Flatten hands back in row order)."""
     if array.strides == like.strides:
         return array
-    copy = np.empty_like(like)
-    copy[...] = array
-    return copy
+    reordered = np.empty_like(like)
+    reordered[...] = array
+    return reordered
 
 
 # ----------------------------------------------------------------------------------------------
