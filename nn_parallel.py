@@ -1,5 +1,6 @@
 """nn_parallel: nn.py on more than one core: fit(workers=N), and BLAS threads that follow
-the machine's load (fit(callbacks=[AdaptiveBlasThreads()]), at the end of this file).
+the machine's load (fit(callbacks=[AdaptiveBlasThreads()]), near the end of this file, with
+load_aware_callbacks, what a training script passes to fit on a shared machine).
 
 nn.py imports this module only when fit is asked for workers > 1; it needs threadpoolctl
 (pip install threadpoolctl) to set BLAS's threads.
@@ -433,3 +434,52 @@ class AdaptiveBlasThreads:
             self.threads = threads
         if not self.choices or self.choices[-1] != threads:
             self.choices.append(threads)
+
+
+# ----------------------------------------------------------------------------------------------
+# A training script's callbacks on a shared machine
+# ----------------------------------------------------------------------------------------------
+
+# Variables by which a user fixes BLAS's threads; load_aware_callbacks then leaves them alone.
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def load_aware_callbacks(workers, say):
+    """fit's callbacks for a script on a machine other programs may share: in one process,
+    BLAS threads that follow the load (AdaptiveBlasThreads, keeping its choice after fit)
+    unless the user fixed them; and a note through `say`, with what to do, when an epoch is
+    much slower than the last."""
+    if workers > 1:
+        return [SlowEpochNote(say, f"each of the {workers} processes needs a free core: train "
+                                   f"in one, or close the other busy programs")]
+    fixed = [f"{name}={os.environ[name]}" for name in THREAD_VARIABLES if name in os.environ]
+    if fixed:
+        return [SlowEpochNote(say, f"{fixed[0]} fixes BLAS's threads: unset it to let training "
+                                   f"choose them as the load changes, or close the other busy "
+                                   f"programs")]
+    return [AdaptiveBlasThreads(keep_choice=True),
+            SlowEpochNote(say, "training already runs BLAS on as many threads as are fastest "
+                               "now, but it shares the cores: close the other busy programs "
+                               "(a second notebook, a test run) to get the speed back")]
+
+
+class SlowEpochNote:
+    """A fit callback: when an epoch takes over twice as long as the one before it (and a
+    second longer, at least), say so, once, with `advice`: another program has most likely
+    taken a core."""
+
+    def __init__(self, say, advice, clock=time.perf_counter):
+        self.say, self.advice, self.clock = say, advice, clock
+        self.last, self.said = None, False
+
+    def on_epoch_begin(self, epoch):
+        self.started = self.clock()
+
+    def on_epoch_end(self, epoch, logs):
+        seconds = self.clock() - self.started
+        if not self.said and self.last and seconds > max(2 * self.last, self.last + 1):
+            self.say(f"note: epoch {epoch} took {seconds / self.last:.1f} times as long as "
+                     f"epoch {epoch - 1}: another program is probably using the processor; "
+                     f"{self.advice}.")
+            self.said = True
+        self.last = seconds

@@ -471,3 +471,37 @@ class TestAdaptiveBlasThreads(unittest.TestCase):
         self.assertEqual([pool["num_threads"] for pool in threadpool_info()], before)
         if max(before, default=1) > 1:
             self.assertEqual(policy.choices[:2], [1, max(before)])   # both were timed
+
+
+class TestLoadAwareCallbacks(unittest.TestCase):
+    """BLAS threads that follow the load, unless fixed; a note when an epoch slows down."""
+
+    def callbacks(self, workers=1, environment=()):
+        variables = {name: value for name, value in os.environ.items()
+                     if name not in nn_parallel.THREAD_VARIABLES}
+        variables.update(environment)
+        said = []
+        with mock.patch.dict(os.environ, variables, clear=True):
+            callbacks = nn_parallel.load_aware_callbacks(workers, said.append)
+        return [type(callback).__name__ for callback in callbacks], callbacks[-1].advice
+
+    def test_adaptive_threads_unless_fixed_or_in_several_processes(self):
+        self.assertEqual(self.callbacks()[0], ["AdaptiveBlasThreads", "SlowEpochNote"])
+        names, advice = self.callbacks(environment={"OPENBLAS_NUM_THREADS": "2"})
+        self.assertEqual(names, ["SlowEpochNote"])
+        self.assertIn("OPENBLAS_NUM_THREADS=2 fixes BLAS's threads", advice)
+        names, advice = self.callbacks(workers=2)
+        self.assertEqual(names, ["SlowEpochNote"])
+        self.assertIn("each of the 2 processes needs a free core", advice)
+
+    def test_says_once_when_an_epoch_is_much_slower_than_the_last(self):
+        clock, said = [0.0], []
+        note = nn_parallel.SlowEpochNote(said.append, "close the other busy programs",
+                                         clock=lambda: clock[0])
+        for epoch, seconds in enumerate([0.1, 0.9, 1.0, 1.4, 4.2, 9.0], start=1):
+            note.on_epoch_begin(epoch)      # 0.9 after 0.1: 9 times, but under a second more
+            clock[0] += seconds
+            note.on_epoch_end(epoch, {})
+        self.assertEqual(said, ["note: epoch 5 took 3.0 times as long as epoch 4: another "
+                                "program is probably using the processor; close the other "
+                                "busy programs."])

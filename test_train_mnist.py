@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_info, threadpool_limits
 
+import nn_parallel
 import outputs
 import readers
 import train_mnist
@@ -757,39 +758,8 @@ class TestTraining(Files):
 
 
 class TestSharedMachine(unittest.TestCase):
-    """BLAS threads that follow the load, unless fixed; a note when an epoch slows down."""
-
-    def callbacks(self, *flags, environment=()):
-        variables = {name: value for name, value in os.environ.items()
-                     if name not in train_mnist.THREAD_VARIABLES}
-        variables.update(environment)
-        said = []
-        with mock.patch.dict(os.environ, variables, clear=True):
-            callbacks = train_mnist.training_callbacks(train_mnist.parse_args(list(flags)),
-                                                       said.append)
-        return [type(callback).__name__ for callback in callbacks], callbacks[-1].advice
-
-    def test_adaptive_threads_unless_fixed_or_in_several_processes(self):
-        self.assertEqual(self.callbacks()[0], ["AdaptiveBlasThreads", "SlowEpochNote"])
-        names, advice = self.callbacks(environment={"OPENBLAS_NUM_THREADS": "2"})
-        self.assertEqual(names, ["SlowEpochNote"])
-        self.assertIn("OPENBLAS_NUM_THREADS=2 fixes BLAS's threads", advice)
-        if train_mnist.max_workers() >= 2:
-            names, advice = self.callbacks("--workers", "2")
-            self.assertEqual(names, ["SlowEpochNote"])
-            self.assertIn("try --workers 1", advice)
-
-    def test_says_once_when_an_epoch_is_much_slower_than_the_last(self):
-        clock, said = [0.0], []
-        note = train_mnist.SlowEpochNote(said.append, "close the other busy programs",
-                                         clock=lambda: clock[0])
-        for epoch, seconds in enumerate([0.1, 0.9, 1.0, 1.4, 4.2, 9.0], start=1):
-            note.on_epoch_begin(epoch)      # 0.9 after 0.1: 9 times, but under a second more
-            clock[0] += seconds
-            note.on_epoch_end(epoch, {})
-        self.assertEqual(said, ["note: epoch 5 took 3.0 times as long as epoch 4: another "
-                                "program is probably using the processor; close the other "
-                                "busy programs."])
+    """A run gives BLAS back the threads it had (nn_parallel.load_aware_callbacks chooses them
+    while it trains; test_nn_parallel tests that)."""
 
     def test_a_run_leaves_blas_threads_as_they_were(self):
         class KeepsOneThread:                # as the policy does when the machine is busy
@@ -799,9 +769,9 @@ class TestSharedMachine(unittest.TestCase):
             def on_train_begin(self):
                 threadpool_limits(limits=1, user_api="blas")
         before = [pool["num_threads"] for pool in threadpool_info()]
-        with mock.patch.object(train_mnist, "AdaptiveBlasThreads", KeepsOneThread), \
+        with mock.patch.object(nn_parallel, "AdaptiveBlasThreads", KeepsOneThread), \
                 mock.patch.dict(os.environ):
-            for name in train_mnist.THREAD_VARIABLES:
+            for name in nn_parallel.THREAD_VARIABLES:
                 os.environ.pop(name, None)
             status, output, errors = run_main("--limit", "600", "--epochs", "1", "--quiet",
                                               "--hidden", "32")

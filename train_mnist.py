@@ -22,7 +22,7 @@ from threadpoolctl import threadpool_limits
 from nn import (MAX_STORED_VALUES, SGD, Adam, BatchNorm, Conv2D, Dense, Dropout, Flatten,
                 LeakyReLU, MaxPool2D, Network, RandomShift, ReLU, Reshape, Sigmoid, Softmax, Tanh,
                 max_workers, one_hot)
-from nn_parallel import AdaptiveBlasThreads
+from nn_parallel import load_aware_callbacks
 from outputs import (Scored, finite_probabilities, plot, predict_images, show_mistakes,
                      write_history, write_kaggle_predictions)
 from readers import (CLASSES, PIXELS, DataError, HelpFormatter, OneLineParser, bounded_number,
@@ -65,7 +65,7 @@ def run(args):
                           optimizer=optimizer, validation_data=data.validation,
                           seed=args.seed, verbose=0 if args.quiet else 1,
                           patience=args.patience, workers=args.workers,
-                          callbacks=training_callbacks(args, say))
+                          callbacks=load_aware_callbacks(args.workers, say))
 
     # Test: rows the network never saw.
     if test is not None:
@@ -391,50 +391,6 @@ def say_before_training(net, optimizer, data, args, say):
     accuracy = "" if initial_accuracy is None else f", accuracy {initial_accuracy:.4f}"
     say(f"before training: loss {initial_loss:.4f} (about {expected_initial_loss(args.loss)} is "
         f"expected for an untrained {CLASSES}-class net){accuracy}")
-
-
-# Variables by which a user fixes BLAS's threads; training then leaves them as they are.
-THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-def training_callbacks(args, say):
-    """What fit calls as it trains: in one process, BLAS threads that follow the machine's
-    load (nn_parallel.AdaptiveBlasThreads, kept for the test after fit) unless the user
-    fixed them; and a note, with what to do, when an epoch is much slower than the last."""
-    if args.workers > 1:
-        return [SlowEpochNote(say, f"--workers {args.workers} needs a free core for each "
-                                   f"process: try --workers 1, or close the other busy programs")]
-    fixed = [f"{name}={os.environ[name]}" for name in THREAD_VARIABLES if name in os.environ]
-    if fixed:
-        return [SlowEpochNote(say, f"{fixed[0]} fixes BLAS's threads: unset it to let training "
-                                   f"choose them as the load changes, or close the other busy "
-                                   f"programs")]
-    return [AdaptiveBlasThreads(keep_choice=True),
-            SlowEpochNote(say, "training already runs BLAS on as many threads as are fastest "
-                               "now, but it shares the cores: close the other busy programs "
-                               "(a second notebook, a test run) to get the speed back")]
-
-
-class SlowEpochNote:
-    """A fit callback: when an epoch takes over twice as long as the one before it (and a
-    second longer, at least), say so, once, with `advice`: another program has most likely
-    taken a core."""
-
-    def __init__(self, say, advice, clock=time.perf_counter):
-        self.say, self.advice, self.clock = say, advice, clock
-        self.last, self.said = None, False
-
-    def on_epoch_begin(self, epoch):
-        self.started = self.clock()
-
-    def on_epoch_end(self, epoch, logs):
-        seconds = self.clock() - self.started
-        if not self.said and self.last and seconds > max(2 * self.last, self.last + 1):
-            self.say(f"note: epoch {epoch} took {seconds / self.last:.1f} times as long as "
-                     f"epoch {epoch - 1}: another program is probably using the processor; "
-                     f"{self.advice}.")
-            self.said = True
-        self.last = seconds
 
 
 # ----------------------------------------------------------------------------------------------
