@@ -695,7 +695,8 @@ class RandomShift(Layer):
 #
 # Training lowers the loss, so each loss comes with its gradient (its `_prime`), where
 # backpropagation starts. A cross-entropy and its final activation also have a fused gradient,
-# simpler and more exact than the two chained.
+# simpler and more exact than the two chained. Shapes, everywhere below: y_true and y_pred
+# are (batch, outputs), and every gradient has y_pred's shape.
 # ----------------------------------------------------------------------------------------------
 
 def mse(y_true, y_pred):
