@@ -28,7 +28,6 @@ a round, so a slow moment of a shared machine affects both sides of a ratio alik
 
 import argparse
 import os
-import platform
 import sys
 import time
 
@@ -40,11 +39,9 @@ sys.path.insert(0, ROOT)
 
 import nn  # noqa: E402
 import train_mnist  # noqa: E402
-from nn import SGD, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Reshape, Softmax, one_hot  # noqa: E402
-from readers import load_mnist_csv  # noqa: E402
-from train_mnist import DEFAULT_TRAIN  # noqa: E402
+from nn import SGD, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Reshape, Softmax  # noqa: E402
 # bench_mlp.py, in this folder, imports torch if it is installed (else torch is None)
-from bench_mlp import blas_description, summary, torch, torch_epoch  # noqa: E402
+from bench_mlp import mnist_and_header, summary, torch, torch_epoch  # noqa: E402
 
 
 def small_cnn(seed=0):
@@ -178,18 +175,9 @@ def main():
     except ValueError:
         parser.error(f"--workers takes whole numbers separated by commas, got {args.workers!r}")
 
-    X, labels = load_mnist_csv(DEFAULT_TRAIN)
-    Y = one_hot(labels, 10)
     lr, momentum = 0.01, 0.9
-
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
-          f"{platform.python_version()}, NumPy {np.__version__}"
-          + (f", PyTorch {torch.__version__} ({torch.get_num_threads()} threads)"
-             if use_torch else ", PyTorch not installed or skipped (column left out)"))
-    print(f"BLAS: {blas_description()}")
-    print(f"one epoch = {len(X):,} images, float32, batch {args.batch_size}, SGD(lr={lr}, "
-          f"momentum={momentum}); seconds as median (min-max) of {args.rounds} rounds after 1 "
-          f"warm-up; ratios taken within each round\n")
+    X, labels, Y = mnist_and_header(
+        use_torch, f", batch {args.batch_size}, SGD(lr={lr}, momentum={momentum})", args.rounds)
     nn_keys = [f"nn.py workers={count}" for count in worker_counts]
     columns = [f"{key} s" for key in nn_keys] + ["GEMM-only s"]
     columns += [f"{key} / GEMM-only" for key in nn_keys]

@@ -146,6 +146,21 @@ print(completed.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxr
 """
 
 
+def mnist_and_header(use_torch, setting, rounds, skipped="PyTorch not installed or skipped"):
+    """MNIST's training images (X, labels, one-hot Y), after printing the header every table of
+    epoch times starts with: the machine, its BLAS, and what one epoch is (`setting`: batch,
+    optimizer)."""
+    X, labels = load_mnist_csv(DEFAULT_TRAIN)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+          f"{platform.python_version()}, NumPy {np.__version__}"
+          + (f", PyTorch {torch.__version__} ({torch.get_num_threads()} threads)"
+             if use_torch else f", {skipped} (column left out)"))
+    print(f"BLAS: {blas_description()}")
+    print(f"one epoch = {len(X):,} images, float32{setting}; seconds as median (min-max) of "
+          f"{rounds} rounds after 1 warm-up; ratios taken within each round\n")
+    return X, labels, one_hot(labels, 10)
+
+
 def default_run():
     """Wall time and peak RSS of the default `python train_mnist.py --quiet`."""
     start = time.perf_counter()
@@ -170,16 +185,8 @@ def main():
     args = parser.parse_args()
     use_torch = torch is not None and not args.no_torch
 
-    X, labels = load_mnist_csv(DEFAULT_TRAIN)
-    Y = one_hot(labels, 10)
     lr, momentum = 0.01, 0.9
-
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"NumPy {np.__version__}" + (f", PyTorch {torch.__version__} ({torch.get_num_threads()} threads)"
-                                      if use_torch else ", PyTorch not installed (column skipped)"))
-    print(f"BLAS: {blas_description()}")
-    print(f"one epoch = {len(X):,} images, float32; seconds as median (min-max) of {args.rounds} rounds "
-          f"after 1 warm-up; ratios taken within each round\n")
+    X, labels, Y = mnist_and_header(use_torch, "", args.rounds)
     header = "| model | batch | nn.py s | GEMM-only s | nn.py / GEMM-only |"
     rule = "| --- | --- | --- | --- | --- |"
     if use_torch:
