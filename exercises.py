@@ -49,6 +49,14 @@ EXAMPLE_ARGUMENTS = {"n_in": FEATURES, "n_out": 4, "in_channels": FEATURES, "out
 # What to think about, for the exercises nn.py has today (questions, not answers). A new layer
 # of the chapter becomes an exercise without an entry here: it then gets the shapes alone.
 HINTS = {
+    "BatchNorm.backward": "In training the mean and variance depend on every number of the "
+                          "feature. With x_hat kept by forward and the two sums over the "
+                          "feature's m numbers (self.axes), grad_beta = sum(g) and grad_gamma = "
+                          "sum(g * x_hat), what is dL/dx? In inference (self.training False) "
+                          "the running statistics are constants.",
+    "RandomShift.backward": "Each output number is one input number moved, or a 0. self.shifts "
+                            "holds each image's (down, right): where does each gradient go "
+                            "back to? _shifted moves images.",
     "Dense.backward": "output = input @ weights + biases. Every example uses every weight: "
                       "which sum over the batch gives dL/dweights[i, j], and dL/dbiases[j]? "
                       "Which product gives dL/dinput? (When self.input_gradient_needed is "
