@@ -478,8 +478,9 @@ class TestReadingImages(Files):
         one, other = (readers.prepare_digit(np.asarray(picture, dtype=np.float64))
                       for picture in (light_on_dark, dark_on_light))
         np.testing.assert_allclose(one, other, atol=0.02)
-        told = readers.prepare_digit(np.asarray(light_on_dark, dtype=np.float64), "light")
-        self.assertGreater(np.abs(told - one).mean(), 0.1)  # the override is obeyed
+        told = readers.prepare(np.asarray(light_on_dark, dtype=np.float64), "light")
+        self.assertTrue(told.light_page)                    # the override is obeyed
+        self.assertGreater(np.abs(told.digit - one).mean(), 0.05)
 
     def test_every_image_mode_gives_the_same_digit(self):
         picture = photo_digits.enlarged(self.digits[1], inverted=True)
@@ -890,8 +891,7 @@ class TestPredicting(Files):
     def test_what_predict_refuses_before_any_work(self):
         os.mkdir(self.path("empty"))
         csv_file = self.write("digits.csv", self.pixel_lines)
-        for paths, message in (([self.path("absent.png")], "absent.png: no such file"),
-                               ([self.path("empty")], "a folder without images"),
+        for paths, message in (([self.path("empty")], "a folder without images"),
                                ([self.path("absent.png"), csv_file], "digits.csv: not an image")):
             with self.subTest(paths=paths):
                 status, output, errors = run_main("--quiet", "--limit", "600", "--predict", *paths)
@@ -899,12 +899,41 @@ class TestPredicting(Files):
                 self.assertRegex(errors, f"^error: [^\n]*{re.escape(message)}[^\n]*\n$")
 
     @needs_pillow
-    def test_an_image_without_ink_is_refused_in_one_line(self):
+    def test_an_image_without_ink_is_refused_in_one_line_before_any_training(self):
         Image.new("RGB", (64, 64), "white").save(self.path("blank.png"))
-        status, output, errors = run_main("--load", self.model, "--predict", self.path("blank.png"),
-                                          "--quiet")
-        self.assertEqual((status, output), (2, ""))
-        self.assertRegex(errors, r"^error: .*blank\.png: found no ink[^\n]*\n$")
+        for flags in (["--load", self.model], ["--limit", "600"]):
+            status, output, errors = run_main(*flags, "--predict", self.path("blank.png"),
+                                              "--quiet")
+            self.assertEqual((status, output), (1, ""))
+            refusal, summary = errors.splitlines()
+            self.assertRegex(refusal, r"^error: .*blank\.png: found no ink.*--background.*crop")
+            self.assertRegex(summary, r"^refused 1 picture of 1: .*blank\.png$")
+
+    @needs_pillow
+    def test_a_folder_is_read_to_the_end_each_refusal_named(self):
+        folder = self.path("digits")
+        os.mkdir(folder)
+        rng = np.random.default_rng(1)
+        good = [photo_digits.save(*photo_digits.photo_like(row[1:], rng)[:2],
+                                  os.path.join(folder, f"{number}-digit"), rng)
+                for number, row in enumerate(self.rows[:3])]
+        Image.new("L", (80, 60), 235).save(os.path.join(folder, "1-blank.png"))
+        with open(os.path.join(folder, "0-notes.png"), "w") as file:
+            file.write("not a picture\n")
+        absent = self.path("absent.png")
+        out = self.path("predictions.csv")
+        status, output, errors = run_main("--load", self.model, "--predict", folder, absent,
+                                          "--out", out, "--quiet")
+        self.assertEqual(status, 1, errors)
+        lines = errors.splitlines()
+        self.assertEqual(len(lines), 4, errors)
+        for line, reason in zip(lines, ("0-notes.png: not an image file",
+                                        "1-blank.png: found no ink", "absent.png: no such file")):
+            self.assertRegex(line, f"^error: [^\n]*{re.escape(reason)}")
+        self.assertRegex(lines[3], r"^refused 3 pictures of 6: .*0-notes\.png, .*1-blank\.png, "
+                                   r".*absent\.png$")
+        self.assertEqual(sorted(pd.read_csv(out)["path"]), sorted(good))
+        self.assertEqual(len(output.splitlines()), 3)   # the predictions, even under --quiet
 
 
 # ----------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ the files, pictures and flag values a user gives; outputs.py draws and writes th
 """
 
 import dataclasses
+import io
 import os
 import sys
 import time
@@ -25,9 +26,10 @@ from nn import (MAX_STORED_VALUES, SGD, Adam, BatchNorm, Conv2D, Dense, Dropout,
 from nn_parallel import load_aware_callbacks
 from outputs import (Scored, finite_probabilities, plot, predict_images, show_mistakes,
                      write_history, write_kaggle_predictions)
-from readers import (CLASSES, PIXELS, DataError, HelpFormatter, OneLineParser, bounded_number,
-                     check_flags, check_regular_file, fraction, layer_widths, load_mnist_csv,
-                     read_to_predict, whole_number)
+from readers import (CLASSES, MAX_PICTURE_PIXELS, PIXELS, DataError, HelpFormatter,
+                     OneLineParser, bounded_number, check_flags, check_regular_file, fraction,
+                     layer_widths, load_mnist_csv, read_to_predict, refused_summary,
+                     whole_number)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_TRAIN = os.path.join(HERE, "data", "mnist_train.csv.gz")
@@ -44,7 +46,10 @@ def run(args):
     # Arguments: refuse now whatever could otherwise fail only after training.
     check_flags(args)
     net = load_model(args.load, say) if args.load else None
-    csv_pixels, image_paths, digits = read_to_predict(args.predict, args.background)
+    csv_pixels, image_paths, digits, refused = read_to_predict(args.predict, args.background)
+    if refused and not digits:           # no picture left to predict: no work to do
+        print(refused_summary(refused, len(refused)), file=sys.stderr)
+        return 1
 
     # Data: the training rows, split into training and validation, and the test rows (none
     # when a saved model only predicts, as for Kaggle).
@@ -86,7 +91,20 @@ def run(args):
     if args.plot:
         plot(args.plot, net, say, history=history, scored=scored)
     say(f"total time: {time.perf_counter() - started:.1f}s")
+    if refused:                          # each named as it was read; all listed again here
+        print(refused_summary(refused, len(refused) + len(digits)), file=sys.stderr)
+        return 1
     return 0
+
+
+def _silence_stdout():
+    """Point standard output at the null device, so that flushing it at exit into a closed
+    pipe raises nothing more."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass                             # not a real file (a test's StringIO): nothing to flush
 
 
 def main(argv=None):
@@ -97,6 +115,9 @@ def main(argv=None):
     except (DataError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:              # `| head` closed the pipe: stop quietly, as Python's
+        _silence_stdout()                # documentation recommends
+        return 1
     except (FloatingPointError, OSError, RuntimeError, MemoryError) as error:
         # diverged; the disk full when saving; a helper process killed; out of memory...
         print(f"error: {error or type(error).__name__}", file=sys.stderr)
@@ -209,10 +230,14 @@ def parse_args(argv=None):
     use.add_argument("--predict", nargs="+", metavar="PATH",
                      help="images of digits (.png, .jpg, ...; files or folders), or one CSV of "
                           "784 pixel columns (header or not; a label column is ignored) such as "
-                          "Kaggle's test.csv; with --load, only this")
+                          "Kaggle's test.csv; with --load, only this. Every picture is read; "
+                          "one that cannot be (not a picture, no ink, more than "
+                          f"{MAX_PICTURE_PIXELS:,} pixels) is named and the others predicted, "
+                          "and the exit status is then 1")
     use.add_argument("--background", choices=["auto", "light", "dark"], default="auto",
-                     help="the images' background: light (dark ink on paper), dark (light ink, "
-                          "like MNIST) or auto (decided from each image's border)")
+                     help="the images' page: light (dark ink on paper), dark (light ink, like "
+                          "MNIST) or auto (decided from the whole picture: a light page unless "
+                          "most of it is much darker than its ink)")
     use.add_argument("--out", metavar="PATH",
                      help="where --predict writes its predictions: ImageId,Label rows for a CSV "
                           "(predictions.csv if not given), path,label,probability rows for "
