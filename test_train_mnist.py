@@ -26,6 +26,7 @@ import tracemalloc
 import unittest
 import warnings
 import zipfile
+import zlib
 from unittest import mock
 
 import numpy as np
@@ -530,6 +531,114 @@ class TestReadingImages(Files):
         self.assertIn("could not be read as an image", str(caught.exception))
 
 
+    # Pictures that are not clean drawings: each must come out as the clean one does.
+
+    def on_paper(self, index, size=(200, 240), at=(40, 60)):
+        """MNIST test digit `index` as dark ink (0..1, 140 pixels tall) on a page of `size`."""
+        ink = np.zeros(size[::-1])
+        enlarged = np.asarray(photo_digits.enlarged(self.digits[index]).resize((140, 140)),
+                              dtype=np.float64) / 255
+        ink[at[1]:at[1] + 140, at[0]:at[0] + 140] = enlarged
+        return ink
+
+    def photo(self, ink, page=235.0, noise=3.0, seed=0):
+        """Ink on a page (a number, or an array of the page's brightness), with camera noise."""
+        picture = page - ink * (page - 30.0)
+        picture += np.random.default_rng(seed).normal(0, noise, ink.shape)
+        return Image.fromarray(np.clip(picture, 0, 255).round().astype(np.uint8))
+
+    def assert_reads_as_clean(self, index, picture, name, closest=0.03):
+        clean = readers.read_image(self.save(self.photo(self.on_paper(index)), f"clean-{name}"))
+        prepared = readers.read_image(self.save(picture, name))
+        self.assertLess(np.abs(prepared - clean).mean(), closest, name)
+
+    def test_a_tight_crop_whose_ink_touches_the_edges(self):
+        for index in range(3):
+            ink = self.on_paper(index)
+            rows, columns = np.flatnonzero(ink.max(1) > 0.5), np.flatnonzero(ink.max(0) > 0.5)
+            tight = ink[rows[0]:rows[-1] + 1, columns[0]:columns[-1] + 1]
+            self.assert_reads_as_clean(index, self.photo(tight), f"tight-{index}.png", 0.05)
+
+    def test_a_shadow_across_the_page(self):
+        ink = self.on_paper(3)
+        for angle in (0, 2.3):                              # light falls by 30% across the page
+            ys, xs = np.indices(ink.shape)
+            along = np.cos(angle) * xs / ink.shape[1] + np.sin(angle) * ys / ink.shape[0]
+            light = 1 - 0.3 * (along - along.min()) / (along.max() - along.min())
+            picture = self.photo(ink * 0.6, page=235.0 * light)     # a grey pencil, shaded
+            self.assert_reads_as_clean(3, picture, f"shadow-{angle}.png")
+
+    def test_a_sheet_of_paper_on_a_darker_desk(self):
+        sheet = np.asarray(self.photo(self.on_paper(4)), dtype=np.float64)
+        desk = np.full((300, 320), 70.0)
+        desk += np.random.default_rng(1).normal(0, 5, desk.shape)
+        desk[30:270, 50:250] = sheet
+        picture = Image.fromarray(np.clip(desk, 0, 255).astype(np.uint8))
+        self.assert_reads_as_clean(4, picture, "desk.png")
+
+    def test_lined_and_squared_notebook_paper(self):
+        for squared in (False, True):
+            ink = self.on_paper(5)
+            rules = np.zeros_like(ink)
+            rules[7::16] = 0.35                             # faint blue-grey rules
+            if squared:
+                rules[:, 3::16] = 0.35
+            picture = self.photo(np.maximum(ink, rules))
+            self.assert_reads_as_clean(5, picture, f"ruled-{squared}.png")
+
+    def test_prepare_keeps_every_step_and_read_image_is_prepare_of_read_brightness(self):
+        path = self.save(self.photo(self.on_paper(6)), "six.png")
+        steps = readers.prepare(readers.read_brightness(path))
+        self.assertEqual((steps.gray.shape, steps.page.shape, steps.ink.shape),
+                         ((240, 200),) * 3)
+        self.assertTrue(steps.light_page)
+        self.assertIsNone(steps.sheet)
+        self.assertEqual(steps.inked.dtype, bool)
+        np.testing.assert_array_equal(steps.digit, readers.read_image(path))
+
+    def crafted_png(self, name, width, height, colour_type=6):
+        """A PNG file whose header claims width x height (RGBA): a few bytes, nothing decoded."""
+        def chunk(kind, data):
+            return (len(data).to_bytes(4, "big") + kind + data
+                    + zlib.crc32(kind + data).to_bytes(4, "big"))
+        header = (width.to_bytes(4, "big") + height.to_bytes(4, "big")
+                  + bytes([8, colour_type, 0, 0, 0]))
+        with open(self.path(name), "wb") as file:
+            file.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                       + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+        return self.path(name)
+
+    def test_pixel_bombs_are_refused_before_decoding(self):
+        for width, height in ((13_000, 13_000), (1, 80_000_000), (7_100, 7_100),
+                              (100_000, 100_000)):
+            path = self.crafted_png(f"bomb-{width}x{height}.png", width, height)
+            started = time.perf_counter()
+            tracemalloc.start()
+            try:
+                with self.subTest(size=(width, height)), warnings.catch_warnings():
+                    warnings.simplefilter("error")          # Pillow's warning must not escape
+                    with self.assertRaisesRegex(DataError, "more than 50,000,000 pixels"):
+                        readers.read_image(path)
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+            self.assertLess(peak, 5_000_000)
+            self.assertLess(time.perf_counter() - started, 5)
+
+    def test_a_long_thin_picture_is_reduced_before_preparation(self):
+        strip = np.full((2, 3_000_000), 255, dtype=np.uint8)   # 6 MB decoded, 3 KB as PNG
+        strip[:, 1_000_000:1_200_000] = 0
+        path = self.save(Image.fromarray(strip), "strip.png")
+        tracemalloc.start()
+        try:
+            steps = readers.prepare(readers.read_brightness(path))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        self.assertLessEqual(max(steps.gray.shape), readers.WORKING_SIDE)
+        self.assertLess(peak, 20_000_000)
+
+
 # ----------------------------------------------------------------------------------------------
 # Building and loading the network
 # ----------------------------------------------------------------------------------------------
@@ -908,6 +1017,24 @@ class TestPredicting(Files):
             refusal, summary = errors.splitlines()
             self.assertRegex(refusal, r"^error: .*blank\.png: found no ink.*--background.*crop")
             self.assertRegex(summary, r"^refused 1 picture of 1: .*blank\.png$")
+
+    @needs_pillow
+    def test_output_into_a_closed_pipe_ends_quietly(self):
+        picture = self.path("digit.png")
+        photo_digits.enlarged(self.rows[0, 1:], inverted=True).save(picture)
+        # The pipe's reading end is closed before the program writes anything (as `| head -1`
+        # does once it has its line): every write then fails with a broken pipe.
+        process = subprocess.Popen([sys.executable, SCRIPT, "--load", self.model, "--predict",
+                                    picture, picture], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, cwd=HERE)
+        process.stdout.close()
+        try:
+            errors = process.stderr.read().decode()
+            status = process.wait(timeout=120)
+        finally:
+            process.kill()
+            process.stderr.close()
+        self.assertEqual((status, errors), (1, ""))
 
     @needs_pillow
     def test_a_folder_is_read_to_the_end_each_refusal_named(self):
