@@ -489,6 +489,30 @@ def _without_rules(ink, noise):
     return ink
 
 
+def _without_strays(inked):
+    """Ink apart from the digit is not the digit: a group of rows (or columns) at an edge of
+    the ink, cut off from the rest by empty ones and holding under 2% of the ink (a speck of
+    dust, noise in a dark corner, an edge of the sheet), is taken away."""
+    inked = inked.copy()
+    for axis in (1, 0):                           # groups of rows, then of columns
+        profile = inked.sum(axis=axis)
+        total = profile.sum()
+        while True:
+            filled = np.flatnonzero(profile)
+            groups = np.split(filled, np.flatnonzero(np.diff(filled) > 1) + 1)
+            if len(groups) < 2:
+                break
+            smaller = min(groups[0], groups[-1], key=lambda group: profile[group].sum())
+            if profile[smaller].sum() >= 0.02 * total:
+                break
+            profile[smaller] = 0
+            if axis == 1:
+                inked[smaller] = False
+            else:
+                inked[:, smaller] = False
+    return inked
+
+
 @dataclasses.dataclass
 class Preparation:
     """Every step of preparing one picture (see prepare), to look at one by one."""
@@ -605,7 +629,7 @@ def prepare(brightness, background="auto"):
     noise = np.median(differences) / 0.6745 / np.sqrt(2) / max(np.median(page), 0.05)
     ink = _without_rules(ink, noise)
     split = _otsu(ink[ink > 0.02]) if np.count_nonzero(ink > 0.02) > 1 else 1.0
-    inked = _without_specks(ink > max(5 * noise, 0.1, split / 2))
+    inked = _without_strays(_without_specks(ink > max(5 * noise, 0.1, split / 2)))
     steps = Preparation(gray, light_page, page, sheet, ink, inked, None)
     if not inked.any():
         return steps
@@ -614,6 +638,7 @@ def prepare(brightness, background="auto"):
     #    grey ones: MNIST's anti-aliasing. Its strokes peak at full ink (255), so do ours.
     rows, columns = np.flatnonzero(inked.any(axis=1)), np.flatnonzero(inked.any(axis=0))
     box = np.where(inked, ink, 0)[rows[0]:rows[-1] + 1, columns[0]:columns[-1] + 1]
+    box = np.minimum(box / np.percentile(box[box > 0], 90), 1)   # full ink: most of a stroke
     scale = 20 / max(box.shape)
     small = _resized(box, max(1, round(box.shape[1] * scale)), max(1, round(box.shape[0] * scale)))
     small = np.clip(small, 0, None)                 # Lanczos overshoots a little at sharp edges
