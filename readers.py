@@ -371,6 +371,13 @@ def load_mnist_csv(path, nrows=None, labelled=True):
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 LUMA = np.array([0.299, 0.587, 0.114])     # brightness of red, green, blue (ITU-R 601, as Pillow)
+MAX_PICTURE_PIXELS = 50_000_000   # larger pictures are refused before decoding (8,000 x 6,000
+                                  # fits): decoding takes at most 4 bytes a pixel, 200 MB
+DECODED_SIDE = 2000          # pixels: a decoded picture is reduced to this longer side at once
+WORKING_SIDE = 1000          # pixels: a photo is shrunk to this longer side before preparation
+ANALYSIS_SIDE = 80           # pixels: the page and its lighting are judged at this longer side
+PAGE_SCALE = 0.4             # ink is narrower than this share of the picture's longer side
+SHEET_SCALE = 0.08           # a sheet of paper, or the desk around it, is wider than this
 
 
 def is_image_name(path):
@@ -413,15 +420,6 @@ def _brightness(image):
     return np.asarray(image.convert("F"), dtype=np.float64)   # "F": floats, any bit depth
 
 
-MAX_PICTURE_PIXELS = 50_000_000   # larger pictures are refused before decoding (8,000 x 6,000
-                                  # fits): decoding takes at most 4 bytes a pixel, 200 MB
-DECODED_SIDE = 2000          # pixels: a decoded picture is reduced to this longer side at once
-WORKING_SIDE = 1000          # pixels: a photo is shrunk to this longer side before preparation
-ANALYSIS_SIDE = 80           # pixels: the page and its lighting are judged at this longer side
-PAGE_SCALE = 0.4             # ink is narrower than this share of the picture's longer side;
-SHEET_SCALE = 0.08           # a sheet of paper, or the desk around it, is wider than this
-
-
 def _shifted_extreme(array, radius, pick, extend="edge"):
     """The max (pick=np.maximum) or min over a (2r+1) x (2r+1) square around each pixel: two
     passes of 2r+1 shifted copies (rows, then columns). Beyond the picture's edge its edge
@@ -444,6 +442,11 @@ def _closing(array, radius):
     around them (the page behind the ink), larger shapes kept where they are."""
     return _shifted_extreme(_shifted_extreme(array, radius, np.maximum, "slope"), radius,
                             np.minimum, "slope")
+
+
+def _opening(array, radius):
+    """Morphological opening: light features narrower than 2r+1 pixels taken away."""
+    return -_closing(-array, radius)
 
 
 def _otsu(values, bins=64):
@@ -516,18 +519,14 @@ def _without_strays(inked):
 @dataclasses.dataclass
 class Preparation:
     """Every step of preparing one picture (see prepare), to look at one by one."""
-    gray: np.ndarray             # brightness, stretched to 0..1 (at most 1,000 pixels a side)
+    gray: np.ndarray             # brightness stretched to 0..1, at most 1,000 pixels a side
+                                 # (turned around, 1 - brightness, for a dark page)
     light_page: bool             # dark ink on a light page, or (False) light ink on a dark one
     page: np.ndarray             # the page's brightness behind each pixel: its lighting, shadows
     sheet: Optional[np.ndarray]  # where a sheet of paper lies on a darker surface, or None
     ink: np.ndarray              # how far each pixel is from its page towards the ink, 0..1
     inked: np.ndarray            # the pixels taken for ink (bool)
     digit: Optional[np.ndarray]  # the 784 pixels MNIST would have made, or None: no ink found
-
-
-def _opening(array, radius):
-    """Morphological opening: light features narrower than 2r+1 pixels taken away."""
-    return -_closing(-array, radius)
 
 
 def _split(small):
