@@ -372,7 +372,7 @@ def load_mnist_csv(path, nrows=None, labelled=True):
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 LUMA = np.array([0.299, 0.587, 0.114])     # brightness of red, green, blue (ITU-R 601, as Pillow)
 MAX_PICTURE_PIXELS = 50_000_000   # larger pictures are refused before decoding (8,000 x 6,000
-                                  # fits): decoding takes at most 4 bytes a pixel, 200 MB
+                                  # fits); reading one at the limit peaks near 0.5 GB
 DECODED_SIDE = 2000          # pixels: a decoded picture is reduced to this longer side at once
 WORKING_SIDE = 1000          # pixels: a photo is shrunk to this longer side before preparation
 ANALYSIS_SIDE = 80           # pixels: the page and its lighting are judged at this longer side
