@@ -586,6 +586,14 @@ class TestReadingImages(Files):
             picture = self.photo(np.maximum(ink, rules))
             self.assert_reads_as_clean(5, picture, f"ruled-{squared}.png")
 
+    def test_a_photo_is_turned_as_its_exif_orientation_says(self):
+        upright = self.photo(self.on_paper(7)).convert("RGB")
+        expected = readers.read_image(self.save(upright, "upright.png"))
+        exif = Image.Exif()
+        exif[0x0112] = 6                                    # "turn 90 degrees clockwise to show"
+        turned = self.save(upright.rotate(90, expand=True), "turned.jpg", exif=exif, quality=95)
+        self.assertLess(np.abs(readers.read_image(turned) - expected).mean(), 0.02)
+
     def test_prepare_keeps_every_step_and_read_image_is_prepare_of_read_brightness(self):
         path = self.save(self.photo(self.on_paper(6)), "six.png")
         steps = readers.prepare(readers.read_brightness(path))
