@@ -531,12 +531,13 @@ class Preparation:
 
 def _split(small):
     """Otsu's split of a picture into its dark and light pixels: (dark mask, how dark the dark
-    ones are against the light ones, the share of the border that is dark)."""
+    ones are against the light ones, the share of each side, top, bottom, left, right, that is
+    dark)."""
     dark = small < _otsu(small)
+    sides = np.array([dark[0].mean(), dark[-1].mean(), dark[:, 0].mean(), dark[:, -1].mean()])
     if dark.all() or not dark.any():
-        return dark, 1.0, float(dark.all())
-    border = np.concatenate([dark[0], dark[-1], dark[:, 0], dark[:, -1]])
-    return dark, small[dark].mean() / max(small[~dark].mean(), 1e-6), border.mean()
+        return dark, 1.0, sides
+    return dark, small[dark].mean() / max(small[~dark].mean(), 1e-6), sides
 
 
 def _sheet(small):
@@ -546,8 +547,8 @@ def _sheet(small):
     one, which takes up most of the border and three of its corners, and it is mostly paper
     (not thick light strokes around dark holes, as a bold digit on a dark page is)."""
     radius = max(1, round(SHEET_SCALE * max(small.shape) / 2))
-    dark, contrast, border = _split(_opening(_closing(small, radius), radius))
-    if contrast > 0.6 or border < 0.6 or not 0.3 <= (~dark).mean() <= 0.85:
+    dark, contrast, sides = _split(_opening(_closing(small, radius), radius))
+    if contrast > 0.6 or sides.mean() < 0.6 or not 0.3 <= (~dark).mean() <= 0.85:
         return None                     # a shadow, a page seen whole, or a digit cropped tight
     ends = (slice(0, radius), slice(-radius, None))
     corners = sum(dark[rows, columns].mean() > 0.5 for rows in ends for columns in ends)
@@ -591,15 +592,16 @@ def prepare(brightness, background="auto"):
     # 3. Page and ink, judged on a small copy of the whole picture (not its border, which a
     #    tight crop fills with ink). A light sheet of paper on a darker desk: the digit is on
     #    the sheet. Otherwise the page is light (dark ink on paper, a drawing app) unless most
-    #    of the picture and most of its border are much darker than the rest (light ink on a
-    #    dark page: a chalkboard, MNIST itself). --background overrides the guess.
+    #    of the picture and three of its four sides are much darker than the rest (light ink
+    #    on a dark page: a chalkboard, MNIST itself; a tight crop of a dark 1 is dark at the
+    #    top and bottom only). --background overrides the guess.
     scale = min(1.0, ANALYSIS_SIDE / max(height, width))
     small_size = max(1, round(width * scale)), max(1, round(height * scale))
     small = _resized(gray, *small_size) if scale < 1 else gray
     sheet = _sheet(small) if background != "dark" else None
     if background == "auto" and sheet is None:
-        dark, contrast, border = _split(small)
-        light_page = not (dark.mean() > 0.5 and border > 0.5 and contrast < 0.6)
+        dark, contrast, sides = _split(small)
+        light_page = not (dark.mean() > 0.5 and (sides > 0.5).sum() >= 3 and contrast < 0.6)
     else:
         light_page = background != "dark"
     # 4. The page behind the ink: what is left when every feature narrower than ink can be
