@@ -621,13 +621,16 @@ def prepare(brightness, background="auto"):
         sheet = _resized_mask(sheet, width, height) if scale < 1 else sheet
         ink[~sheet] = 0
     # 6. Noise. Paper grain, camera noise and JPEG artefacts make the page vary; neighbouring
-    #    pixels show by how much (their typical difference, which the few edges of strokes do
-    #    not sway). Ink fainter than five times that noise, than a tenth of the page, and than
-    #    half of where Otsu's method splits the picture into page and ink, is page and becomes
-    #    0 as MNIST's background is. A lone pixel above it is a speck, since ink comes in
-    #    strokes; long thin lines across the picture are a notebook's rules.
-    differences = np.abs(np.diff(gray, axis=1)).ravel() if width > 1 else np.zeros(1)
-    noise = np.median(differences) / 0.6745 / np.sqrt(2) / max(np.median(page), 0.05)
+    #    pixels show by how much: their typical difference, across rows or down columns,
+    #    whichever is smaller (the edges of strokes sway it less: in a tight crop of a 1 most
+    #    pixels are on an edge across, few down). Ink fainter than five times that noise,
+    #    than a tenth of the page, and than half of where Otsu's method splits the picture into
+    #    page and ink, is page and becomes 0 as MNIST's background is. A lone pixel above it is
+    #    a speck, since ink comes in strokes; long thin lines across the picture are a
+    #    notebook's rules.
+    typical = min((np.median(np.abs(np.diff(gray, axis=axis))) for axis in (0, 1)
+                   if gray.shape[axis] > 1), default=0.0)
+    noise = typical / 0.6745 / np.sqrt(2) / max(np.median(page), 0.05)
     ink = _without_rules(ink, noise)
     split = _otsu(ink[ink > 0.02]) if np.count_nonzero(ink > 0.02) > 1 else 1.0
     inked = _without_strays(_without_specks(ink > max(5 * noise, 0.1, split / 2)))
