@@ -937,50 +937,33 @@ class Network:
         "size"; on_epoch_end(epoch, logs), logs holding the epoch's values in history; and
         on_train_end(), however fit ends. nn_parallel.AdaptiveBlasThreads() is one.
         """
-        X, Y, validation_data, optimizer, callbacks = _checked_fit_arguments(
+        X, Y, validation_data, optimizer, callbacks = _prepared_fit(
             self, X, Y, epochs, batch_size, optimizer, validation_data, seed, verbose,
-            patience, restore_best, workers, callbacks)
-        _reseed_random_layers(self, seed)        # seed Dropout's masks
-        self.accuracy_kind = accuracy_kind(Y)    # once, from all the targets, not per batch
+            patience, restore_best, workers, callbacks)   # checked; data in the network's dtype
         rng = np.random.default_rng(seed)
-        history = _new_history(self, X, Y, validation_data, patience)
-        stopping = _EarlyStopping(self, patience, restore_best, history)
-        n = len(X)
-        progress = _Progress(verbose, epochs, n)
+        events = _FitEvents(self, callbacks, validation_data, optimizer, epochs, len(X), verbose,
+                            patience, restore_best)   # history, progress, early stopping, callbacks
         with _divergence_reported_once(), _helper_processes(self, X, Y, workers, seed) as helpers, \
-                _training_told(callbacks):
+                events.training():
             for epoch in range(1, epochs + 1):
-                _tell(callbacks, "on_epoch_begin", epoch)
-                start = time.perf_counter()
-                order = rng.permutation(n)           # a new random order every epoch
-                loss_sum, right = 0.0, 0.0
-                for first in range(0, n, batch_size):
-                    _tell(callbacks, "on_train_batch_begin", first // batch_size)
+                events.epoch_begin(epoch)
+                order = rng.permutation(len(X))      # a new random order every epoch
+                for batch, first in enumerate(range(0, len(X), batch_size)):
+                    events.batch_begin(batch)
                     rows = order[first:first + batch_size]
                     if helpers:                      # workers > 1: the same step, shared out
                         loss, accuracy = helpers.train_on_batch(rows, optimizer)
                     else:
                         X_batch, Y_batch = X.take(rows, axis=0), Y.take(rows, axis=0)
                         loss, accuracy = self.train_on_batch(X_batch, Y_batch, optimizer)
-                    loss_sum += loss * len(rows)
-                    right += (accuracy or 0) * len(rows)     # None (no accuracy) counts 0
-                    _tell(callbacks, "on_train_batch_end", first // batch_size,
-                          {"loss": loss, "accuracy": accuracy, "size": len(rows)})
-                    progress.batch_done(epoch, first + len(rows))
+                    events.batch_end(batch, loss, accuracy, len(rows))
                 optimizer.end_epoch()
-                _check_parameters_finite(self, optimizer,   # the last step may have diverged
-                                         X[:batch_size], Y[:batch_size])
+                _check_parameters_finite(self, optimizer, X[:batch_size], Y[:batch_size])
                 validation = None if validation_data is None else self.evaluate(*validation_data)
-                if validation is not None and not np.isfinite(validation[0]):
-                    raise _divergence(f"the validation loss became {validation[0]}", optimizer)
-                _record_epoch(history, loss_sum / n, right / n, validation)
-                progress.epoch_done(epoch, time.perf_counter() - start, history)
-                _tell(callbacks, "on_epoch_end", epoch, _latest(history))
-                if stopping.should_stop(epoch, validation):
+                events.epoch_end(epoch, validation)  # history, progress line, callbacks
+                if events.stop:                      # early stopping
                     break
-        stopping.restore_best()
-        progress.early_stopping(history, patience, restore_best)
-        return history
+        return events.history
 
     def predict(self, X, batch_size=128):
         """The network's outputs for X, computed in batches, in inference mode (batches of 128
@@ -1373,8 +1356,11 @@ def _check_targets_shape(Y, P, name):
                          f"makes one-hot rows), got shape {Y.shape}")
 
 
-def _checked_fit_arguments(net, X, Y, epochs, batch_size, optimizer, validation_data, seed,
-                           verbose, patience, restore_best, workers, callbacks):
+def _prepared_fit(net, X, Y, epochs, batch_size, optimizer, validation_data, seed, verbose,
+                  patience, restore_best, workers, callbacks):
+    """Everything fit does before its first epoch: every argument checked (one clear error
+    before any work), the data cast to the network's dtype, Dropout's masks seeded, and the
+    kind of accuracy decided once, from all the targets, not per batch."""
     _check_whole(epochs, "epochs")
     _check_whole(batch_size, "batch_size")
     _check_whole(workers, "workers")
@@ -1417,7 +1403,10 @@ def _checked_fit_arguments(net, X, Y, epochs, batch_size, optimizer, validation_
     if net.fused_prime is not None and (Y.min() < 0 or Y.max() > 1):
         raise ValueError(f"with {net.loss_name} the targets Y must be probabilities in [0, 1], "
                          f"got values from {Y.min():g} to {Y.max():g}")
-    return X, Y, validation_data, optimizer, _checked_callbacks(callbacks)
+    callbacks = _checked_callbacks(callbacks)
+    _reseed_random_layers(net, seed)
+    net.accuracy_kind = accuracy_kind(Y)
+    return X, Y, validation_data, optimizer, callbacks
 
 
 CALLBACK_EVENTS = ("on_train_begin", "on_epoch_begin", "on_train_batch_begin",
@@ -1506,9 +1495,10 @@ def _reseed_random_layers(net, seed, helper=0):
             layer.reseed(None if seed is None else [seed, i] + ([helper] if helper else []))
 
 
-def _new_history(net, X, Y, validation_data, patience):
-    """fit's history: a list per metric (accuracy only where it means something, as one
-    example tells), val_ ones with validation data, and the early-stopping epochs."""
+def _new_history(net, validation_data, patience):
+    """fit's history: a list per metric (accuracy only where it means something, as the
+    network's accuracy_kind says), val_ ones with validation data, and the early-stopping
+    epochs."""
     metrics = ["loss"] + (["accuracy"] if net.accuracy_kind != "none" else [])
     history = {key: [] for key in metrics}
     if validation_data is not None:
@@ -1558,23 +1548,66 @@ class _EarlyStopping:
                 array[...] = best
 
 
-def _tell(callbacks, event, *arguments):
-    """Call each callback's method `event` with the arguments, if it has one."""
-    for callback in callbacks:
-        method = getattr(callback, event, None)
-        if method is not None:
-            method(*arguments)
+class _FitEvents:
+    """What fit does around its loop, at Keras's moments: it keeps the epoch's running loss
+    and accuracy, refuses a validation loss that is not finite, records each epoch in the
+    history, prints the progress (_Progress), watches for early stopping (_EarlyStopping,
+    then stop is True) and calls the user's callbacks' methods, those each has, with the
+    arguments fit's docstring gives."""
 
+    def __init__(self, net, callbacks, validation_data, optimizer, epochs, n, verbose, patience,
+                 restore_best):
+        self.callbacks, self.optimizer, self.patience = callbacks, optimizer, patience
+        self.history = _new_history(net, validation_data, patience)
+        self.progress = _Progress(verbose, epochs, n)
+        self.stopping = _EarlyStopping(net, patience, restore_best, self.history)
+        self.stop = False
 
-@contextlib.contextmanager
-def _training_told(callbacks):
-    """on_train_begin, then fit's epochs, then on_train_end, however they end (a callback
-    may hold something to give back, such as BLAS's threads)."""
-    _tell(callbacks, "on_train_begin")
-    try:
-        yield
-    finally:
-        _tell(callbacks, "on_train_end")
+    def _tell(self, event, *arguments):
+        for callback in self.callbacks:
+            method = getattr(callback, event, None)
+            if method is not None:
+                method(*arguments)
+
+    @contextlib.contextmanager
+    def training(self):
+        """on_train_begin, then fit's epochs, then on_train_end, however they end (a callback
+        may hold something to give back, such as BLAS's threads); after epochs that ended
+        well, early stopping's best weights come back and what it did is said."""
+        self._tell("on_train_begin")
+        try:
+            yield
+        finally:
+            self._tell("on_train_end")
+        self.stopping.restore_best()
+        self.progress.early_stopping(self.history, self.patience, self.stopping.restore)
+
+    def epoch_begin(self, epoch):
+        self._tell("on_epoch_begin", epoch)
+        self.epoch, self.start = epoch, time.perf_counter()
+        self.loss_sum, self.right, self.done = 0.0, 0.0, 0
+
+    def batch_begin(self, batch):
+        self._tell("on_train_batch_begin", batch)
+
+    def batch_end(self, batch, loss, accuracy, size):
+        self.loss_sum += loss * size
+        self.right += (accuracy or 0) * size         # None (no accuracy) counts 0
+        self.done += size
+        if self.callbacks:
+            self._tell("on_train_batch_end", batch,
+                       {"loss": loss, "accuracy": accuracy, "size": size})
+        self.progress.batch_done(self.epoch, self.done)
+
+    def epoch_end(self, epoch, validation):
+        """validation: (val_loss, val_accuracy), or None without validation data."""
+        if validation is not None and not np.isfinite(validation[0]):
+            raise _divergence(f"the validation loss became {validation[0]}", self.optimizer)
+        _record_epoch(self.history, self.loss_sum / self.done, self.right / self.done,
+                      validation)
+        self.progress.epoch_done(epoch, time.perf_counter() - self.start, self.history)
+        self._tell("on_epoch_end", epoch, _latest(self.history))
+        self.stop = self.stopping.should_stop(epoch, validation)
 
 
 def _divergence_reported_once():
@@ -1657,6 +1690,8 @@ def _first_non_finite(net, X, Y):
 
 
 def _check_parameters_finite(net, optimizer, X, Y):
+    """After an epoch: the loss of each batch was finite before its step, but the last step
+    may have made a parameter diverge. X, Y: a batch to look for the layer that did it."""
     for layer in net.layers:
         for param, _ in layer.parameters():
             if not np.all(np.isfinite(param)):
