@@ -714,29 +714,40 @@ def predicts_images(paths):
 
 
 def image_files(paths):
-    """The image files among --predict's paths, with each folder's images in name order."""
+    """The files --predict reads as pictures: each path given, and each file in a folder given
+    (in name order). A folder's hidden files (dotfiles: .DS_Store, or the ._name.png a Mac
+    leaves beside name.png) and its subfolders are passed over; its other files are all kept,
+    pictures or not, so that read_to_predict names each one that is not. A folder without a
+    single picture is refused at once: there would be nothing to predict."""
     files = []
     for path in paths:
-        if os.path.isdir(path):
-            found = sorted(entry.path for entry in os.scandir(path)
-                           if entry.is_file() and is_image_name(entry.name))
-            if not found:
-                raise DataError(f"{path}: a folder without images ({', '.join(IMAGE_SUFFIXES)})")
-            files += found
-        elif is_image_name(path):
+        if not os.path.isdir(path):
             files.append(path)
-        else:
-            raise DataError(f"{path}: not an image ({', '.join(IMAGE_SUFFIXES)}); --predict "
-                            f"takes one CSV file, or images and folders of images")
+            continue
+        found = sorted(entry.path for entry in os.scandir(path)
+                       if entry.is_file() and not entry.name.startswith("."))
+        if not any(is_image_name(name) for name in found):
+            raise DataError(f"{path}: a folder without pictures ({', '.join(IMAGE_SUFFIXES)})")
+        files += found
     return files
 
+
+def check_picture_name(path):
+    """Refuse a file whose name is not a picture's (notes.txt in a folder of digits)."""
+    if not is_image_name(path):
+        suffix = os.path.splitext(path)[1]
+        found = f"{suffix} is" if suffix else "a name without a suffix is"
+        hint = ("; --predict reads a CSV file only when it is the only path given"
+                if ".csv" in path.lower() else "")
+        raise DataError(f"{path}: not a picture: {found} not one of "
+                        f"{', '.join(IMAGE_SUFFIXES)}{hint}")
 
 
 def read_to_predict(paths, background="auto"):
     """--predict's input, read and checked before any training: (CSV pixels or None, the
-    paths of the pictures read, their prepared digits, the paths of the pictures refused).
-    Every picture is read: each one refused is named in one line on standard error as it
-    comes, and the others are kept."""
+    paths of the pictures read, their prepared digits, the paths of the files refused).
+    Every file is read: each one refused (not a picture, no ink, ...) is named in one line on
+    standard error as it comes, and the others are kept."""
     if not paths:
         return None, [], [], []
     if not predicts_images(paths):
@@ -744,6 +755,7 @@ def read_to_predict(paths, background="auto"):
     read, digits, refused = [], [], []
     for path in image_files(paths):
         try:
+            check_picture_name(path)
             digits.append(read_image(path, background))
             read.append(path)
         except DataError as error:
@@ -752,9 +764,9 @@ def read_to_predict(paths, background="auto"):
     return None, read, digits, refused
 
 
-def refused_summary(refused, pictures):
-    """The closing line of a run that refused pictures: how many, and which."""
-    return f"refused {_count(len(refused), 'picture')} of {pictures:,}: " + ", ".join(refused)
+def refused_summary(refused, files):
+    """The closing line of a run that refused files: how many, and which."""
+    return f"refused {len(refused):,} of {_count(files, 'file')}: " + ", ".join(refused)
 
 
 # ----------------------------------------------------------------------------------------------

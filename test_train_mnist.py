@@ -1008,12 +1008,21 @@ class TestPredicting(Files):
     def test_what_predict_refuses_before_any_work(self):
         os.mkdir(self.path("empty"))
         csv_file = self.write("digits.csv", self.pixel_lines)
-        for paths, message in (([self.path("empty")], "a folder without images"),
-                               ([self.path("absent.png"), csv_file], "digits.csv: not an image")):
-            with self.subTest(paths=paths):
-                status, output, errors = run_main("--quiet", "--limit", "600", "--predict", *paths)
+        os.mkdir(self.path("notes"))
+        self.write(os.path.join("notes", "notes.txt"), ["not a picture"])
+        Image.new("L", (9, 9)).save(self.path(os.path.join("notes", ".hidden.png")))
+        for folder in ("empty", "notes"):        # a hidden picture is passed over as well
+            with self.subTest(folder=folder):
+                status, output, errors = run_main("--quiet", "--limit", "600", "--predict",
+                                                  self.path(folder))
                 self.assertEqual((status, output), (2, ""))
-                self.assertRegex(errors, f"^error: [^\n]*{re.escape(message)}[^\n]*\n$")
+                self.assertRegex(errors, r"^error: [^\n]*a folder without pictures[^\n]*\n$")
+        # A CSV file among pictures is one file that is not a picture, refused on its own.
+        status, output, errors = run_main("--quiet", "--limit", "600", "--predict",
+                                          self.path("absent.png"), csv_file)
+        self.assertEqual((status, output), (1, ""))
+        self.assertRegex(errors.splitlines()[1], r"^error: .*digits\.csv: not a picture: \.csv "
+                                                 r"is not one of \.png, .*only path given$")
 
     @needs_pillow
     def test_an_image_without_ink_is_refused_in_one_line_before_any_training(self):
@@ -1024,7 +1033,7 @@ class TestPredicting(Files):
             self.assertEqual((status, output), (1, ""))
             refusal, summary = errors.splitlines()
             self.assertRegex(refusal, r"^error: .*blank\.png: found no ink.*--background.*crop")
-            self.assertRegex(summary, r"^refused 1 picture of 1: .*blank\.png$")
+            self.assertRegex(summary, r"^refused 1 of 1 file: .*blank\.png$")
 
     @needs_pillow
     def test_output_into_a_closed_pipe_ends_quietly(self):
@@ -1046,6 +1055,8 @@ class TestPredicting(Files):
 
     @needs_pillow
     def test_a_folder_is_read_to_the_end_each_refusal_named(self):
+        # A blank page, a text file and a broken picture among good ones: each refused is named
+        # (the hidden file is not: a folder's dotfiles are passed over), the others predicted.
         folder = self.path("digits")
         os.mkdir(folder)
         rng = np.random.default_rng(1)
@@ -1053,20 +1064,24 @@ class TestPredicting(Files):
                                   os.path.join(folder, f"{number}-digit"), rng)
                 for number, row in enumerate(self.rows[:3])]
         Image.new("L", (80, 60), 235).save(os.path.join(folder, "1-blank.png"))
-        with open(os.path.join(folder, "0-notes.png"), "w") as file:
-            file.write("not a picture\n")
+        self.write(os.path.join("digits", "0-notes.png"), ["not a picture"])
+        self.write(os.path.join("digits", "2-notes.txt"), ["a text file"])
+        self.write(os.path.join("digits", "._0-digit.png"), ["a Mac's resource fork"])
+        os.mkdir(os.path.join(folder, "older"))
         absent = self.path("absent.png")
         out = self.path("predictions.csv")
         status, output, errors = run_main("--load", self.model, "--predict", folder, absent,
                                           "--out", out, "--quiet")
         self.assertEqual(status, 1, errors)
         lines = errors.splitlines()
-        self.assertEqual(len(lines), 4, errors)
+        self.assertEqual(len(lines), 5, errors)
         for line, reason in zip(lines, ("0-notes.png: not an image file",
-                                        "1-blank.png: found no ink", "absent.png: no such file")):
+                                        "1-blank.png: found no ink",
+                                        "2-notes.txt: not a picture: .txt is not one of .png, "
+                                        ".jpg", "absent.png: no such file")):
             self.assertRegex(line, f"^error: [^\n]*{re.escape(reason)}")
-        self.assertRegex(lines[3], r"^refused 3 pictures of 6: .*0-notes\.png, .*1-blank\.png, "
-                                   r".*absent\.png$")
+        self.assertRegex(lines[4], r"^refused 4 of 7 files: .*0-notes\.png, .*1-blank\.png, "
+                                   r".*2-notes\.txt, .*absent\.png$")
         self.assertEqual(sorted(pd.read_csv(out)["path"]), sorted(good))
         self.assertEqual(len(output.splitlines()), 3)   # the predictions, even under --quiet
 

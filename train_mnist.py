@@ -230,10 +230,10 @@ def parse_args(argv=None):
     use.add_argument("--predict", nargs="+", metavar="PATH",
                      help="images of digits (.png, .jpg, ...; files or folders), or one CSV of "
                           "784 pixel columns (header or not; a label column is ignored) such as "
-                          "Kaggle's test.csv; with --load, only this. Every picture is read; "
-                          "one that cannot be (not a picture, no ink, more than "
-                          f"{MAX_PICTURE_PIXELS:,} pixels) is named and the others predicted, "
-                          "and the exit status is then 1")
+                          "Kaggle's test.csv; with --load, only this. Every file is read (in a "
+                          "folder, all but hidden ones and subfolders); one that cannot be (not "
+                          f"a picture, no ink, more than {MAX_PICTURE_PIXELS:,} pixels) is "
+                          "named and the others predicted, and the exit status is then 1")
     use.add_argument("--background", choices=["auto", "light", "dark"], default="auto",
                      help="the images' page: light (dark ink on paper), dark (light ink, like "
                           "MNIST) or auto (decided from the whole picture: a light page unless "
