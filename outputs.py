@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import itertools
 import os
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -66,11 +67,20 @@ def _first_weights(net):
     return next((layer.parameters()[0][0] for layer in net.layers if layer.parameters()), None)
 
 
+def pyplot():
+    """matplotlib.pyplot, drawing to files (there may be no screen). Its import's deprecation
+    warnings (from the packages matplotlib uses, on some version pairs) are not the user's."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot
+    return matplotlib.pyplot
+
+
 def plot(path, net, say, history=None, scored=None):
     """One figure: learning curves, misclassified test digits, first-layer weights."""
-    import matplotlib
-    matplotlib.use("Agg")                # draw to a file; there may be no screen
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import matplotlib.ticker
 
     mistake_rows, weight_rows, columns = 2, 2, 8

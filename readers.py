@@ -920,8 +920,8 @@ def _check_destination(flag, path):
 
 def _check_figure_format(path):
     """--plot's format is its file name's suffix: one that matplotlib writes."""
-    from matplotlib.figure import Figure
-    formats = Figure().canvas.get_supported_filetypes()
+    from outputs import pyplot
+    formats = pyplot().Figure().canvas.get_supported_filetypes()   # unregistered: nothing to close
     suffix = os.path.splitext(path)[1].lower().lstrip(".")
     if suffix not in formats:
         found = f".{suffix} files" if suffix else "a file without a suffix"
