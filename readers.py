@@ -931,7 +931,9 @@ def _check_figure_format(path):
 
 def _require(module, needed_for, package):
     try:
-        importlib.import_module(module)
+        with warnings.catch_warnings():   # deprecation notes among a package's own imports
+            warnings.simplefilter("ignore", DeprecationWarning)    # are not the user's
+            importlib.import_module(module)
     except ImportError:
         raise DataError(f"{needed_for} needs {package}, which is not installed: "
                         f"pip install {package}") from None
