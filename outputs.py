@@ -1,17 +1,24 @@
-"""What train_mnist.py shows and writes besides its log: digits drawn as text, the figure of
---plot (learning curves, mistakes, first-layer weights), and the CSV files of --history and
---predict. matplotlib is imported only when a figure is drawn."""
+"""What train_mnist.py shows and writes besides its log: a network in one line, the confusion
+matrix, digits drawn as text, the figure of --plot (learning curves, mistakes, first-layer
+weights), and the CSV files of --history and --predict. matplotlib is imported only when a
+figure is drawn."""
 
 import csv
 import dataclasses
+import io
 import itertools
 import os
+import sys
 import warnings
 
 import numpy as np
 import pandas as pd
 
 from nn import atomic_file
+
+def describe(net):
+    """The network's layers in one line: 'Dense(784, 256) -> ReLU() -> ...'."""
+    return " -> ".join(repr(layer) for layer in net.layers)
 
 
 @dataclasses.dataclass
@@ -26,6 +33,24 @@ class Scored:
         predicted = self.probabilities.argmax(axis=1)
         wrong = np.flatnonzero(predicted != self.labels)
         return wrong[np.argsort(-self.probabilities[wrong, predicted[wrong]], kind="stable")]
+
+
+def confusion_matrix(true_labels, predicted_labels, classes):
+    """classes x classes table: rows are the true digits, columns what the network said."""
+    digits = pd.CategoricalDtype(range(classes))
+    return pd.crosstab(pd.Series(true_labels, name="true").astype(digits),
+                       pd.Series(predicted_labels, name="predicted").astype(digits),
+                       dropna=False)
+
+
+def silence_stdout():
+    """Point standard output at the null device, so that flushing it at exit into a closed
+    pipe (`| head`) raises nothing more."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass                             # not a real file (a test's StringIO): nothing to flush
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Reading what a user hands train_mnist.py, and refusing in one line what it cannot use:
-MNIST CSV files in any layout and compression, pictures of digits prepared as MNIST's were, and
-the values of command-line flags. Every refusal is a DataError (or argparse's error for a flag)
-naming the file, line and column where it can, what was expected and what came."""
+MNIST CSV files in any layout and compression, saved models, pictures of digits prepared as
+MNIST's were, flag values. Each refusal is a DataError (or argparse's error for a flag) naming
+the file, line and column where it can, what was expected and what came."""
 
 import argparse
 import bz2
@@ -26,6 +26,9 @@ from typing import Optional
 
 import numpy as np
 import pandas as pd
+
+from nn import Network
+from outputs import describe
 
 PIXELS = 784                     # 28 x 28
 CLASSES = 10
@@ -378,6 +381,25 @@ WORKING_SIDE = 1000          # pixels: a photo is shrunk to this longer side bef
 ANALYSIS_SIDE = 80           # pixels: the page and its lighting are judged at this longer side
 PAGE_SCALE = 0.4             # ink is narrower than this share of the picture's longer side
 SHEET_SCALE = 0.08           # a sheet of paper, or the desk around it, is wider than this
+
+
+def load_model(path, say=print):
+    """A model saved by train_mnist.py --save, checked to map MNIST's 784 pixels to 10
+    probabilities; say(...) tells what was loaded."""
+    check_regular_file(path, expected="a model file saved by --save")
+    try:
+        net = Network.load(path)
+    except ValueError as error:              # nn's message names the file and what is wrong
+        raise DataError(str(error)) from None    # (nn never unpickles; the file exists)
+    try:
+        outputs = net.predict(np.zeros((1, PIXELS), dtype=np.float32))
+    except ValueError:
+        outputs = None
+    if outputs is None or outputs.shape != (1, CLASSES):
+        raise DataError(f"{path}: the model does not take MNIST's {PIXELS} pixels to {CLASSES} "
+                        f"digit probabilities ({describe(net)})")
+    say(f"model:  {describe(net)} loaded from {path}, {net.count_params():,} parameters")
+    return net
 
 
 def is_image_name(path):

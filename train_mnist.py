@@ -9,27 +9,24 @@ test -> report, and the sections after it follow that order. readers.py reads (o
 the files, pictures and flag values a user gives; outputs.py draws and writes the results.
 """
 
-import dataclasses
-import io
 import os
 import sys
 import time
-from typing import Optional
 
 import numpy as np
-import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from nn import (MAX_STORED_VALUES, SGD, Adam, BatchNorm, Conv2D, Dense, Dropout, Flatten,
                 LeakyReLU, MaxPool2D, Network, RandomShift, ReLU, Reshape, Sigmoid, Softmax, Tanh,
                 max_workers, one_hot)
 from nn_parallel import load_aware_callbacks
-from outputs import (Scored, finite_probabilities, plot, predict_images, show_mistakes,
-                     write_history, write_kaggle_predictions)
+from outputs import (Scored, confusion_matrix, describe, finite_probabilities, plot,
+                     predict_images, show_mistakes, silence_stdout, write_history,
+                     write_kaggle_predictions)
 from readers import (CLASSES, MAX_PICTURE_PIXELS, PIXELS, DataError, HelpFormatter,
-                     OneLineParser, bounded_number, check_flags, check_regular_file, fraction,
-                     layer_widths, load_mnist_csv, read_to_predict, refused_summary,
-                     whole_number)
+                     OneLineParser, bounded_number, check_flags, fraction,
+                     layer_widths, load_mnist_csv, load_model, read_to_predict,
+                     refused_summary, whole_number)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_TRAIN = os.path.join(HERE, "data", "mnist_train.csv.gz")
@@ -55,19 +52,19 @@ def run(args):
     # when a saved model only predicts, as for Kaggle).
     train_path, test_path = choose_files(args, say)
     if net is None:
-        data = split_training_rows(train_path, *load_mnist_csv(train_path, nrows=args.limit),
-                                   args.val_size)
+        X, Y, validation, split = split_training_rows(
+            train_path, *load_mnist_csv(train_path, nrows=args.limit), args.val_size)
     test = None if args.load and args.predict else load_mnist_csv(test_path)
 
     history = scored = None
     if net is None:
-        say(f"data:   {data.description}; {len(test[0]):,} test rows")
+        say(f"data:   {split}; {len(test[0]):,} test rows")
         # Model: the network and the optimizer the flags ask for.
         net, optimizer = BUILDERS[args.model](args), build_optimizer(args)
-        say_before_training(net, optimizer, data, args, say)
+        say_before_training(net, optimizer, X, Y, args, say)
         # Fit: learn from the training rows, validating after every epoch.
-        history = net.fit(data.X, data.Y, epochs=args.epochs, batch_size=args.batch_size,
-                          optimizer=optimizer, validation_data=data.validation,
+        history = net.fit(X, Y, epochs=args.epochs, batch_size=args.batch_size,
+                          optimizer=optimizer, validation_data=validation,
                           seed=args.seed, verbose=0 if args.quiet else 1,
                           patience=args.patience, workers=args.workers,
                           callbacks=load_aware_callbacks(args.workers, say))
@@ -97,16 +94,6 @@ def run(args):
     return 0
 
 
-def _silence_stdout():
-    """Point standard output at the null device, so that flushing it at exit into a closed
-    pipe raises nothing more."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
-        pass                             # not a real file (a test's StringIO): nothing to flush
-
-
 def main(argv=None):
     args = parse_args(argv)
     try:
@@ -116,7 +103,7 @@ def main(argv=None):
         print(f"error: {error}", file=sys.stderr)
         return 2
     except BrokenPipeError:              # `| head` closed the pipe: stop quietly, as Python's
-        _silence_stdout()                # documentation recommends
+        silence_stdout()                 # documentation recommends
         return 1
     except (FloatingPointError, OSError, RuntimeError, MemoryError) as error:
         # diverged; the disk full when saving; a helper process killed; out of memory...
@@ -283,16 +270,9 @@ def choose_files(args, say):
     return args.train, args.test
 
 
-@dataclasses.dataclass
-class Split:
-    """The training rows, split into examples to learn from and examples to validate on."""
-    X: np.ndarray
-    Y: np.ndarray
-    validation: Optional[tuple]  # (X, Y) or None
-    description: str
-
-
 def split_training_rows(path, pixels, labels, val_size):
+    """The training rows split in two: (X, Y) to learn from, (X, Y) to validate on (None when
+    val_size is 0), and a line that says how they were split."""
     if val_size is None:
         val_size = CLASSIC_VALIDATION if len(pixels) >= 60_000 else len(pixels) // 6
     if val_size >= len(pixels):
@@ -300,8 +280,8 @@ def split_training_rows(path, pixels, labels, val_size):
                         f"{len(pixels)} rows in {path}")
     split = len(pixels) - val_size
     validation = (pixels[split:], one_hot(labels[split:], CLASSES)) if val_size else None
-    return Split(pixels[:split], one_hot(labels[:split], CLASSES), validation,
-                 f"{path}: {len(pixels):,} rows -> {split:,} train, {val_size:,} validation")
+    return (pixels[:split], one_hot(labels[:split], CLASSES), validation,
+            f"{path}: {len(pixels):,} rows -> {split:,} train, {val_size:,} validation")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -368,41 +348,11 @@ def build_optimizer(args):
                lr_decay=args.lr_decay)
 
 
-def describe(net):
-    return " -> ".join(repr(layer) for layer in net.layers)
-
-
-def load_model(path, say):
-    """A model saved by --save, checked to map MNIST's 784 pixels to 10 probabilities."""
-    check_regular_file(path, expected="a model file saved by --save")
-    try:
-        net = Network.load(path)
-    except ValueError as error:              # nn's message names the file and what is wrong
-        raise DataError(str(error)) from None    # (nn never unpickles; the file exists)
-    try:
-        outputs = net.predict(np.zeros((1, PIXELS), dtype=np.float32))
-    except ValueError:
-        outputs = None
-    if outputs is None or outputs.shape != (1, CLASSES):
-        raise DataError(f"{path}: the model does not take MNIST's {PIXELS} pixels to {CLASSES} "
-                        f"digit probabilities ({describe(net)})")
-    say(f"model:  {describe(net)} loaded from {path}, {net.count_params():,} parameters")
-    return net
-
-
 # ----------------------------------------------------------------------------------------------
 # 4. Fit
 # ----------------------------------------------------------------------------------------------
 
-def expected_initial_loss(loss):
-    """An untrained net gives each class about 1/10: a cross-entropy of ln 10, or a squared
-    error of (0.9^2 + 9 * 0.1^2) / 10 = 0.09 per output."""
-    if loss == "categorical_crossentropy":
-        return f"ln {CLASSES} = {np.log(CLASSES):.4f}"
-    return f"{((1 - 1 / CLASSES) ** 2 + (CLASSES - 1) / CLASSES ** 2) / CLASSES:.4f}"
-
-
-def say_before_training(net, optimizer, data, args, say):
+def say_before_training(net, optimizer, X, Y, args, say):
     """The model and the training plan, and the loss before any training on 1,000 rows: a
     check that the network starts as an untrained one should, cheap on a busy machine."""
     if args.quiet:
@@ -412,23 +362,18 @@ def say_before_training(net, optimizer, data, args, say):
         f"seed {args.seed}" + (f", early stopping with patience {args.patience}"
                                if args.patience else "")
         + (f", {args.workers} processes" if args.workers > 1 else ""))
-    initial_loss, initial_accuracy = net.evaluate(data.X[:1000], data.Y[:1000])
+    initial_loss, initial_accuracy = net.evaluate(X[:1000], Y[:1000])
     accuracy = "" if initial_accuracy is None else f", accuracy {initial_accuracy:.4f}"
-    say(f"before training: loss {initial_loss:.4f} (about {expected_initial_loss(args.loss)} is "
-        f"expected for an untrained {CLASSES}-class net){accuracy}")
+    # An untrained net gives each class about 1/10: a cross-entropy of ln 10, or a squared
+    # error of (0.9^2 + 9 * 0.1^2) / 10 = 0.09 per output.
+    expected = f"ln 10 = {np.log(10):.4f}" if args.loss == "categorical_crossentropy" else "0.0900"
+    say(f"before training: loss {initial_loss:.4f} (about {expected} is expected for an "
+        f"untrained {CLASSES}-class net){accuracy}")
 
 
 # ----------------------------------------------------------------------------------------------
 # 5. Test
 # ----------------------------------------------------------------------------------------------
-
-def confusion_matrix(true_labels, predicted_labels):
-    """10x10 table: rows are the true digits, columns what the network said."""
-    digits = pd.CategoricalDtype(range(CLASSES))
-    return pd.crosstab(pd.Series(true_labels, name="true").astype(digits),
-                       pd.Series(predicted_labels, name="predicted").astype(digits),
-                       dropna=False)
-
 
 def report_test(net, pixels, labels, say):
     """Print test accuracy, loss, confusion matrix and per-digit accuracy; returns Scored."""
@@ -438,7 +383,7 @@ def report_test(net, pixels, labels, say):
     predicted = probabilities.argmax(axis=1)
     print(f"test accuracy: {100 * np.mean(predicted == labels):.2f}% (test loss {test_loss:.4f}, "
           f"{len(pixels):,} images)")
-    matrix = confusion_matrix(labels, predicted)
+    matrix = confusion_matrix(labels, predicted, CLASSES)
     say("\nconfusion matrix (rows: true digit, columns: predicted digit)")
     say(matrix.to_string())
     per_digit = np.diag(matrix) / np.maximum(matrix.sum(axis=1).to_numpy(), 1)

@@ -39,6 +39,7 @@ sys.path.insert(0, ROOT)
 
 import nn  # noqa: E402
 import train_mnist  # noqa: E402
+import outputs  # noqa: E402
 from nn import SGD, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Reshape, Softmax  # noqa: E402
 # bench_mlp.py, in this folder, imports torch if it is installed (else torch is None)
 from bench_mlp import mnist_and_header, summary, torch, torch_epoch  # noqa: E402
@@ -210,7 +211,7 @@ def main():
             cells += [summary(times[key] / times["PyTorch"]) for key in nn_keys]
         if len(nn_keys) > 1:
             cells.append(summary(times[nn_keys[-1]] / times[nn_keys[0]]))
-        print(f"| {name}: {train_mnist.describe(nn.Network(layers))} | " + " | ".join(cells)
+        print(f"| {name}: {outputs.describe(nn.Network(layers))} | " + " | ".join(cells)
               + " |", flush=True)
 
 

@@ -112,7 +112,7 @@ def main(argv=None):
             model = os.path.join(scratch, "model.npz")
             if train_mnist.main(["--save", model, "--quiet"]) != 0:
                 return 1
-        net = train_mnist.load_model(model, print)
+        net = readers.load_model(model)
         pixels, labels = readers.load_mnist_csv(train_mnist.DEFAULT_TEST)
         pixels, labels = pixels[:args.count], labels[:args.count]
         digits = np.rint(pixels * 255)
