@@ -476,13 +476,13 @@ class MaxPool2D(Layer):
         n, x, output = self.size, self.input, self.output
         grad_output = _in_memory_order_of(output, grad_output)
         grad_input = np.empty_like(x)                  # each entry is written once below
-        taken = np.zeros_like(output, dtype=bool)      # windows whose maximum is found (in
-                                                       # output's memory order, as grad_output)
+        waiting = np.ones_like(output, dtype=bool)     # windows whose maximum is not found yet
         for i in range(n):                             # the window's entries, row-major
             for j in range(n):
-                first_max = (x[:, :, i::n, j::n] == output) & ~taken
+                first_max = x[:, :, i::n, j::n] == output     # entry (i, j) is a maximum,
+                first_max &= waiting                          # and no entry before it was
                 np.multiply(grad_output, first_max, out=grad_input[:, :, i::n, j::n])
-                taken |= first_max
+                waiting &= ~first_max
         return grad_input
 
     def config(self):

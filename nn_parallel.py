@@ -47,6 +47,7 @@ import math
 import mmap
 import multiprocessing.connection
 import os
+import select
 import signal
 import time
 import warnings
@@ -83,6 +84,7 @@ class Helpers:
         self.params = [param for _, param, _ in self.pairs]  # this process's arrays, which
         self.grads = [grad for _, _, grad in self.pairs]     # the layers must keep
         self.connections, self.pids, self.swapped, self.blas_limits = [], [], [], None
+        self.pollers = []        # one per helper: waits until its connection has a reply
 
     def start(self):
         self._check_arrays()
@@ -128,6 +130,9 @@ class Helpers:
             theirs.close()
             self.connections.append(ours)
             self.pids.append(pid)
+            poller = select.poll()       # registered once: cheaper per step than ours.poll()
+            poller.register(ours.fileno(), select.POLLIN)
+            self.pollers.append(poller)
 
     def _check_arrays(self):
         """What sharing needs of the layers' arrays, checked before any process starts."""
@@ -230,7 +235,7 @@ class Helpers:
         patience = max(STALLED_SECONDS, STALLED_FACTOR * own_seconds)
         stopped_since = None
         try:
-            while not connection.poll(min(STOPPED_SECONDS, 0.5) / 2):
+            while not self.pollers[k - 1].poll(1000 * min(STOPPED_SECONDS, 0.5) / 2):   # ms
                 now, state = time.monotonic(), _process_state(pid)
                 stopped_since = (stopped_since or now) if state in ("T", "t") else None
                 if stopped_since is not None and now - stopped_since >= STOPPED_SECONDS:
