@@ -653,10 +653,18 @@ class TestReadingImages(Files):
 
 class TestTheModel(Files):
     def test_the_default_network(self):
+        # trained on images moved by up to a pixel, so that a digit placed a pixel away from
+        # where MNIST centres its digits still reads as itself
         net = train_mnist.build_mlp(train_mnist.parse_args([]))
-        self.assertEqual(train_mnist.describe(net), "Dense(784, 256) -> ReLU() -> Dense(256, 128) "
-                                                    "-> ReLU() -> Dense(128, 10) -> Softmax()")
+        self.assertEqual(train_mnist.describe(net), "Reshape((1, 28, 28)) -> RandomShift(pixels=1) "
+                                                    "-> Flatten() -> Dense(784, 256) -> ReLU() -> "
+                                                    "Dense(256, 128) -> ReLU() -> Dense(128, 10) "
+                                                    "-> Softmax()")
         self.assertEqual(net.count_params(), train_mnist.mlp_parameters([256, 128]))
+        plain = train_mnist.build_mlp(train_mnist.parse_args(["--augment", "0"]))
+        self.assertEqual(train_mnist.describe(plain), "Dense(784, 256) -> ReLU() -> "
+                                                      "Dense(256, 128) -> ReLU() -> "
+                                                      "Dense(128, 10) -> Softmax()")
 
     def test_a_network_too_large_to_build_is_refused_in_one_line(self):
         status, output, errors = run_main("--hidden", "1000000000")
@@ -750,13 +758,14 @@ class TestModelAndTrainingFlags(Files):
 
     def test_defaults_follow_the_model_and_the_optimizer(self):
         args = train_mnist.parse_args([])
-        self.assertEqual((args.model, args.optimizer, args.lr, args.momentum, args.epochs),
-                         ("mlp", "sgd", 0.1, 0.9, 15))
+        self.assertEqual((args.model, args.optimizer, args.lr, args.momentum, args.epochs,
+                          args.augment), ("mlp", "sgd", 0.1, 0.9, 15, 1))
         args = train_mnist.parse_args(["--optimizer", "adam"])
         self.assertEqual((args.lr, args.momentum), (0.001, None))
         cnn = train_mnist.TRAINING_DEFAULTS["cnn"]
         args = train_mnist.parse_args(["--model", "cnn"])
-        self.assertEqual((args.epochs, args.optimizer), (cnn["epochs"], cnn["optimizer"]))
+        self.assertEqual((args.epochs, args.optimizer, args.augment),
+                         (cnn["epochs"], cnn["optimizer"], 0))
         # two processes share the CNN's batches where the machine has two cores (and os.fork)
         self.assertEqual(args.workers, min(2, train_mnist.max_workers()))
         self.assertEqual(train_mnist.parse_args([]).workers, 1)
