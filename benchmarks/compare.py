@@ -12,7 +12,7 @@ builds the model from the layers both versions have, trains a few batches to war
 times one epoch of `--rows` MNIST training images (float32, batch `--batch-size`, SGD with
 momentum 0.9). The two versions alternate which goes first, so a slow moment of a shared
 machine affects both alike; each round's ratio is after/before, and the summary gives their
-median and range. Models:
+median, middle half (the rounds between the first and third quartiles) and range. Models:
   mlp    784-256-128-10 with ReLU: the network of `python train_mnist.py`
   small  conv 8 -> pool -> conv 16 -> pool -> 64 -> 10 (3x3 kernels, padding 1), as in
          bench_cnn.py
@@ -106,8 +106,9 @@ def main():
             ratios.append(seconds["after"] / seconds["before"])
             print(f"round {round_}: before {seconds['before']:.3f}  after {seconds['after']:.3f}"
                   f"  after/before {ratios[-1]:.3f}", flush=True)
-    print(f"after/before: median {np.median(ratios):.3f} (range {min(ratios):.3f}-"
-          f"{max(ratios):.3f}, {len(ratios)} rounds)")
+    low, high = np.percentile(ratios, [25, 75])
+    print(f"after/before: median {np.median(ratios):.3f}, middle half {low:.3f}-{high:.3f}, "
+          f"range {min(ratios):.3f}-{max(ratios):.3f} ({len(ratios)} rounds)")
 
 
 if __name__ == "__main__":
