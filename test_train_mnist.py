@@ -1205,6 +1205,14 @@ class TestPictures(Files):
 # ----------------------------------------------------------------------------------------------
 
 class TestCommandLine(Files):
+    def assert_refused_before_any_work(self, cases):
+        """Each (flags, message): exit status 2, nothing printed, one line naming the problem."""
+        for flags, message in cases:
+            with self.subTest(flags=flags):
+                status, output, errors = run_main("--quiet", *flags)
+                self.assertEqual((status, output), (2, ""))
+                self.assertRegex(errors, f"^error: [^\n]*{re.escape(message)}[^\n]*\n$")
+
     def test_help_explains_every_flag_and_each_default_once(self):
         result = run_cli("--help")
         self.assertEqual(result.returncode, 0)
@@ -1246,11 +1254,7 @@ class TestCommandLine(Files):
                  (["--save", missing], "there is no folder"),
                  (["--plot", self.folder.name], "is a folder"),
                  (["--out", "x.csv"], "give --predict PATH too")]
-        for flags, message in cases:
-            with self.subTest(flags=flags):
-                status, output, errors = run_main("--quiet", *flags)
-                self.assertEqual((status, output), (2, ""))
-                self.assertRegex(errors, f"^error: [^\n]*{re.escape(message)}[^\n]*\n$")
+        self.assert_refused_before_any_work(cases)
 
     def test_destinations_that_cannot_be_written_are_refused_before_any_work(self):
         cases = [(["--save", "/proc/x.npz"], "--save /proc/x.npz: cannot write in /proc"),
@@ -1265,11 +1269,7 @@ class TestCommandLine(Files):
             os.mkdir(self.path("read-only"), 0o555)
             cases.append((["--save", self.path(os.path.join("read-only", "m.npz"))],
                           "cannot write in"))
-        for flags, message in cases:
-            with self.subTest(flags=flags):
-                status, output, errors = run_main("--quiet", *flags)
-                self.assertEqual((status, output), (2, ""))
-                self.assertRegex(errors, f"^error: [^\n]*{re.escape(message)}[^\n]*\n$")
+        self.assert_refused_before_any_work(cases)
 
     def test_inputs_are_never_written_over(self):
         model, _ = small_model()

@@ -82,7 +82,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--data", help=argparse.SUPPRESS)      # in a child process: the
     args = parser.parse_args()                                  # images, saved by the parent
-    if args.data:
+    if args.data:                # a child process: `before` is the one folder it times
         print(one_epoch(args.before, args.data, args.model, args.batch_size, args.workers))
         return
     for folder in (args.before, args.after):
