@@ -1,5 +1,6 @@
-"""Tests for train_mnist.py and the modules beside it (readers.py: CSV files, images and
-flag values; outputs.py: text art, the figure, CSV outputs), and the command line.
+"""Tests for train_mnist.py and the modules beside it (mnist_csv.py: CSV files and models;
+pictures.py: images; flags.py: flag values; outputs.py: text art, the figure, CSV outputs),
+and the command line.
 
 The files are small ones the tests write to a temporary folder, or slices of data/. Most runs
 of the command line happen in this process (train_mnist.main), which is fast; a few go through
@@ -35,9 +36,11 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 import nn_parallel
 import outputs
-import readers
+import flags as flag_types
+import mnist_csv
+import pictures
 import train_mnist
-from readers import DataError, load_mnist_csv
+from mnist_csv import DataError, load_mnist_csv
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(HERE, "train_mnist.py")
@@ -465,7 +468,7 @@ class TestReadingImages(Files):
     def test_mnist_layout_longest_side_20_centre_of_mass_at_14(self):
         picture = np.zeros((300, 500))
         picture[50:250, 100:160] = 1.0                      # a tall bar off to the left
-        prepared = readers.prepare_digit(picture).reshape(28, 28)
+        prepared = pictures.prepare_digit(picture).reshape(28, 28)
         rows, columns = np.flatnonzero(prepared.any(1)), np.flatnonzero(prepared.any(0))
         self.assertEqual(rows[-1] - rows[0] + 1, 20)
         self.assertEqual((prepared.min(), prepared.max()), (0.0, 1.0))
@@ -476,16 +479,16 @@ class TestReadingImages(Files):
     def test_dark_on_light_is_inverted_and_light_on_dark_is_not(self):
         light_on_dark = photo_digits.enlarged(self.digits[0])
         dark_on_light = photo_digits.enlarged(self.digits[0], inverted=True)
-        one, other = (readers.prepare_digit(np.asarray(picture, dtype=np.float64))
+        one, other = (pictures.prepare_digit(np.asarray(picture, dtype=np.float64))
                       for picture in (light_on_dark, dark_on_light))
         np.testing.assert_allclose(one, other, atol=0.02)
-        told = readers.prepare(np.asarray(light_on_dark, dtype=np.float64), "light")
+        told = pictures.prepare(np.asarray(light_on_dark, dtype=np.float64), "light")
         self.assertTrue(told.light_page)                    # the override is obeyed
         self.assertGreater(np.abs(told.digit - one).mean(), 0.05)
 
     def test_every_image_mode_gives_the_same_digit(self):
         picture = photo_digits.enlarged(self.digits[1], inverted=True)
-        expected = readers.read_image(self.save(picture, "gray.png"))
+        expected = pictures.read_image(self.save(picture, "gray.png"))
         wide = (np.asarray(picture, dtype=np.uint16) * 257).astype(np.uint16)
         transparent = Image.new("RGBA", picture.size, (0, 0, 0, 0))
         transparent.putalpha(Image.eval(picture, lambda value: 255 - value))
@@ -494,7 +497,7 @@ class TestReadingImages(Files):
                     "gray-alpha.png": picture.convert("LA"), "photo.jpg": picture.convert("RGB")}
         for name, image in variants.items():
             with self.subTest(name=name):
-                prepared = readers.read_image(self.save(image, name))
+                prepared = pictures.read_image(self.save(image, name))
                 self.assertLess(np.abs(prepared - expected).mean(), 0.01)
 
     def test_no_ink_is_refused_not_guessed(self):
@@ -506,20 +509,20 @@ class TestReadingImages(Files):
             if name == "speck.png":
                 image.putpixel((20, 20), 0)                 # one dark pixel: a speck, not ink
             with self.subTest(name=name), self.assertRaisesRegex(DataError, "found no ink"):
-                readers.read_image(self.save(image, name))
+                pictures.read_image(self.save(image, name))
 
     def test_a_large_photo_and_a_tiny_drawing(self):
         big = photo_digits.enlarged(self.digits[2], inverted=True).resize((2000, 2000))
         tiny = photo_digits.enlarged(self.digits[2], inverted=True).resize((14, 14))
-        expected = readers.read_image(self.save(photo_digits.enlarged(self.digits[2]), "a.png"))
+        expected = pictures.read_image(self.save(photo_digits.enlarged(self.digits[2]), "a.png"))
         for image, name in ((big, "big.png"), (tiny, "tiny.png")):
-            prepared = readers.read_image(self.save(image, name))
+            prepared = pictures.read_image(self.save(image, name))
             self.assertLess(np.abs(prepared - expected).mean(), 0.05, name)
 
     def test_files_that_are_not_images(self):
         path = self.write("fake.png", ["not an image"])
         with self.assertRaises(DataError) as caught:
-            readers.read_image(path)
+            pictures.read_image(path)
         self.assertIn("not an image file", str(caught.exception))
         self.save(photo_digits.enlarged(self.digits[0]), "cut.png")
         with open(self.path("cut.png"), "rb") as file:
@@ -527,7 +530,7 @@ class TestReadingImages(Files):
         with open(self.path("cut.png"), "wb") as file:
             file.write(data[: len(data) // 2])
         with self.assertRaises(DataError) as caught:
-            readers.read_image(self.path("cut.png"))
+            pictures.read_image(self.path("cut.png"))
         self.assertIn("could not be read as an image", str(caught.exception))
 
 
@@ -548,8 +551,8 @@ class TestReadingImages(Files):
         return Image.fromarray(np.clip(picture, 0, 255).round().astype(np.uint8))
 
     def assert_reads_as_clean(self, index, picture, name, closest=0.03):
-        clean = readers.read_image(self.save(self.photo(self.on_paper(index)), f"clean-{name}"))
-        prepared = readers.read_image(self.save(picture, name))
+        clean = pictures.read_image(self.save(self.photo(self.on_paper(index)), f"clean-{name}"))
+        prepared = pictures.read_image(self.save(picture, name))
         self.assertLess(np.abs(prepared - clean).mean(), closest, name)
 
     def test_a_tight_crop_whose_ink_touches_the_edges(self):
@@ -588,21 +591,21 @@ class TestReadingImages(Files):
 
     def test_a_photo_is_turned_as_its_exif_orientation_says(self):
         upright = self.photo(self.on_paper(7)).convert("RGB")
-        expected = readers.read_image(self.save(upright, "upright.png"))
+        expected = pictures.read_image(self.save(upright, "upright.png"))
         exif = Image.Exif()
         exif[0x0112] = 6                                    # "turn 90 degrees clockwise to show"
         turned = self.save(upright.rotate(90, expand=True), "turned.jpg", exif=exif, quality=95)
-        self.assertLess(np.abs(readers.read_image(turned) - expected).mean(), 0.02)
+        self.assertLess(np.abs(pictures.read_image(turned) - expected).mean(), 0.02)
 
     def test_prepare_keeps_every_step_and_read_image_is_prepare_of_read_brightness(self):
         path = self.save(self.photo(self.on_paper(6)), "six.png")
-        steps = readers.prepare(readers.read_brightness(path))
+        steps = pictures.prepare(pictures.read_brightness(path))
         self.assertEqual((steps.gray.shape, steps.page.shape, steps.ink.shape),
                          ((240, 200),) * 3)
         self.assertTrue(steps.light_page)
         self.assertIsNone(steps.sheet)
         self.assertEqual(steps.inked.dtype, bool)
-        np.testing.assert_array_equal(steps.digit, readers.read_image(path))
+        np.testing.assert_array_equal(steps.digit, pictures.read_image(path))
 
     def crafted_png(self, name, width, height, colour_type=6):
         """A PNG file whose header claims width x height (RGBA): a few bytes, nothing decoded."""
@@ -626,7 +629,7 @@ class TestReadingImages(Files):
                 with self.subTest(size=(width, height)), warnings.catch_warnings():
                     warnings.simplefilter("error")          # Pillow's warning must not escape
                     with self.assertRaisesRegex(DataError, "more than 50,000,000 pixels"):
-                        readers.read_image(path)
+                        pictures.read_image(path)
                 peak = tracemalloc.get_traced_memory()[1]
             finally:
                 tracemalloc.stop()
@@ -639,11 +642,11 @@ class TestReadingImages(Files):
         path = self.save(Image.fromarray(strip), "strip.png")
         tracemalloc.start()
         try:
-            steps = readers.prepare(readers.read_brightness(path))
+            steps = pictures.prepare(pictures.read_brightness(path))
             peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
-        self.assertLessEqual(max(steps.gray.shape), readers.WORKING_SIDE)
+        self.assertLessEqual(max(steps.gray.shape), pictures.WORKING_SIDE)
         self.assertLess(peak, 20_000_000)
 
 
@@ -1345,7 +1348,6 @@ class TestCommandLine(Files):
 class TestTheSource(unittest.TestCase):
     def test_sections_follow_the_story(self):
         sections = {SCRIPT: ["Arguments", "Data", "Model", "Fit", "Test"],
-                    readers.__file__: ["MNIST", "Pictures", "Flag"],
                     outputs.__file__: ["Digits", "The", "CSV"]}
         for path, expected in sections.items():
             with open(path, encoding="utf-8") as file:
@@ -1353,12 +1355,13 @@ class TestTheSource(unittest.TestCase):
             self.assertEqual([heading.split()[0] for heading in headings], expected, path)
 
     def test_the_modules_beside_it_say_what_they_are_for(self):
-        for module in (readers, outputs):
+        for module in (mnist_csv, pictures, flag_types, outputs):
             with self.subTest(module=module.__name__):
                 self.assertIn(len(module.__doc__.strip().splitlines()), (2, 3, 4))
 
     def test_lines_fit_in_100_columns(self):
-        for path in (SCRIPT, readers.__file__, outputs.__file__, __file__,
+        for path in (SCRIPT, mnist_csv.__file__, pictures.__file__, flag_types.__file__,
+                     outputs.__file__, __file__,
                      os.path.join(HERE, "benchmarks", "photo_digits.py")):
             with open(path, encoding="utf-8") as file:
                 long = [number for number, line in enumerate(file, 1) if len(line) > 101]

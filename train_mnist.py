@@ -5,8 +5,9 @@
     python train_mnist.py --load model.npz --predict my_digit.png    # read your own digit
 
 run() below is the whole program in the order it runs, arguments -> data -> model -> fit ->
-test -> report, and the sections after it follow that order. readers.py reads (or refuses)
-the files, pictures and flag values a user gives; outputs.py draws and writes the results.
+test -> report, and the sections after it follow that order. mnist_csv.py, pictures.py and
+flags.py read (or refuse) the files, pictures and flag values a user gives; outputs.py draws
+and writes the results.
 """
 
 import os
@@ -23,10 +24,10 @@ from nn_parallel import load_aware_callbacks
 from outputs import (Scored, confusion_matrix, describe, finite_probabilities, plot,
                      predict_images, show_mistakes, silence_stdout, write_history,
                      write_kaggle_predictions)
-from readers import (CLASSES, MAX_PICTURE_PIXELS, PIXELS, DataError, HelpFormatter,
-                     OneLineParser, bounded_number, check_flags, fraction,
-                     layer_widths, load_mnist_csv, load_model, read_to_predict,
-                     refused_summary, whole_number)
+from flags import (HelpFormatter, OneLineParser, bounded_number, check_flags, fraction,
+                   layer_widths, whole_number)
+from mnist_csv import CLASSES, PIXELS, DataError, load_mnist_csv, load_model
+from pictures import MAX_PICTURE_PIXELS, read_to_predict, refused_summary
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_TRAIN = os.path.join(HERE, "data", "mnist_train.csv.gz")

@@ -28,7 +28,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 from nn import SGD, Dense, Network, ReLU, Softmax, one_hot  # noqa: E402
-from readers import load_mnist_csv                          # noqa: E402
+from mnist_csv import load_mnist_csv                          # noqa: E402
 from train_mnist import DEFAULT_TRAIN                       # noqa: E402
 
 try:

@@ -89,7 +89,7 @@ def main():
         if not os.path.isfile(os.path.join(folder, "nn.py")):
             parser.error(f"{folder} holds no nn.py")
     sys.path.insert(0, ROOT)
-    from readers import load_mnist_csv
+    from mnist_csv import load_mnist_csv
     X, labels = load_mnist_csv(os.path.join(ROOT, "data", "mnist_train.csv.gz"), nrows=args.rows)
     print(f"{args.model}, {len(X):,} rows, batch {args.batch_size}, workers={args.workers}, "
           f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}: "

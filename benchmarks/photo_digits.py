@@ -32,7 +32,8 @@ from PIL import Image, ImageFilter
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-import readers  # noqa: E402
+import mnist_csv  # noqa: E402
+import pictures  # noqa: E402
 import train_mnist  # noqa: E402
 
 FORMATS = ("gray PNG", "RGB PNG", "RGBA PNG", "JPEG")
@@ -86,7 +87,7 @@ def save(image, kind, path_without_suffix, rng):
 
 def enlarged_and_inverted(digits):
     """Each digit only enlarged to 280x280 and inverted, then prepared as --predict does."""
-    return np.stack([readers.prepare_digit(np.asarray(enlarged(digit, inverted=True),
+    return np.stack([pictures.prepare_digit(np.asarray(enlarged(digit, inverted=True),
                                                       dtype=np.float64))
                      for digit in digits])
 
@@ -112,8 +113,8 @@ def main(argv=None):
             model = os.path.join(scratch, "model.npz")
             if train_mnist.main(["--save", model, "--quiet"]) != 0:
                 return 1
-        net = readers.load_model(model)
-        pixels, labels = readers.load_mnist_csv(train_mnist.DEFAULT_TEST)
+        net = mnist_csv.load_model(model)
+        pixels, labels = mnist_csv.load_mnist_csv(train_mnist.DEFAULT_TEST)
         pixels, labels = pixels[:args.count], labels[:args.count]
         digits = np.rint(pixels * 255)
         folder = args.keep or scratch
@@ -131,8 +132,8 @@ def main(argv=None):
         prepared, read_ok = np.zeros((len(paths), 784), dtype=np.float32), np.ones(len(paths), bool)
         for number, path in enumerate(paths):
             try:
-                prepared[number] = readers.read_image(path)
-            except readers.DataError:        # refused (no ink found): counted as wrong
+                prepared[number] = pictures.read_image(path)
+            except mnist_csv.DataError:        # refused (no ink found): counted as wrong
                 read_ok[number] = False
         read = time.perf_counter() - started - made
 

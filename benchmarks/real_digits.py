@@ -24,7 +24,7 @@ pictures, written as image files, read back through --predict's preparation, and
 
 It needs scikit-learn for the other writers' digits (pip install scikit-learn); nothing is
 downloaded. It prints, for each kind and model, the share read right and the pictures refused.
---code FOLDER reads the pictures with the train_mnist.py (and readers.py) of another checkout,
+--code FOLDER reads the pictures with the train_mnist.py (and pictures.py) of another checkout,
 to compare versions on the very same pictures; --keep FOLDER keeps the pictures.
 """
 
@@ -215,17 +215,19 @@ def make_pictures(folder, count, seed):
 
 
 def reader(code):
-    """read_image and DataError from the checkout at `code` (readers.py, or train_mnist.py
-    before readers.py existed), and its train_mnist module."""
-    for name in ("train_mnist", "readers", "outputs", "nn"):    # photo_digits imported ours
-        sys.modules.pop(name, None)
+    """read_image and DataError from the checkout at `code` (pictures.py; readers.py or
+    train_mnist.py in older checkouts), and its train_mnist module."""
+    for name in ("train_mnist", "pictures", "mnist_csv", "flags", "readers", "outputs", "nn"):
+        sys.modules.pop(name, None)                  # photo_digits imported ours
     sys.path.insert(0, code)
     train_mnist = importlib.import_module("train_mnist")
-    try:
-        readers = importlib.import_module("readers")
-    except ImportError:
-        readers = train_mnist
-    return readers.read_image, readers.DataError, train_mnist
+    for name in ("pictures", "readers"):
+        try:
+            module = importlib.import_module(name)
+            return module.read_image, module.DataError, train_mnist
+        except ImportError:
+            pass
+    return train_mnist.read_image, train_mnist.DataError, train_mnist
 
 
 def main(argv=None):
