@@ -33,6 +33,13 @@ class DataError(Exception):
     """A problem with an input file or flag, told to the user in one line (exit status 2)."""
 
 
+def printable(text):
+    """A file name (or any text from outside) as it may be shown on a terminal: every control
+    character (an escape sequence, a carriage return, a newline) and every character the
+    output could not encode (a name's undecodable bytes) written as its escape, never raw."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
 def _count(number, noun):
     """'1 column', '785 columns'."""
     return f"{number:,} {noun}{'' if number == 1 else 's'}"
