@@ -1,0 +1,258 @@
+"""Tests for pictures.py: a picture of a digit (a drawing, a scan, a phone photo) read and
+prepared as MNIST's digits were, every step kept; files that are not pictures we accept, too
+large or broken, refused in one line before decoding; and each kind of picture a phone takes
+(dim light, a thumb at the edge, a small digit far off, a whiteboard's glare, a box or an
+underline) read as the digit it shows.
+
+Run with:  python -m unittest test_pictures -v
+"""
+
+import os
+import sys
+import tempfile
+import time
+import tracemalloc
+import unittest
+import warnings
+import zlib
+
+import numpy as np
+import pandas as pd
+
+import pictures
+from mnist_csv import DataError
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TEST_DIGITS = os.path.join(HERE, "data", "mnist_test.csv.gz")
+
+try:
+    from PIL import Image
+    sys.path.insert(0, os.path.join(HERE, "benchmarks"))
+    import photo_digits                          # photo-like pictures made from MNIST digits
+except ImportError:
+    photo_digits = None
+needs_pillow = unittest.skipIf(photo_digits is None,
+                               "Pillow is not installed (it is optional; .ci/run installs it)")
+
+
+class Files(unittest.TestCase):
+    """A temporary folder, and the first 40 digits of the real MNIST test set."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.rows = pd.read_csv(TEST_DIGITS, header=None, nrows=40).to_numpy()
+
+    def setUp(self):
+        self.folder = tempfile.TemporaryDirectory()
+        self.addCleanup(self.folder.cleanup)
+
+    def path(self, name):
+        return os.path.join(self.folder.name, name)
+
+    def write(self, name, lines):
+        with open(self.path(name), "w") as file:
+            file.write("\n".join(lines) + "\n")
+        return self.path(name)
+
+@needs_pillow
+class TestReadingImages(Files):
+    """prepare_digit and read_image: a picture becomes what MNIST would have made of it."""
+
+    def setUp(self):
+        super().setUp()
+        self.digits = self.rows[:10, 1:].astype(np.float64)
+
+    def save(self, image, name, **options):
+        image.save(self.path(name), **options)
+        return self.path(name)
+
+    def test_an_enlarged_inverted_digit_comes_back_close_to_the_original(self):
+        prepared = photo_digits.enlarged_and_inverted(self.digits)
+        self.assertEqual((prepared.dtype, prepared.shape), (np.float32, (10, 784)))
+        differences = np.abs(prepared - self.digits / 255).mean(axis=1)
+        self.assertLess(np.mean(differences), 0.04)        # 0.065 for a shift by one pixel
+        self.assertLess(max(differences), 0.1)
+
+    def test_mnist_layout_longest_side_20_centre_of_mass_at_14(self):
+        picture = np.zeros((300, 500))
+        picture[50:250, 100:160] = 1.0                      # a tall bar off to the left
+        prepared = pictures.prepare_digit(picture).reshape(28, 28)
+        rows, columns = np.flatnonzero(prepared.any(1)), np.flatnonzero(prepared.any(0))
+        self.assertEqual(rows[-1] - rows[0] + 1, 20)
+        self.assertEqual((prepared.min(), prepared.max()), (0.0, 1.0))
+        ys, xs = np.indices(prepared.shape)
+        centre = [(axis * prepared).sum() / prepared.sum() for axis in (ys, xs)]
+        np.testing.assert_allclose(centre, [14, 14], atol=0.5)
+
+    def test_dark_on_light_is_inverted_and_light_on_dark_is_not(self):
+        light_on_dark = photo_digits.enlarged(self.digits[0])
+        dark_on_light = photo_digits.enlarged(self.digits[0], inverted=True)
+        one, other = (pictures.prepare_digit(np.asarray(picture, dtype=np.float64))
+                      for picture in (light_on_dark, dark_on_light))
+        np.testing.assert_allclose(one, other, atol=0.02)
+        told = pictures.prepare(np.asarray(light_on_dark, dtype=np.float64), "light")
+        self.assertTrue(told.light_page)                    # the override is obeyed
+        self.assertGreater(np.abs(told.digit - one).mean(), 0.05)
+
+    def test_every_image_mode_gives_the_same_digit(self):
+        picture = photo_digits.enlarged(self.digits[1], inverted=True)
+        expected = pictures.read_image(self.save(picture, "gray.png"))
+        wide = (np.asarray(picture, dtype=np.uint16) * 257).astype(np.uint16)
+        transparent = Image.new("RGBA", picture.size, (0, 0, 0, 0))
+        transparent.putalpha(Image.eval(picture, lambda value: 255 - value))
+        variants = {"rgb.png": picture.convert("RGB"), "palette.png": picture.convert("P"),
+                    "16bit.png": Image.fromarray(wide), "transparent.png": transparent,
+                    "gray-alpha.png": picture.convert("LA"), "photo.jpg": picture.convert("RGB")}
+        for name, image in variants.items():
+            with self.subTest(name=name):
+                prepared = pictures.read_image(self.save(image, name))
+                self.assertLess(np.abs(prepared - expected).mean(), 0.01)
+
+    def test_no_ink_is_refused_not_guessed(self):
+        flat = Image.new("L", (100, 80), 200)
+        noise = np.random.default_rng(0).normal(128, 10, (400, 300)).clip(0, 255)
+        noisy = Image.fromarray(noise.astype(np.uint8))
+        for name, image in (("blank.png", flat), ("noise.png", noisy),
+                            ("speck.png", Image.new("L", (50, 50), 255))):
+            if name == "speck.png":
+                image.putpixel((20, 20), 0)                 # one dark pixel: a speck, not ink
+            with self.subTest(name=name), self.assertRaisesRegex(DataError, "found no ink"):
+                pictures.read_image(self.save(image, name))
+
+    def test_a_large_photo_and_a_tiny_drawing(self):
+        big = photo_digits.enlarged(self.digits[2], inverted=True).resize((2000, 2000))
+        tiny = photo_digits.enlarged(self.digits[2], inverted=True).resize((14, 14))
+        expected = pictures.read_image(self.save(photo_digits.enlarged(self.digits[2]), "a.png"))
+        for image, name in ((big, "big.png"), (tiny, "tiny.png")):
+            prepared = pictures.read_image(self.save(image, name))
+            self.assertLess(np.abs(prepared - expected).mean(), 0.05, name)
+
+    def test_files_that_are_not_images(self):
+        path = self.write("fake.png", ["not an image"])
+        with self.assertRaises(DataError) as caught:
+            pictures.read_image(path)
+        self.assertIn("not an image file", str(caught.exception))
+        self.save(photo_digits.enlarged(self.digits[0]), "cut.png")
+        with open(self.path("cut.png"), "rb") as file:
+            data = file.read()
+        with open(self.path("cut.png"), "wb") as file:
+            file.write(data[: len(data) // 2])
+        with self.assertRaises(DataError) as caught:
+            pictures.read_image(self.path("cut.png"))
+        self.assertIn("could not be read as an image", str(caught.exception))
+
+
+    # Pictures that are not clean drawings: each must come out as the clean one does.
+
+    def on_paper(self, index, size=(200, 240), at=(40, 60)):
+        """MNIST test digit `index` as dark ink (0..1, 140 pixels tall) on a page of `size`."""
+        ink = np.zeros(size[::-1])
+        enlarged = np.asarray(photo_digits.enlarged(self.digits[index]).resize((140, 140)),
+                              dtype=np.float64) / 255
+        ink[at[1]:at[1] + 140, at[0]:at[0] + 140] = enlarged
+        return ink
+
+    def photo(self, ink, page=235.0, noise=3.0, seed=0):
+        """Ink on a page (a number, or an array of the page's brightness), with camera noise."""
+        picture = page - ink * (page - 30.0)
+        picture += np.random.default_rng(seed).normal(0, noise, ink.shape)
+        return Image.fromarray(np.clip(picture, 0, 255).round().astype(np.uint8))
+
+    def assert_reads_as_clean(self, index, picture, name, closest=0.03):
+        clean = pictures.read_image(self.save(self.photo(self.on_paper(index)), f"clean-{name}"))
+        prepared = pictures.read_image(self.save(picture, name))
+        self.assertLess(np.abs(prepared - clean).mean(), closest, name)
+
+    def test_a_tight_crop_whose_ink_touches_the_edges(self):
+        for index in range(3):
+            ink = self.on_paper(index)
+            rows, columns = np.flatnonzero(ink.max(1) > 0.5), np.flatnonzero(ink.max(0) > 0.5)
+            tight = ink[rows[0]:rows[-1] + 1, columns[0]:columns[-1] + 1]
+            self.assert_reads_as_clean(index, self.photo(tight), f"tight-{index}.png", 0.05)
+
+    def test_a_shadow_across_the_page(self):
+        ink = self.on_paper(3)
+        for angle in (0, 2.3):                              # light falls by 30% across the page
+            ys, xs = np.indices(ink.shape)
+            along = np.cos(angle) * xs / ink.shape[1] + np.sin(angle) * ys / ink.shape[0]
+            light = 1 - 0.3 * (along - along.min()) / (along.max() - along.min())
+            picture = self.photo(ink * 0.6, page=235.0 * light)     # a grey pencil, shaded
+            self.assert_reads_as_clean(3, picture, f"shadow-{angle}.png")
+
+    def test_a_sheet_of_paper_on_a_darker_desk(self):
+        sheet = np.asarray(self.photo(self.on_paper(4)), dtype=np.float64)
+        desk = np.full((300, 320), 70.0)
+        desk += np.random.default_rng(1).normal(0, 5, desk.shape)
+        desk[30:270, 50:250] = sheet
+        picture = Image.fromarray(np.clip(desk, 0, 255).astype(np.uint8))
+        self.assert_reads_as_clean(4, picture, "desk.png")
+
+    def test_lined_and_squared_notebook_paper(self):
+        for squared in (False, True):
+            ink = self.on_paper(5)
+            rules = np.zeros_like(ink)
+            rules[7::16] = 0.35                             # faint blue-grey rules
+            if squared:
+                rules[:, 3::16] = 0.35
+            picture = self.photo(np.maximum(ink, rules))
+            self.assert_reads_as_clean(5, picture, f"ruled-{squared}.png")
+
+    def test_a_photo_is_turned_as_its_exif_orientation_says(self):
+        upright = self.photo(self.on_paper(7)).convert("RGB")
+        expected = pictures.read_image(self.save(upright, "upright.png"))
+        exif = Image.Exif()
+        exif[0x0112] = 6                                    # "turn 90 degrees clockwise to show"
+        turned = self.save(upright.rotate(90, expand=True), "turned.jpg", exif=exif, quality=95)
+        self.assertLess(np.abs(pictures.read_image(turned) - expected).mean(), 0.02)
+
+    def test_prepare_keeps_every_step_and_read_image_is_prepare_of_read_brightness(self):
+        path = self.save(self.photo(self.on_paper(6)), "six.png")
+        steps = pictures.prepare(pictures.read_brightness(path))
+        self.assertEqual((steps.gray.shape, steps.page.shape, steps.ink.shape),
+                         ((240, 200),) * 3)
+        self.assertTrue(steps.light_page)
+        self.assertIsNone(steps.sheet)
+        self.assertEqual(steps.inked.dtype, bool)
+        np.testing.assert_array_equal(steps.digit, pictures.read_image(path))
+
+    def crafted_png(self, name, width, height, colour_type=6):
+        """A PNG file whose header claims width x height (RGBA): a few bytes, nothing decoded."""
+        def chunk(kind, data):
+            return (len(data).to_bytes(4, "big") + kind + data
+                    + zlib.crc32(kind + data).to_bytes(4, "big"))
+        header = (width.to_bytes(4, "big") + height.to_bytes(4, "big")
+                  + bytes([8, colour_type, 0, 0, 0]))
+        with open(self.path(name), "wb") as file:
+            file.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                       + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+        return self.path(name)
+
+    def test_pixel_bombs_are_refused_before_decoding(self):
+        for width, height in ((13_000, 13_000), (1, 80_000_000), (7_100, 7_100),
+                              (100_000, 100_000)):
+            path = self.crafted_png(f"bomb-{width}x{height}.png", width, height)
+            started = time.perf_counter()
+            tracemalloc.start()
+            try:
+                with self.subTest(size=(width, height)), warnings.catch_warnings():
+                    warnings.simplefilter("error")          # Pillow's warning must not escape
+                    with self.assertRaisesRegex(DataError, "more than 50,000,000 pixels"):
+                        pictures.read_image(path)
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+            self.assertLess(peak, 5_000_000)
+            self.assertLess(time.perf_counter() - started, 5)
+
+    def test_a_long_thin_picture_is_reduced_before_preparation(self):
+        strip = np.full((2, 3_000_000), 255, dtype=np.uint8)   # 6 MB decoded, 3 KB as PNG
+        strip[:, 1_000_000:1_200_000] = 0
+        path = self.save(Image.fromarray(strip), "strip.png")
+        tracemalloc.start()
+        try:
+            steps = pictures.prepare(pictures.read_brightness(path))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        self.assertLessEqual(max(steps.gray.shape), pictures.WORKING_SIDE)
+        self.assertLess(peak, 20_000_000)
