@@ -24,20 +24,10 @@ DECODED_SIDE = 2000          # pixels: a decoded picture is reduced to this long
 WORKING_SIDE = 1000          # pixels: a photo is shrunk to this longer side before preparation
 ANALYSIS_SIDE = 80           # pixels: the page and its lighting are judged at this longer side
 PAGE_SCALE = 0.4             # ink is narrower than this share of the picture's longer side
-SHEET_SCALE = 0.08           # a sheet of paper, or the desk around it, is wider than this
 
 
 def is_image_name(path):
     return path.lower().endswith(IMAGE_SUFFIXES)
-
-
-def _resized(array, width, height):
-    """A 2-D float array resampled to width x height with Pillow's Lanczos filter, which
-    averages many pixels into one when shrinking (anti-aliasing) and interpolates smoothly
-    when enlarging."""
-    from PIL import Image
-    image = Image.fromarray(array.astype(np.float32))
-    return np.asarray(image.resize((width, height), Image.Resampling.LANCZOS), dtype=np.float64)
 
 
 def _reduced(image):
@@ -67,57 +57,6 @@ def _brightness(image):
     return np.asarray(image.convert("F"), dtype=np.float64)   # "F": floats, any bit depth
 
 
-def _shifted_extreme(array, radius, pick, extend="edge"):
-    """The max (pick=np.maximum) or min over a (2r+1) x (2r+1) square around each pixel: two
-    passes of 2r+1 shifted copies (rows, then columns). Beyond the picture's edge its edge
-    pixels are repeated (extend="edge") or its slopes continued (extend="slope"), so that
-    light that falls off towards an edge is followed to the edge."""
-    options = {"mode": "reflect", "reflect_type": "odd"} if extend == "slope" else {"mode": "edge"}
-    for axis in (0, 1):
-        padding = [(0, 0), (0, 0)]
-        padding[axis] = (radius, radius)
-        padded, length = np.pad(array, padding, **options), array.shape[axis]
-        result = np.take(padded, range(0, length), axis=axis)
-        for shift in range(1, 2 * radius + 1):
-            result = pick(result, np.take(padded, range(shift, shift + length), axis=axis))
-        array = result
-    return array
-
-
-def _closing(array, radius):
-    """Morphological closing: dark features narrower than 2r+1 pixels filled with what is
-    around them (the page behind the ink), larger shapes kept where they are."""
-    return _shifted_extreme(_shifted_extreme(array, radius, np.maximum, "slope"), radius,
-                            np.minimum, "slope")
-
-
-def _opening(array, radius):
-    """Morphological opening: light features narrower than 2r+1 pixels taken away."""
-    return -_closing(-array, radius)
-
-
-def _otsu(values, bins=64):
-    """Otsu's threshold: the value that splits `values` into the two most distinct classes."""
-    counts, edges = np.histogram(values, bins=bins)
-    centres = (edges[:-1] + edges[1:]) / 2
-    weight = np.cumsum(counts)
-    mean = np.cumsum(counts * centres)
-    total, total_mean = weight[-1], mean[-1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        between = (total_mean * weight - mean * total) ** 2 / (weight * (total - weight))
-    between = np.nan_to_num(between[:-1], nan=-1.0)
-    return edges[1 + int(between.argmax())] if between.max() > 0 else edges[-1]
-
-
-def _without_specks(inked):
-    """Keep only the inked pixels that have an inked neighbour (of the 8 around them)."""
-    padded = np.pad(inked, 1)
-    height, width = inked.shape
-    neighbours = sum(padded[1 + dy:1 + dy + height, 1 + dx:1 + dx + width]
-                     for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx)
-    return inked & (neighbours > 0)
-
-
 def _without_rules(ink, noise):
     """Notebook rules are not ink. A rule is a thin line of faint ink across the whole page,
     so the median of its row (or column) is well above the page's noise, which no stroke of a
@@ -139,30 +78,6 @@ def _without_rules(ink, noise):
     return ink
 
 
-def _without_strays(inked):
-    """Ink apart from the digit is not the digit: a group of rows (or columns) at an edge of
-    the ink, cut off from the rest by empty ones and holding under 2% of the ink (a speck of
-    dust, noise in a dark corner, an edge of the sheet), is taken away."""
-    inked = inked.copy()
-    for axis in (1, 0):                           # groups of rows, then of columns
-        profile = inked.sum(axis=axis)
-        total = profile.sum()
-        while True:
-            filled = np.flatnonzero(profile)
-            groups = np.split(filled, np.flatnonzero(np.diff(filled) > 1) + 1)
-            if len(groups) < 2:
-                break
-            smaller = min(groups[0], groups[-1], key=lambda group: profile[group].sum())
-            if profile[smaller].sum() >= 0.02 * total:
-                break
-            profile[smaller] = 0
-            if axis == 1:
-                inked[smaller] = False
-            else:
-                inked[:, smaller] = False
-    return inked
-
-
 @dataclasses.dataclass
 class Preparation:
     """Every step of preparing one picture (see prepare), to look at one by one."""
@@ -170,45 +85,101 @@ class Preparation:
                                  # (turned around, 1 - brightness, for a dark page)
     light_page: bool             # dark ink on a light page, or (False) light ink on a dark one
     page: np.ndarray             # the page's brightness behind each pixel: its lighting, shadows
-    sheet: Optional[np.ndarray]  # where a sheet of paper lies on a darker surface, or None
     ink: np.ndarray              # how far each pixel is from its page towards the ink, 0..1
-    inked: np.ndarray            # the pixels taken for ink (bool)
-    digit: Optional[np.ndarray]  # the 784 pixels MNIST would have made, or None: no ink found
+    inked: np.ndarray            # the pixels taken for ink (bool), before choosing the digit
+    digit_mask: Optional[np.ndarray] = None   # the ink kept as the digit (bool), or None
+    box: Optional[tuple] = None  # (top, left, bottom, right) of the digit in `gray`, or None
+    several: bool = False        # it seems to hold more than one digit side by side ("42")
+    digit: Optional[np.ndarray] = None   # the 784 pixels MNIST would have made, or None
 
 
-def _split(small):
-    """Otsu's split of a picture into its dark and light pixels: (dark mask, how dark the dark
-    ones are against the light ones, the share of each side, top, bottom, left, right, that is
-    dark)."""
-    dark = small < _otsu(small)
-    sides = np.array([dark[0].mean(), dark[-1].mean(), dark[:, 0].mean(), dark[:, -1].mean()])
-    if dark.all() or not dark.any():
-        return dark, 1.0, sides
-    return dark, small[dark].mean() / max(small[~dark].mean(), 1e-6), sides
+def _light_page(small):
+    """Dark ink on a light page (paper, a drawing app), unless most of the picture and three
+    of its four sides are much darker than the rest (light ink on a dark page: a chalkboard,
+    MNIST itself; a tight crop of a dark 1 is dark at the top and bottom only), and its
+    middle 70% is so too (a desk, a thumb or dark corners around a light page are not it)."""
+    from skimage.filters import threshold_otsu
+
+    def dark_page(part):
+        if part.min() == part.max():
+            return False
+        dark = part < threshold_otsu(part)
+        sides = [dark[0].mean(), dark[-1].mean(), dark[:, 0].mean(), dark[:, -1].mean()]
+        contrast = part[dark].mean() / max(part[~dark].mean(), 1e-6)
+        return dark.mean() > 0.5 and np.count_nonzero(np.array(sides) > 0.5) >= 3 \
+            and contrast < 0.6
+
+    height, width = small.shape
+    middle = small[round(0.15 * height):max(1, round(0.85 * height)),
+                   round(0.15 * width):max(1, round(0.85 * width))]
+    return not (dark_page(small) and dark_page(middle))
 
 
-def _sheet(small):
-    """Where a light sheet of paper lies on a darker surface (a desk), as a mask of the small
-    picture, or None. The picture's broad shapes (strokes of ink taken away, light or dark)
-    are split into dark and light: a sheet is a large light shape, much lighter than the dark
-    one, which takes up most of the border and three of its corners, and it is mostly paper
-    (not thick light strokes around dark holes, as a bold digit on a dark page is)."""
-    radius = max(1, round(SHEET_SCALE * max(small.shape) / 2))
-    dark, contrast, sides = _split(_opening(_closing(small, radius), radius))
-    if contrast > 0.6 or sides.mean() < 0.6 or not 0.3 <= (~dark).mean() <= 0.85:
-        return None                     # a shadow, a page seen whole, or a digit cropped tight
-    ends = (slice(0, radius), slice(-radius, None))
-    corners = sum(dark[rows, columns].mean() > 0.5 for rows in ends for columns in ends)
-    inked = (small < _otsu(small))[~dark].mean()
-    if corners < 3 or inked > 0.25:
-        return None
-    return _shifted_extreme((~dark).astype(np.uint8), 2, np.minimum).astype(bool)
+def _digit(inked, ink):
+    """The groups of connected ink (8-neighbours) a person takes for the digit: (mask, several).
+    Judged against the largest group, the main stroke: specks much smaller than it go; so do
+    groups touching the border that do not reach the picture's middle third and are larger
+    or thicker than it (a thumb, the desk beyond the sheet), frames around it and straight
+    lines under it (a printed box, an underline, a ruled line), and groups far from it.
+    Nothing is taken away when nothing would be left."""
+    from skimage.measure import label, regionprops
+    labels = label(inked, connectivity=2)
+    groups = [g for g in regionprops(labels, intensity_image=ink) if g.area > 1]
+    if not groups:                   # lone pixels are specks, not strokes
+        return None, False
+    largest_area = max(g.area for g in groups)       # noise specks go first, all at once
+    groups = [g for g in groups if g.area >= 0.01 * largest_area]
+    height, width = inked.shape
+
+    def border(group):
+        top, left, bottom, right = group.bbox
+        return top == 0 or left == 0 or bottom == height or right == width
+
+    def reaches_middle(group):
+        rows, columns = group.coords[:, 0], group.coords[:, 1]
+        return np.any((3 * rows >= height) & (3 * rows < 2 * height)
+                      & (3 * columns >= width) & (3 * columns < 2 * width))
+
+    def thickness(group):            # twice the area per unit of length: a stroke's width
+        return 2 * group.area / max(group.perimeter, 1)
+
+    def inside(group, other):        # other's box within group's box
+        return all(group.bbox[i] <= other.bbox[i] for i in (0, 1)) and all(
+            group.bbox[i] >= other.bbox[i] for i in (2, 3))
+
+    def largest(kept):
+        return max(kept, key=lambda g: g.area)
+
+    frames = [g for g in groups if g.area_filled > 3 * g.area
+              and thickness(g) < 0.1 * min(g.bbox[2] - g.bbox[0], g.bbox[3] - g.bbox[1])
+              and any(other is not g and inside(g, other) for other in groups)]
+    kept = [g for g in groups if g not in frames] or groups
+    main = largest([g for g in kept if not border(g) or reaches_middle(g)] or kept)
+    kept = [g for g in kept if g is main or not (
+        border(g) and not reaches_middle(g)
+        and (g.area > main.area or thickness(g) > 2 * thickness(main)
+             or g.intensity_mean > 1.5 * main.intensity_mean))]
+    lines = [g for g in kept if g.axis_major_length > 5 * max(g.axis_minor_length, 1)
+             and abs(abs(g.orientation) - np.pi / 2) < 0.35]        # long and level
+    kept = [g for g in kept if g not in lines] or kept
+    main = largest(kept)
+    kept = [g for g in kept if g.area >= 0.05 * main.area]
+    top, left, bottom, right = main.bbox
+    reach = 0.5 * max(bottom - top, right - left)
+    kept = [g for g in kept if g.bbox[0] < bottom + reach and g.bbox[2] > top - reach
+            and g.bbox[1] < right + reach and g.bbox[3] > left - reach]
+    tall = [g for g in kept if g.bbox[2] - g.bbox[0] > 0.5 * (bottom - top)
+            and g.area > 0.3 * main.area]
+    several = any(g.bbox[1] >= right or g.bbox[3] <= left for g in tall)
+    if several:                      # read the largest digit: the groups above or below it
+        kept = [g for g in kept if g.bbox[1] < right and g.bbox[3] > left]
+    return np.isin(labels, [g.label for g in kept]), several
 
 
-def _resized_mask(mask, width, height):
-    from PIL import Image
-    image = Image.fromarray(mask.astype(np.uint8) * 255)
-    return np.asarray(image.resize((width, height), Image.Resampling.NEAREST)) > 127
+def _resized(array, shape):
+    """A 2-D array resampled to `shape`, averaging pixels into one when shrinking."""
+    from skimage.transform import resize
+    return resize(array, shape, order=1, anti_aliasing=array.shape[0] > shape[0])
 
 
 def prepare(brightness, background="auto"):
@@ -224,77 +195,87 @@ def prepare(brightness, background="auto"):
     >>> steps.light_page, steps.digit.shape, float(steps.digit.max())
     (True, (784,), 1.0)
     """
-    brightness = np.asarray(brightness, dtype=np.float64)
+    from skimage.filters import gaussian, threshold_otsu, threshold_sauvola
+    from skimage.morphology import dilation, erosion
+    full = np.asarray(brightness, dtype=np.float64)
     # 1. A phone photo has far more pixels than a 20-pixel digit needs: shrink it so its
     #    longer side is at most 1,000 pixels (faster, and averaging smooths the noise).
-    height, width = brightness.shape
-    if max(height, width) > WORKING_SIDE:
-        scale = WORKING_SIDE / max(height, width)
-        brightness = _resized(brightness, max(1, round(width * scale)),
-                              max(1, round(height * scale)))
-        height, width = brightness.shape
+    scale = min(1.0, WORKING_SIDE / max(full.shape))
+    shape = tuple(max(1, round(side * scale)) for side in full.shape)
+    brightness = _resized(full, shape) if scale < 1 else full
     # 2. Stretch the picture's own darkest..lightest to 0..1, whatever its bit depth or exposure.
     low, high = brightness.min(), brightness.max()
     gray = (brightness - low) / (high - low) if high > low else np.zeros_like(brightness)
-    # 3. Page and ink, judged on a small copy of the whole picture (not its border, which a
-    #    tight crop fills with ink). A light sheet of paper on a darker desk: the digit is on
-    #    the sheet. Otherwise the page is light (dark ink on paper, a drawing app) unless most
-    #    of the picture and three of its four sides are much darker than the rest (light ink
-    #    on a dark page: a chalkboard, MNIST itself; a tight crop of a dark 1 is dark at the
-    #    top and bottom only). --background overrides the guess.
-    scale = min(1.0, ANALYSIS_SIDE / max(height, width))
-    small_size = max(1, round(width * scale)), max(1, round(height * scale))
-    small = _resized(gray, *small_size) if scale < 1 else gray
-    sheet = _sheet(small) if background != "dark" else None
-    if background == "auto" and sheet is None:
-        dark, contrast, sides = _split(small)
-        light_page = not (dark.mean() > 0.5 and (sides > 0.5).sum() >= 3 and contrast < 0.6)
-    else:
-        light_page = background != "dark"
+    # 3. Page and ink, judged on a small copy of the whole picture. --background overrides it.
+    small_shape = tuple(max(1, round(side * ANALYSIS_SIDE / max(shape))) for side in shape)
+    small = _resized(gray, small_shape) if max(shape) > ANALYSIS_SIDE else gray
+    light_page = _light_page(small) if background == "auto" else background == "light"
+    if not light_page:               # from here on the ink is dark on a light page
+        gray, small = 1 - gray, 1 - small
     # 4. The page behind the ink: what is left when every feature narrower than ink can be
     #    (PAGE_SCALE) is filled in with what surrounds it (a morphological closing). It
-    #    follows shadows and the lighting across the page. From here on the ink is dark on a
-    #    light page: a dark page's picture is turned around.
-    if not light_page:
-        gray, small = 1 - gray, 1 - small
-    if sheet is not None:                # the desk is no part of the page: make it paper
-        small = np.where(sheet, small, np.median(small[sheet]))
-    behind = _closing(small, max(1, round(PAGE_SCALE * max(small.shape) / 2)))
-    # 5. Even out the lighting: each pixel's ink is how much darker it is than the page behind
-    #    it, as a share of that page's brightness (a shadow dims page and ink alike).
-    page = np.clip(_resized(behind, width, height), 0, 1) if scale < 1 else behind
-    ink = np.clip((page - gray) / np.maximum(page, 0.05), 0, 1)
-    if sheet is not None:
-        sheet = _resized_mask(sheet, width, height) if scale < 1 else sheet
-        ink[~sheet] = 0
-    # 6. Noise. Paper grain, camera noise and JPEG artefacts make the page vary; neighbouring
-    #    pixels show by how much: their typical difference, across rows or down columns,
-    #    whichever is smaller (the edges of strokes sway it less: in a tight crop of a 1 most
-    #    pixels are on an edge across, few down). Ink fainter than five times that noise,
-    #    than a tenth of the page, and than half of where Otsu's method splits the picture into
-    #    page and ink, is page and becomes 0 as MNIST's background is. A lone pixel above it is
-    #    a speck, since ink comes in strokes; long thin lines across the picture are a
-    #    notebook's rules.
+    #    follows shadows, dim corners and the lighting across the page.
+    #    Beyond the picture's edge its slopes are continued, so that light that falls off
+    #    towards an edge is followed to the edge.
+    radius = max(1, round(PAGE_SCALE * max(small.shape) / 2))
+    page, square = small, np.ones((2 * radius + 1,) * 2, dtype=bool)
+    for step in (dilation, erosion):              # a closing, the edge's slopes continued
+        page = step(np.pad(page, radius, mode="reflect", reflect_type="odd"),
+                    square)[radius:-radius, radius:-radius]
+    page = np.clip(_resized(page, shape), 0, 1) if page.shape != shape else page
+    # 5. Noise: paper grain, camera noise and JPEG artefacts make the page vary; neighbouring
+    #    pixels show by how much (their typical difference, across rows or down columns,
+    #    whichever is smaller: the edges of strokes sway it less). Noisy pictures (low light,
+    #    high ISO) are smoothed first, as much as it takes.
     typical = min((np.median(np.abs(np.diff(gray, axis=axis))) for axis in (0, 1)
                    if gray.shape[axis] > 1), default=0.0)
     noise = typical / 0.6745 / np.sqrt(2) / max(np.median(page), 0.05)
-    ink = _without_rules(ink, noise)
-    split = _otsu(ink[ink > 0.02]) if np.count_nonzero(ink > 0.02) > 1 else 1.0
-    inked = _without_strays(_without_specks(ink > max(5 * noise, 0.1, split / 2)))
-    steps = Preparation(gray, light_page, page, sheet, ink, inked, None)
-    if not inked.any():
+    sigma = min(noise / 0.02, 4, max(shape) / 200)
+    if noise > 0.04 and sigma > 0.5:          # what is left of the noise: the page's spread
+        gray = gaussian(gray, sigma=sigma)
+        left = (page - gray) / np.maximum(page, 0.05)
+        noise = 1.4826 * np.median(np.abs(left - np.median(left)))
+    # 6. Even out the lighting: each pixel's ink is how much darker it is than the page behind
+    #    it, as a share of that page's brightness (a shadow dims page and ink alike); long
+    #    thin lines across the page are a notebook's rules, not ink.
+    ink = _without_rules(np.clip((page - gray) / np.maximum(page, 0.05), 0, 1), noise)
+    # 7. Ink is what stands out both from the whole page (a global threshold: above five
+    #    times the noise, a tenth of the page and half of Otsu's split of the ink) and from
+    #    what is around it (Sauvola's local thresholds in a window of a stroke or two, and in
+    #    one of an eighth of the picture, for thick strokes): glare and plain board beside it
+    #    are not ink, however the page estimate rises there.
+    split = threshold_otsu(ink[ink > 0.02]) if np.count_nonzero(ink > 0.02) > 1 else 1.0
+    inked = ink > max(5 * noise, 0.1, split / 2)
+    windows = {max(15, round(max(shape) / part)) // 2 * 2 + 1 for part in (40, 4)}
+    inked &= np.any([gray < threshold_sauvola(gray, window_size=size) for size in windows], 0)
+    steps = Preparation(gray, light_page, page, ink, inked)
+    # 8. The digit is the ink a person takes for it (see _digit), judged on its own groups.
+    steps.digit_mask, steps.several = _digit(inked, ink)
+    if steps.digit_mask is None:
         return steps
-    # 7. Crop to the ink's bounding box, then scale it so that its longer side is 20 pixels,
+    rows = np.flatnonzero(steps.digit_mask.any(axis=1))
+    columns = np.flatnonzero(steps.digit_mask.any(axis=0))
+    steps.box = rows[0], columns[0], rows[-1] + 1, columns[-1] + 1
+    # 9. A small digit in a large photo: its ink read again at full resolution, around the
+    #    box found (and a margin of half its size), with the page decided here.
+    top, left, bottom, right = (round(side / scale) for side in steps.box)
+    if scale < 1 and max(bottom - top, right - left) < WORKING_SIDE / 4:
+        margin = max(bottom - top, right - left) // 2
+        again = prepare(full[max(0, top - margin):bottom + margin,
+                             max(0, left - margin):right + margin],
+                        "light" if light_page else "dark")
+        steps.digit, steps.several = again.digit, steps.several or again.several
+        return steps
+    # 10. Crop to the digit's box, then scale it so that its longer side is 20 pixels,
     #    keeping the aspect ratio. Resampling averages the many pixels of a stroke's edge into
     #    grey ones: MNIST's anti-aliasing. Its strokes peak at full ink (255), so do ours.
-    rows, columns = np.flatnonzero(inked.any(axis=1)), np.flatnonzero(inked.any(axis=0))
-    box = np.where(inked, ink, 0)[rows[0]:rows[-1] + 1, columns[0]:columns[-1] + 1]
+    top, left, bottom, right = steps.box
+    box = np.where(steps.digit_mask, ink, 0)[top:bottom, left:right]
     box = np.minimum(box / np.percentile(box[box > 0], 90), 1)   # full ink: most of a stroke
-    scale = 20 / max(box.shape)
-    small = _resized(box, max(1, round(box.shape[1] * scale)), max(1, round(box.shape[0] * scale)))
-    small = np.clip(small, 0, None)                 # Lanczos overshoots a little at sharp edges
+    size = 20 / max(box.shape)
+    small = np.clip(_resized(box, tuple(max(1, round(side * size)) for side in box.shape)), 0, 1)
     small /= small.max()                            # [0, 1], full ink at 1
-    # 8. Paste it into 28 x 28 so that its centre of mass sits at the centre, pixel (14, 14),
+    # 11. Paste it into 28 x 28 so that its centre of mass sits at the centre, pixel (14, 14),
     #    moving it by whole pixels as MNIST did.
     ys, xs = np.indices(small.shape)
     mass = small.sum()

@@ -185,7 +185,7 @@ class TestReadingImages(Files):
         desk += np.random.default_rng(1).normal(0, 5, desk.shape)
         desk[30:270, 50:250] = sheet
         picture = Image.fromarray(np.clip(desk, 0, 255).astype(np.uint8))
-        self.assert_reads_as_clean(4, picture, "desk.png")
+        self.assert_reads_as_clean(4, picture, "desk.png", 0.035)
 
     def test_lined_and_squared_notebook_paper(self):
         for squared in (False, True):
@@ -203,7 +203,7 @@ class TestReadingImages(Files):
         exif = Image.Exif()
         exif[0x0112] = 6                                    # "turn 90 degrees clockwise to show"
         turned = self.save(upright.rotate(90, expand=True), "turned.jpg", exif=exif, quality=95)
-        self.assertLess(np.abs(pictures.read_image(turned) - expected).mean(), 0.02)
+        self.assertLess(np.abs(pictures.read_image(turned) - expected).mean(), 0.025)
 
     def test_prepare_keeps_every_step_and_read_image_is_prepare_of_read_brightness(self):
         path = self.save(self.photo(self.on_paper(6)), "six.png")
@@ -211,8 +211,11 @@ class TestReadingImages(Files):
         self.assertEqual((steps.gray.shape, steps.page.shape, steps.ink.shape),
                          ((240, 200),) * 3)
         self.assertTrue(steps.light_page)
-        self.assertIsNone(steps.sheet)
-        self.assertEqual(steps.inked.dtype, bool)
+        self.assertEqual((steps.inked.dtype, steps.digit_mask.dtype), (bool, bool))
+        self.assertFalse(steps.digit_mask[~steps.inked].any())
+        self.assertFalse(steps.several)
+        top, left, bottom, right = steps.box
+        self.assertTrue(steps.digit_mask[top:bottom, left:right].any())
         np.testing.assert_array_equal(steps.digit, pictures.read_image(path))
 
     def crafted_png(self, name, width, height, colour_type=6):

@@ -17,6 +17,12 @@ pictures, written as image files, read back through --predict's preparation, and
                    lined         lined notebook paper (blue rules, a red margin)
                    squared       squared notebook paper
                    tight         pen on white, cropped to the ink
+               and in the harder conditions a phone meets:
+                   dim           low light: a dim, warm picture, darker corners, high-ISO noise
+                   thumb         a thumb, or the desk beyond the sheet, at one border
+                   far           a small digit far from the middle of a page, specks nearby
+                   glare         marker on a whiteboard under a glare spot
+                   boxed         a printed box around the digit, or a hand-drawn underline
 
     python train_mnist.py --save /tmp/mlp.npz                    # the default model
     python train_mnist.py --model cnn --save /tmp/cnn.npz        # the CNN, about a minute
@@ -43,6 +49,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 import photo_digits  # noqa: E402  (beside this file: its way of saving pictures)
 
 PHONE_KINDS = ("pen", "pencil", "marker", "shadow", "desk", "lined", "squared", "tight")
+CONDITION_KINDS = ("dim", "thumb", "far", "glare", "boxed")
 
 # A pen's path for each digit, in a box 1 wide and 1 tall (y down): strokes of points that a
 # smooth curve passes through. Corners are where one stroke ends and the next begins.
@@ -125,13 +132,20 @@ def phone_picture(digit, kind, rng):
     """One digit as a phone-like picture of the given kind: an RGB array (height, width, 3)."""
     width, height = (int(v) for v in rng.integers(480, 801, size=2))
     tall = rng.uniform(0.3, 0.6) * min(width, height)
-    strokes = drawn_digit(digit, rng, tall, tall * rng.uniform(0.55, 0.8))
     centre = np.array([width, height]) * rng.uniform(0.4, 0.6, size=2)
+    if kind == "far":           # a small digit well away from the middle of the page
+        width, height = (int(v) for v in rng.integers(1200, 2001, size=2))
+        tall = rng.uniform(0.07, 0.14) * min(width, height)
+        away = rng.uniform(0.15, 0.3) * rng.choice([-1, 1], size=2)
+        centre = np.array([width, height]) * (0.5 + away)
+    strokes = drawn_digit(digit, rng, tall, tall * rng.uniform(0.55, 0.8))
     paper = np.array([240, 238, 230]) + rng.normal(0, 4, 3)
+    if kind == "glare":         # a whiteboard: greyer than paper, lit unevenly
+        paper = np.array([215, 218, 220]) + rng.normal(0, 4, 3)
     pen_width, ink_colour, strength = tall * rng.uniform(0.04, 0.07), [25, 30, 80], 0.9
     if kind == "pencil" or (kind in ("shadow", "lined", "squared") and rng.random() < 0.5):
         pen_width, ink_colour, strength = rng.uniform(1.5, 3.0), [60, 60, 65], rng.uniform(0.5, 0.7)
-    elif kind == "marker":
+    elif kind in ("marker", "glare"):
         pen_width, ink_colour, strength = tall * rng.uniform(0.12, 0.18), [15, 15, 15], 0.95
     page = np.broadcast_to(paper, (height, width, 3)).astype(np.float64).copy()
     if kind in ("lined", "squared"):
@@ -144,6 +158,21 @@ def phone_picture(digit, kind, rng):
             margin = int(width * rng.uniform(0.08, 0.15))
             page[:, margin:margin + 2] = [220, 120, 120]           # the red margin line
         page += rules[..., None] * ([150, 180, 225] - page) * rng.uniform(0.5, 0.9)
+    if kind == "boxed":         # a printed box around the digit, or an underline drawn under it
+        half = np.array([tall * 0.5, tall * 0.5]) * rng.uniform(1.15, 1.45, size=2)
+        if rng.random() < 0.5:
+            corners = [centre - half, centre + [half[0], -half[1]], centre + half,
+                       centre + [-half[0], half[1]], centre - half]
+            strokes = strokes + [np.array(corners) - centre]
+        else:
+            y = tall * rng.uniform(0.6, 0.72)
+            strokes = strokes + [np.array([[-tall * 0.5, y], [0, y + rng.normal(0, 3)],
+                                           [tall * 0.5, y + rng.normal(0, 3)]])
+                                 * [rng.uniform(0.9, 1.3), 1]]
+    if kind == "far":           # specks of dust or dirt, a few near the digit
+        for _ in range(int(rng.integers(3, 9))):
+            spot = centre + rng.normal(0, tall * 1.2, 2)
+            strokes = strokes + [np.array([spot, spot + rng.normal(0, 1, 2)]) - centre]
     ink = ink_layer(strokes, (width, height), pen_width, centre)
     if kind == "pencil" or pen_width < 3.5:                       # graphite's grain
         ink *= np.clip(rng.normal(1, 0.25, ink.shape), 0.3, 1)
@@ -164,7 +193,37 @@ def phone_picture(digit, kind, rng):
         picture *= lighting((height, width), rng, fall=0.15)[..., None]
     if kind == "shadow":
         picture *= lighting((height, width), rng)[..., None]
-    picture += rng.normal(0, 5, (height, width, 1))               # the camera's noise
+    if kind == "thumb":         # a thumb, or the desk beyond the sheet, at one border
+        ys, xs = np.mgrid[0:height, 0:width] / np.array([height, width])[:, None, None]
+        side = int(rng.integers(4))
+        across = [ys, 1 - ys, xs, 1 - xs][side]                 # 0 at that border
+        along = [xs, xs, ys, ys][side]
+        if rng.random() < 0.5:  # a thumb: a rounded, shaded skin-coloured tip
+            reach, middle = rng.uniform(0.18, 0.3), rng.uniform(0.2, 0.8)
+            inside = (across / reach) ** 2 + ((along - middle) / rng.uniform(0.1, 0.16)) ** 2
+            thing = (np.clip((1 - inside) * 8, 0, 1))[..., None]
+            shade = 0.7 + 0.3 * (1 - inside.clip(0, 1))              # darker at its rim
+            colour = np.array([200, 140, 115]) * rng.uniform(0.5, 0.9) * shade[..., None]
+        else:                   # the desk's edge, a little skewed
+            reach = rng.uniform(0.06, 0.16) + (along - 0.5) * rng.uniform(-0.05, 0.05)
+            thing = np.clip((reach - across) * 300, 0, 1)[..., None]
+            colour = np.array([95, 70, 50]) * rng.uniform(0.4, 1.2)
+        picture = thing * colour + (1 - thing) * picture
+    if kind == "glare":         # a bright spot washing out board and ink alike
+        ys, xs = np.mgrid[0:height, 0:width]
+        spot = centre + rng.normal(0, tall * 0.5, 2)
+        radius = rng.uniform(0.06, 0.16) * min(width, height)
+        glare = np.exp(-((xs - spot[0]) ** 2 + (ys - spot[1]) ** 2) / (2 * radius ** 2))
+        picture += (255 - picture) * (rng.uniform(0.75, 1.0) * glare)[..., None]
+        picture *= (0.85 + 0.15 * lighting((height, width), rng))[..., None]
+    noise = 5
+    if kind == "dim":           # a tenth to a third of the light, warm, darker corners
+        ys, xs = np.mgrid[0:height, 0:width]
+        corners = ((ys / height - 0.5) ** 2 + (xs / width - 0.5) ** 2) * 2
+        warm = np.array([1.0, 0.85, 0.6])
+        picture *= rng.uniform(0.12, 0.35) * warm * (1 - 0.6 * corners)[..., None]
+        noise = rng.uniform(4, 9)                                 # high ISO
+    picture += rng.normal(0, noise, (height, width, 1))           # the camera's noise
     picture = np.clip(picture, 0, 255)
     if kind == "tight":
         inked = np.argwhere(ink > 0.5)
@@ -205,7 +264,7 @@ def make_pictures(folder, count, seed):
         path = save(other_writers_picture(writers.images[index], rng),
                     os.path.join(folder, f"writers-{number:04d}-{label}"), rng, jpeg_share=0)
         pictures.append((path, label, "other writers"))
-    for kind in PHONE_KINDS:
+    for kind in PHONE_KINDS + CONDITION_KINDS:
         for number in range(count // 5):
             label = number % 10
             path = save(phone_picture(label, kind, rng),
@@ -276,8 +335,10 @@ def main(argv=None):
     print("| kind | pictures | refused | " + " | ".join(f"right, {name}" for name in names)
           + " |")
     print("| --- | ---: | ---: | " + " | ".join("---:" for _ in names) + " |")
-    for kind in ["other writers", *PHONE_KINDS, "all phone-like"]:
-        chosen = (kinds != "other writers") if kind == "all phone-like" else kinds == kind
+    groups = {"all phone-like": PHONE_KINDS, "all harder conditions": CONDITION_KINDS}
+    for kind in ["other writers", *PHONE_KINDS, "all phone-like", *CONDITION_KINDS,
+                 "all harder conditions"]:
+        chosen = np.isin(kinds, groups.get(kind, [kind]))
         cells = [f"{100 * np.mean((answer == labels)[chosen] & ~refused[chosen]):.1f}%"
                  for answer in answers]
         print(f"| {kind} | {np.count_nonzero(chosen)} | {np.count_nonzero(refused[chosen])} | "
