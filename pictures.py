@@ -2,6 +2,7 @@
 for train_mnist.py --predict; each picture that cannot be used is refused in one DataError line."""
 
 import dataclasses
+import importlib.util
 import os
 import sys
 import warnings
@@ -9,7 +10,7 @@ from typing import Optional
 
 import numpy as np
 
-from mnist_csv import DataError, check_regular_file, load_mnist_csv
+from mnist_csv import DataError, check_regular_file, load_mnist_csv, printable
 
 # MNIST would have made of it, keeping every step to look at; read_brightness reads a picture
 # file (refusing what is not one, or is too large, before decoding it); read_image does both,
@@ -17,6 +18,8 @@ from mnist_csv import DataError, check_regular_file, load_mnist_csv
 # and folders of them, each picture refused on its own.
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
+FORMATS = ["PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF"]   # the only decoders Pillow may use,
+                                  # whatever a file's name: never PostScript (Ghostscript) & co.
 LUMA = np.array([0.299, 0.587, 0.114])     # brightness of red, green, blue (ITU-R 601, as Pillow)
 MAX_PICTURE_PIXELS = 50_000_000   # larger pictures are refused before decoding (8,000 x 6,000
                                   # fits); reading one at the limit peaks near 0.5 GB
@@ -152,15 +155,18 @@ def _digit(inked, ink):
 
     frames = [g for g in groups if g.area_filled > 3 * g.area
               and thickness(g) < 0.1 * min(g.bbox[2] - g.bbox[0], g.bbox[3] - g.bbox[1])
-              and any(other is not g and inside(g, other) for other in groups)]
+              and any(other is not g and inside(g, other) and other.area > 0.2 * g.area
+                      for other in groups)]
     kept = [g for g in groups if g not in frames] or groups
     main = largest([g for g in kept if not border(g) or reaches_middle(g)] or kept)
     kept = [g for g in kept if g is main or not (
         border(g) and not reaches_middle(g)
         and (g.area > main.area or thickness(g) > 2 * thickness(main)
              or g.intensity_mean > 1.5 * main.intensity_mean))]
+    main = largest(kept)
     lines = [g for g in kept if g.axis_major_length > 5 * max(g.axis_minor_length, 1)
-             and abs(abs(g.orientation) - np.pi / 2) < 0.35]        # long and level
+             and abs(abs(g.orientation) - np.pi / 2) < 0.35        # long and level, under
+             and g.bbox[0] > main.bbox[2] + 0.03 * (main.bbox[2] - main.bbox[0])]  # apart
     kept = [g for g in kept if g not in lines] or kept
     main = largest(kept)
     kept = [g for g in kept if g.area >= 0.05 * main.area]
@@ -296,27 +302,49 @@ def prepare_digit(brightness, background="auto"):
 
 def read_brightness(path):
     """The picture in an image file as brightness: a 2-D float64 array, at most 2,000 pixels a
-    side. A file that is not a picture Pillow can read, or a picture of more than 50 million
-    pixels (a decompression bomb can claim billions in a few bytes), is refused with a
-    DataError before it is decoded."""
+    side. A file that is not a picture in one of FORMATS (judged by its content, not its
+    name), or a picture of more than 50 million pixels (a decompression bomb can claim
+    billions in a few bytes), is refused with a DataError before it is decoded; so is one
+    whose pixels are not finite numbers (a float TIFF of infinities)."""
     from PIL import Image, UnidentifiedImageError
     check_regular_file(path, expected="an image")
-    too_big = (f"{path}: a picture of more than {MAX_PICTURE_PIXELS:,} pixels; expected a "
+    name = printable(path)
+    too_big = (f"{name}: a picture of more than {MAX_PICTURE_PIXELS:,} pixels; expected a "
                f"photo or drawing of one digit (shrink it first)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(path, formats=FORMATS) as image:
                 width, height = image.size
                 if width * height > MAX_PICTURE_PIXELS:
                     raise DataError(f"{too_big}; it is {width:,} x {height:,}")
-                return _brightness(image)
+                brightness = _brightness(image)
     except UnidentifiedImageError:
-        raise DataError(f"{path}: not an image file Pillow can read") from None
+        raise DataError(f"{name}: not an image file of a kind read here "
+                        f"({', '.join(FORMATS)})") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise DataError(too_big) from None
+    except MemoryError:
+        raise DataError(f"{name}: not enough memory to read this picture") from None
     except (OSError, ValueError, SyntaxError, EOFError) as error:
-        raise DataError(f"{path}: could not be read as an image ({error})") from None
+        raise DataError(f"{name}: could not be read as an image ({error})") from None
+    if not np.isfinite(brightness).all():
+        raise DataError(f"{name}: pixels that are not finite numbers (infinite or NaN); "
+                        f"expected a picture of one digit")
+    return brightness
+
+
+def read_picture(path, background="auto"):
+    """An image file (PNG, JPEG, ...) of one digit prepared as --predict prepares it: every
+    step (see prepare), its .digit never None; raises DataError when it cannot be."""
+    steps = prepare(read_brightness(path), background)
+    if steps.digit is None:
+        hint = ("try --background light or dark" if background == "auto"
+                else "try another --background, or --background auto")
+        raise DataError(f"{printable(path)}: found no ink, nothing that stands out from the "
+                        f"page; expected a picture of one digit ({hint}, or crop the picture "
+                        f"closer to the digit)")
+    return steps
 
 
 def read_image(path, background="auto"):
@@ -326,14 +354,7 @@ def read_image(path, background="auto"):
     >>> digit = read_image("my_digit.png")                # doctest: +SKIP
     >>> net.predict(digit[None]).argmax()                 # doctest: +SKIP
     """
-    digit = prepare(read_brightness(path), background).digit
-    if digit is None:
-        hint = ("try --background light or dark" if background == "auto"
-                else "try another --background, or --background auto")
-        raise DataError(f"{path}: found no ink, nothing that stands out from the page; "
-                        f"expected a picture of one digit ({hint}, or crop the picture "
-                        f"closer to the digit)")
-    return digit
+    return read_picture(path, background).digit
 
 
 def predicts_images(paths):
@@ -344,7 +365,7 @@ def predicts_images(paths):
 def image_files(paths):
     """The files --predict reads as pictures: each path given, and each file in a folder given
     (in name order). A folder's hidden files (dotfiles: .DS_Store, or the ._name.png a Mac
-    leaves beside name.png) and its subfolders are passed over; its other files are all kept,
+    leaves beside name.png) and its subfolders are passed over; its other entries are all kept,
     pictures or not, so that read_to_predict names each one that is not. A folder without a
     single picture is refused at once: there would be nothing to predict."""
     files = []
@@ -352,8 +373,8 @@ def image_files(paths):
         if not os.path.isdir(path):
             files.append(path)
             continue
-        found = sorted(entry.path for entry in os.scandir(path)
-                       if entry.is_file() and not entry.name.startswith("."))
+        found = sorted(entry.path for entry in os.scandir(path)     # a symlink loop too:
+                       if not entry.name.startswith(".") and not os.path.isdir(entry.path))
         if not any(is_image_name(name) for name in found):
             raise DataError(f"{path}: a folder without pictures ({', '.join(IMAGE_SUFFIXES)})")
         files += found
@@ -374,26 +395,35 @@ def check_picture_name(path):
 def read_to_predict(paths, background="auto"):
     """--predict's input, read and checked before any training: (CSV pixels or None, the
     paths of the pictures read, their prepared digits, the paths of the files refused).
-    Every file is read: each one refused (not a picture, no ink, ...) is named in one line on
-    standard error as it comes, and the others are kept."""
+    Every file is read: each one refused (not a picture, no ink, too large for the memory
+    left, ...) is named in one line on standard error as it comes, and the others are kept;
+    so is each picture that seems to hold more than one digit (its largest is read)."""
     if not paths:
         return None, [], [], []
     if not predicts_images(paths):
         return load_mnist_csv(paths[0], labelled=False)[0], [], [], []
+    if importlib.util.find_spec("skimage") is None:     # prepare's image processing
+        raise DataError("--predict with images needs scikit-image, which is not installed: "
+                        "pip install scikit-image")
     read, digits, refused = [], [], []
     for path in image_files(paths):
         try:
             check_picture_name(path)
-            digits.append(read_image(path, background))
+            steps = read_picture(path, background)
+            if steps.several:
+                print(f"note: {printable(path)}: seems to hold more than one digit; the "
+                      f"largest is read", file=sys.stderr)
+            digits.append(steps.digit)
             read.append(path)
-        except DataError as error:
-            print(f"error: {error}", file=sys.stderr)
+        except (DataError, MemoryError) as error:
+            if isinstance(error, MemoryError):
+                error = f"{path}: not enough memory to prepare this picture"
+            print(f"error: {printable(error)}", file=sys.stderr)
             refused.append(path)
     return None, read, digits, refused
-
 
 
 def refused_summary(refused, files):
     """The closing line of a run that refused files: how many, and which."""
     return (f"refused {len(refused):,} of {files:,} file{'' if files == 1 else 's'}: "
-            + ", ".join(refused))
+            + ", ".join(printable(path) for path in refused))

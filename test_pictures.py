@@ -7,7 +7,10 @@ underline) read as the digit it shows.
 Run with:  python -m unittest test_pictures -v
 """
 
+import contextlib
+import io
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -15,6 +18,7 @@ import tracemalloc
 import unittest
 import warnings
 import zlib
+from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -259,3 +263,193 @@ class TestReadingImages(Files):
             tracemalloc.stop()
         self.assertLessEqual(max(steps.gray.shape), pictures.WORKING_SIDE)
         self.assertLess(peak, 20_000_000)
+
+
+# ----------------------------------------------------------------------------------------------
+# The conditions phones meet: each kind of picture read as the digit it shows
+# ----------------------------------------------------------------------------------------------
+
+_model = {}
+
+
+def small_model():
+    """A small network trained once for these tests (5,000 rows, 2 epochs: about 92%)."""
+    if not _model:
+        import train_mnist
+        _model["folder"] = tempfile.TemporaryDirectory()
+        path = os.path.join(_model["folder"].name, "model.npz")
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert train_mnist.main(["--limit", "5000", "--epochs", "2", "--hidden", "64",
+                                     "--val-size", "0", "--quiet", "--save", path]) == 0
+        _model["net"] = train_mnist.Network.load(path)
+    return _model["net"]
+
+
+def tearDownModule():
+    if _model:
+        _model["folder"].cleanup()
+
+
+@needs_pillow
+class TestPhoneConditions(Files):
+    """Pictures of benchmarks/real_digits.py's kinds, drawn from its stroke paths (seeded):
+    each read as the digit it shows, in bounded memory."""
+
+    def assert_read_right(self, kind, digits=(0, 4, 7), seed=0):
+        import real_digits
+        net, rng = small_model(), np.random.default_rng(seed)
+        for digit in digits:
+            with self.subTest(kind=kind, digit=digit):
+                path = real_digits.save(real_digits.phone_picture(digit, kind, rng),
+                                        self.path(f"{kind}-{digit}"), rng)
+                tracemalloc.start()
+                try:
+                    steps = pictures.read_picture(path)
+                    peak = tracemalloc.get_traced_memory()[1]
+                finally:
+                    tracemalloc.stop()
+                self.assertEqual(net.predict(steps.digit[None]).argmax(), digit)
+                self.assertFalse(steps.several)
+                self.assertLess(peak, 400_000_000)
+
+    def test_low_light_dim_warm_noisy_darker_corners(self):
+        self.assert_read_right("dim")
+
+    def test_a_thumb_or_the_desk_edge_at_a_border(self):
+        self.assert_read_right("thumb")
+
+    def test_a_small_digit_far_from_the_middle_with_specks(self):
+        self.assert_read_right("far")
+
+    def test_a_whiteboard_with_a_glare_spot(self):
+        self.assert_read_right("glare", digits=(0, 1, 7))
+
+    def test_a_printed_box_or_an_underline(self):
+        self.assert_read_right("boxed")
+
+    def test_two_digits_side_by_side_are_read_and_flagged(self):
+        import real_digits
+        rng = np.random.default_rng(0)
+        ink = sum(real_digits.ink_layer(real_digits.drawn_digit(digit, rng, 200, 140),
+                                        (640, 400), 10, np.array([x, 200]))
+                  for digit, x in ((4, 220), (2, 420)))
+        path = self.path("42.png")
+        Image.fromarray((235 - 200 * np.clip(ink, 0, 1)).astype(np.uint8)).save(path)
+        steps = pictures.read_picture(path)
+        self.assertTrue(steps.several)
+        self.assertIn(small_model().predict(steps.digit[None]).argmax(), (4, 2))
+        errors = io.StringIO()
+        with contextlib.redirect_stderr(errors):
+            _, read, digits, refused = pictures.read_to_predict([path])
+        self.assertEqual((read, refused, len(digits)), ([path], [], 1))
+        self.assertRegex(errors.getvalue(), r"^note: .*42\.png: seems to hold more than one "
+                                            r"digit; the largest is read\n$")
+
+
+@needs_pillow
+class TestHostilePictures(Files):
+    """Pictures opened only as the formats read here, judged by content; a folder read to the
+    end, each bad picture refused in one line naming it (escaped), the good ones kept."""
+
+    def digit_picture(self, name):
+        photo_digits.enlarged(self.rows[0, 1:], inverted=True).save(self.path(name))
+        return self.path(name)
+
+    def test_postscript_named_png_never_reaches_ghostscript(self):
+        path = self.path("digit.png")
+        with open(path, "w") as file:
+            file.write("%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 28 28\nshowpage\n")
+        with mock.patch("subprocess.check_call") as call, mock.patch("subprocess.run") as run, \
+                self.assertRaisesRegex(DataError, r"digit\.png: not an image file of a kind "
+                                                  r"read here \(PNG, JPEG, GIF, BMP, WEBP"):
+            pictures.read_image(path)
+        self.assertFalse(call.called or run.called)
+
+    def read_folder(self, folder):
+        errors = io.StringIO()
+        with contextlib.redirect_stderr(errors):
+            _, read, digits, refused = pictures.read_to_predict([folder])
+        return read, len(digits), refused, errors.getvalue().splitlines()
+
+    def test_a_folder_of_hostile_pictures_is_read_to_the_end(self):
+        os.mkdir(self.path("d"))
+        good = self.digit_picture(os.path.join("d", "5-good.png"))
+        infinite = np.full((40, 40), np.inf, dtype=np.float32)
+        infinite[10:30, 18:22] = -np.inf
+        Image.fromarray(infinite, "F").save(self.path(os.path.join("d", "1-inf.tif")))
+        os.symlink("2-loop.png", self.path(os.path.join("d", "2-loop.png")))
+        self.digit_picture(os.path.join("d", "3-x\033]0;pwned\a\033[2J.png"))
+        read, count, refused, lines = self.read_folder(self.path("d"))
+        strange = self.path(os.path.join("d", "3-x\033]0;pwned\a\033[2J.png"))
+        self.assertEqual((read, count), ([strange, good], 2))
+        self.assertEqual([os.path.basename(path) for path in refused],
+                         ["1-inf.tif", "2-loop.png"])
+        self.assertEqual(len(lines), 2)
+        self.assertRegex(lines[0], r"^error: .*1-inf\.tif: pixels that are not finite")
+        self.assertRegex(lines[1], r"^error: .*2-loop\.png: could not be read \(Too many")
+        summary = pictures.refused_summary(refused + [read[0]], 4)
+        self.assertNotIn("\033", summary)
+        self.assertIn("3-x\\x1b]0;pwned\\x07\\x1b[2J.png", summary)
+
+    def test_a_symlink_loop_given_by_name_is_refused_in_one_line(self):
+        os.symlink("loop.png", self.path("loop.png"))
+        good = self.digit_picture("good.png")
+        errors = io.StringIO()
+        with contextlib.redirect_stderr(errors):
+            _, read, digits, refused = pictures.read_to_predict([self.path("loop.png"), good])
+        self.assertEqual((read, refused), ([good], [self.path("loop.png")]))
+        self.assertRegex(errors.getvalue(), r"^error: .*loop\.png: could not be read \(Too many "
+                                            r"levels of symbolic links\)\n$")
+
+    def test_no_memory_for_one_picture_refuses_that_one_only(self):
+        first, second = self.digit_picture("a.png"), self.digit_picture("b.png")
+        real = pictures.prepare
+
+        def prepare(brightness, background="auto"):
+            if not prepare.failed:
+                prepare.failed = True
+                raise MemoryError
+            return real(brightness, background)
+        prepare.failed = False
+        errors = io.StringIO()
+        with mock.patch("pictures.prepare", prepare), contextlib.redirect_stderr(errors):
+            _, read, digits, refused = pictures.read_to_predict([first, second])
+        self.assertEqual((read, refused, len(digits)), ([second], [first], 1))
+        self.assertRegex(errors.getvalue(), r"^error: .*a\.png: not enough memory to prepare "
+                                            r"this picture\n$")
+
+    def test_without_scikit_image_pictures_are_refused_before_any_work_csv_is_not(self):
+        picture = self.digit_picture("digit.png")
+        csv_file = self.write("digits.csv", [",".join(map(str, self.rows[0, 1:]))])
+        with mock.patch.dict(sys.modules, {"skimage": None}):
+            with self.assertRaisesRegex(DataError, r"^--predict with images needs scikit-image, "
+                                                   r"which is not installed: pip install "
+                                                   r"scikit-image$"):
+                pictures.read_to_predict([picture])
+            self.assertEqual(pictures.read_to_predict([csv_file])[0].shape, (1, 784))
+
+
+class TestBenchmarkArguments(unittest.TestCase):
+    """photo_digits.py and real_digits.py refuse absurd arguments in one line, before work."""
+
+    def run_benchmark(self, name, *arguments):
+        return subprocess.run([sys.executable, os.path.join(HERE, "benchmarks", name),
+                               *arguments], capture_output=True, text=True, timeout=120,
+                              stdin=subprocess.DEVNULL)
+
+    def test_bad_arguments_are_one_line(self):
+        with tempfile.TemporaryDirectory() as folder:
+            kept = os.path.join(folder, "kept.png")
+            open(kept, "w").close()
+            for name, arguments, expected in (
+                    ("photo_digits.py", ["--count", "-9990"], "expected a whole number >= 1"),
+                    ("photo_digits.py", ["--keep", folder], "holds files already"),
+                    ("photo_digits.py", ["--load", kept], "kept.png"),
+                    ("real_digits.py", ["--load", kept, "--count", "0"], ">= 5"),
+                    ("real_digits.py", ["--load", kept, "--keep", folder], "files already")):
+                with self.subTest(name=name, arguments=arguments):
+                    result = self.run_benchmark(name, *arguments)
+                    self.assertIn(result.returncode, (1, 2))
+                    self.assertEqual(result.stderr.count("\n"), 1, result.stderr)
+                    self.assertIn(expected, result.stderr)
+            self.assertEqual(os.listdir(folder), ["kept.png"])

@@ -20,7 +20,6 @@ them, per kind of change; and how close the prepared 28x28 of a digit that is me
 and inverted comes to the original.
 """
 
-import argparse
 import os
 import sys
 import tempfile
@@ -35,6 +34,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 import mnist_csv  # noqa: E402
 import pictures  # noqa: E402
 import train_mnist  # noqa: E402
+from flags import OneLineParser, whole_number  # noqa: E402
 
 FORMATS = ("gray PNG", "RGB PNG", "RGBA PNG", "JPEG")
 PAPER, PEN = np.array([235, 230, 220]), np.array([30, 30, 90])        # light page, navy ink
@@ -92,20 +92,35 @@ def enlarged_and_inverted(digits):
                      for digit in digits])
 
 
+def check_keep(parser, folder):
+    """--keep writes new pictures only: a folder that holds files already is refused."""
+    if folder and os.path.exists(folder) and (not os.path.isdir(folder) or os.listdir(folder)):
+        parser.error(f"--keep {mnist_csv.printable(folder)}: is a file or a folder that holds "
+                     f"files already; name a new or empty folder (nothing is written over)")
+
+
 def percent(right):
     return f"{100 * np.mean(right):.1f}% ({np.count_nonzero(right):,} of {len(right):,})"
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--load", metavar="PATH", help="the model (default: train one with the "
                                                        "defaults of train_mnist.py first)")
-    parser.add_argument("--count", type=int, default=1000, help="pictures (the first N test "
-                                                                "digits)")
+    parser.add_argument("--count", type=whole_number(1, 10_000, "(MNIST's test digits)"),
+                        default=1000, help="pictures (the first N test digits)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random changes")
     parser.add_argument("--keep", metavar="FOLDER", help="write the pictures here and keep them")
     args = parser.parse_args(argv)
+    check_keep(parser, args.keep)
+    try:
+        return run(args)
+    except mnist_csv.DataError as error:
+        print(f"error: {mnist_csv.printable(error)}", file=sys.stderr)
+        return 1
 
+
+def run(args):
     with tempfile.TemporaryDirectory() as scratch:
         model = args.load
         if model is None:

@@ -34,8 +34,8 @@ downloaded. It prints, for each kind and model, the share read right and the pic
 to compare versions on the very same pictures; --keep FOLDER keeps the pictures.
 """
 
-import argparse
 import importlib
+import importlib.util
 import os
 import sys
 import tempfile
@@ -47,6 +47,7 @@ from PIL import Image, ImageDraw, ImageFilter
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 import photo_digits  # noqa: E402  (beside this file: its way of saving pictures)
+from flags import OneLineParser, whole_number  # noqa: E402  (photo_digits put it on the path)
 
 PHONE_KINDS = ("pen", "pencil", "marker", "shadow", "desk", "lined", "squared", "tight")
 CONDITION_KINDS = ("dim", "thumb", "far", "glare", "boxed")
@@ -290,22 +291,25 @@ def reader(code):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--load", nargs="+", required=True, metavar="MODEL",
                         help="models saved by train_mnist.py --save, each scored")
-    parser.add_argument("--count", type=int, default=500,
+    parser.add_argument("--count", type=whole_number(5, 1797, "(scikit-learn's digits)"),
+                        default=500,
                         help="other writers' digits; each phone-like kind gets a fifth of this")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random pictures")
     parser.add_argument("--code", default=os.path.dirname(HERE), metavar="FOLDER",
                         help="the checkout whose preparation reads the pictures (default: this one)")
     parser.add_argument("--keep", metavar="FOLDER", help="write the pictures here and keep them")
     args = parser.parse_args(argv)
-    try:
-        import sklearn  # noqa: F401
-    except ImportError:
+    photo_digits.check_keep(parser, args.keep)
+    if importlib.util.find_spec("sklearn") is None:
         parser.error("the other writers' digits need scikit-learn: pip install scikit-learn")
     read_image, DataError, train_mnist = reader(os.path.abspath(args.code))
-    nets = [train_mnist.Network.load(path) for path in args.load]
+    try:
+        nets = [train_mnist.Network.load(path) for path in args.load]
+    except (DataError, ValueError, OSError) as error:
+        parser.error(f"--load: {photo_digits.mnist_csv.printable(error)}")
 
     with tempfile.TemporaryDirectory() as scratch:
         folder = args.keep or scratch
