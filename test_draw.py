@@ -212,5 +212,171 @@ class ServerTest(unittest.TestCase):
             draw.make_server(Network([Dense(784, 3, seed=0), Softmax()]))
 
 
+# ----------------------------------------------------------------------------------------------
+# The page in a real browser
+# ----------------------------------------------------------------------------------------------
+
+def arc(cx, cy, rx, ry, start, stop, points=16):
+    """Points along an ellipse from angle start to stop (degrees; 0 is right, 90 down)."""
+    angles = np.radians(np.linspace(start, stop, points))
+    return list(zip(cx + rx * np.cos(angles), cy + ry * np.sin(angles)))
+
+
+# Each digit as a person draws it, stroke by stroke, in a box 1 wide and 1 high (y down).
+STROKES = {
+    0: [arc(0.5, 0.5, 0.42, 0.48, -90, 270)],
+    1: [[(0.58, 0.0), (0.42, 1.0)]],
+    2: [arc(0.5, 0.27, 0.4, 0.26, 195, 380) + [(0.05, 0.97), (0.98, 0.97)]],
+    3: [arc(0.5, 0.26, 0.36, 0.24, 200, 450) + arc(0.5, 0.74, 0.42, 0.25, 270, 510)],
+    4: [[(0.2, 0.0), (0.08, 0.6), (0.95, 0.6)], [(0.75, 0.05), (0.72, 1.0)]],
+    5: [[(0.9, 0.02), (0.22, 0.02), (0.17, 0.47)] + arc(0.5, 0.69, 0.4, 0.29, 230, 510)],
+    6: [[(0.75, 0.0), (0.45, 0.15), (0.25, 0.38)] + arc(0.5, 0.72, 0.32, 0.26, 190, -170)],
+    7: [[(0.04, 0.03), (0.96, 0.03), (0.42, 1.0)]],
+    8: [arc(0.5, 0.25, 0.32, 0.24, 90, 450), arc(0.5, 0.73, 0.38, 0.25, -90, 270)],
+    9: [arc(0.5, 0.28, 0.38, 0.26, 0, 360), [(0.88, 0.28), (0.82, 1.0)]],
+}
+BOX = (90, 45, 100, 190)        # where on the 280 x 280 pad a digit is drawn: left, top, w, h
+POINTER_KINDS = ("mouse", "pen", "touch")
+
+
+def browser():
+    """A headless Chromium driven by Selenium, with a fresh profile, or None (and why)."""
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        return None, "Selenium is not installed (pip install selenium)"
+    binary, driver = "/usr/bin/chromium", "/usr/bin/chromedriver"
+    if not (os.path.exists(binary) and os.path.exists(driver)):
+        return None, f"no {binary} and {driver} (apt-get install chromium chromium-driver)"
+    profile = tempfile.mkdtemp(prefix="draw-test-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
+                 "--window-size=1000,620"):
+        options.add_argument(flag)
+    try:
+        chrome = webdriver.Chrome(options=options, service=Service(driver))
+    except Exception as error:           # Selenium's own errors, or the browser failing to start
+        shutil.rmtree(profile, ignore_errors=True)
+        return None, f"Chromium did not start: {type(error).__name__}: {error}".strip()
+    chrome.profile = profile
+    return chrome, None
+
+
+def small_trained_mlp(rows=12_000, epochs=3):
+    """An MLP trained on MNIST's first rows, each moved by up to a pixel (a few seconds)."""
+    from mnist_csv import load_mnist_csv
+    X, labels = load_mnist_csv(os.path.join(HERE, "data", "mnist_train.csv.gz"), nrows=rows)
+    net = Network([Reshape((1, 28, 28)), RandomShift(1), Flatten(), Dense(784, 100, seed=0),
+                   ReLU(), Dense(100, 10, seed=1, init="glorot"), Softmax()])
+    net.fit(X, one_hot(labels, 10), epochs=epochs, batch_size=64,
+            optimizer=SGD(lr=0.1, momentum=0.9), seed=0, verbose=0)
+    return net
+
+
+class BrowserTest(unittest.TestCase):
+    """The page in headless Chromium: each digit drawn as pointer strokes, read right."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.chrome, why = browser()
+        if cls.chrome is None:
+            raise unittest.SkipTest(f"no browser to test the drawing page in: {why}")
+        try:
+            cls.server, cls.url = draw.serve_in_background(small_trained_mlp())
+        except BaseException:
+            cls.quit_browser()
+            raise
+
+    @classmethod
+    def quit_browser(cls):
+        cls.chrome.quit()
+        shutil.rmtree(cls.chrome.profile, ignore_errors=True)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.shutdown()
+        cls.server.server_close()
+        cls.quit_browser()
+
+    def setUp(self):
+        self.chrome.get(self.url)
+        self.pad = self.chrome.find_element("id", "pad")
+
+    def draw_strokes(self, strokes, kind):
+        """Draw strokes (box coordinates) on the pad with a pointer of that kind, and wait
+        for the page to show the answer to the whole drawing."""
+        from selenium.webdriver.common.actions.action_builder import ActionBuilder
+        from selenium.webdriver.common.actions.pointer_input import PointerInput
+        from selenium.webdriver.support.ui import WebDriverWait
+        left, top, width, height = BOX
+        actions = ActionBuilder(self.chrome, mouse=PointerInput(kind, kind), duration=5)
+        for stroke in strokes:
+            # Offsets from the pad's centre (Selenium's origin for an element).
+            points = [(round(left + x * width - 140), round(top + y * height - 140))
+                      for x, y in stroke]
+            actions.pointer_action.move_to(self.pad, *points[0]).pointer_down()
+            for point in points[1:]:
+                actions.pointer_action.move_to(self.pad, *point)
+            actions.pointer_action.pointer_up()
+        actions.perform()
+        WebDriverWait(self.chrome, 30, poll_frequency=0.02).until(lambda chrome: chrome.execute_script(
+            "return !busy && document.getElementById('prediction').dataset.version"
+            " == String(version)"))
+
+    def shown(self):
+        """What the page shows: the answer's text, the bars' probabilities and widths, and
+        how many pixels of the 28 x 28 and of the why view are not black."""
+        return self.chrome.execute_script("""
+            const lit = id => {
+              const data = document.getElementById(id).getContext("2d")
+                                   .getImageData(0, 0, 28, 28).data;
+              let n = 0;
+              for (let i = 0; i < data.length; i += 4) n += data[i] + data[i + 1] + data[i + 2] > 0;
+              return n;
+            };
+            const bars = [...document.querySelectorAll(".bar")];
+            return {text: document.getElementById("prediction").textContent,
+                    probabilities: bars.map(bar => Number(bar.dataset.probability)),
+                    widths: bars.map(bar => parseFloat(bar.style.width)),
+                    values: [...document.querySelectorAll(".value")].map(v => v.textContent),
+                    seen: lit("seen"), why: lit("why")};""")
+
+    def test_each_digit_drawn_is_read(self):
+        results = {}
+        for digit, strokes in STROKES.items():
+            with self.subTest(digit=digit):
+                self.chrome.find_element("id", "clear").click()
+                self.draw_strokes(strokes, POINTER_KINDS[digit % 3])
+                page = self.shown()
+                results[digit] = page["text"]
+                self.assertEqual(len(page["probabilities"]), 10)
+                self.assertAlmostEqual(sum(page["probabilities"]), 1, places=4)
+                self.assertAlmostEqual(sum(page["widths"]), 100, places=6)
+                self.assertAlmostEqual(sum(float(v.rstrip("%")) for v in page["values"]), 100)
+                self.assertGreater(page["seen"], 30)          # a digit's worth of ink
+                self.assertGreater(page["why"], 100)
+        right = [digit for digit, text in results.items() if text.startswith(str(digit))]
+        print("\ndrawing page, digits drawn -> read: "
+              + ", ".join(f"{digit} -> {text}" for digit, text in results.items()))
+        self.assertGreaterEqual(len(right), 9, results)
+
+    def test_undo_and_clear(self):
+        self.draw_strokes(STROKES[4][:1], "mouse")
+        first = self.shown()["text"]
+        self.draw_strokes(STROKES[4][1:], "mouse")
+        self.assertTrue(self.shown()["text"].startswith("4"))
+        self.chrome.find_element("id", "undo").click()
+        self.draw_strokes([], "mouse")
+        self.assertEqual(self.shown()["text"], first)
+        self.chrome.find_element("id", "clear").click()
+        self.draw_strokes([], "mouse")
+        page = self.shown()
+        self.assertEqual((page["text"].strip(), page["seen"], sum(page["widths"])), ("", 0, 0))
+
+
 if __name__ == "__main__":
     unittest.main()
