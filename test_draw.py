@@ -5,8 +5,12 @@ where none is installed)."""
 import http.client
 import json
 import os
+import re
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import unittest
 import urllib.error
@@ -210,6 +214,54 @@ class ServerTest(unittest.TestCase):
     def test_a_network_that_does_not_read_digits_is_refused(self):
         with self.assertRaisesRegex(ValueError, r"784 pixels -> 10 digits; this one gives \(3,\)"):
             draw.make_server(Network([Dense(784, 3, seed=0), Softmax()]))
+
+
+class CommandLineTest(unittest.TestCase):
+    """train_mnist.py --draw: prints the page's address, serves it, and stops quietly on Ctrl-C."""
+
+    def setUp(self):
+        self.folder = tempfile.mkdtemp(prefix="draw-test-")
+        self.addCleanup(shutil.rmtree, self.folder, ignore_errors=True)
+        self.model = os.path.join(self.folder, "model.npz")
+        net = Network([Dense(784, 10, seed=0), Softmax()])
+        net.predict(np.zeros((1, 784)))                           # so that it knows its input
+        net.save(self.model)
+        self.test_rows = os.path.join(self.folder, "test.csv")
+        with open(self.test_rows, "w") as rows:                 # 10 blank digits
+            rows.writelines(f"{digit}," + ",".join(["0"] * 784) + "\n" for digit in range(10))
+
+    def train_mnist(self, *flags):
+        return subprocess.Popen(
+            [sys.executable, os.path.join(HERE, "train_mnist.py"), "--load", self.model,
+             "--test", self.test_rows, "--quiet", *flags],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def test_serves_until_ctrl_c(self):
+        process = self.train_mnist("--draw")
+        try:
+            line = ""
+            while "drawing page" not in line:
+                line = process.stdout.readline()
+                self.assertTrue(line, "train_mnist.py --draw ended without serving")
+            url = re.search(r"http://127\.0\.0\.1:\d+/", line).group()
+            status, answer = post(url, a_one())
+            self.assertEqual((status, len(answer["probabilities"])), (200, 10))
+        finally:
+            process.send_signal(signal.SIGINT)
+            out, err = process.communicate(timeout=60)
+        self.assertEqual((process.returncode, err), (0, ""))
+        self.assertIn("stopped the drawing page", out)
+
+    def test_a_port_in_use_or_without_draw_is_refused_before_any_work(self):
+        with socket.create_server(("127.0.0.1", 0)) as taken:
+            port = str(taken.getsockname()[1])
+            for flags, expected in ((["--draw", "--port", port], f"--port {port}: cannot serve"),
+                                    (["--port", port], "--port is where --draw serves")):
+                with self.subTest(flags=flags):
+                    out, err = self.train_mnist(*flags).communicate(timeout=60)
+                    self.assertEqual(out, "")                # refused before the test rows
+                    self.assertRegex(err, r"^error: [^\n]+\n$")    # one line, no traceback
+                    self.assertIn(expected, err)
 
 
 # ----------------------------------------------------------------------------------------------
