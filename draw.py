@@ -186,7 +186,7 @@ PAGE = r"""<!DOCTYPE html>
   .bar { height: 100%; width: 0; background: #4a7bd0; border-radius: 2px; }
   .row.answer .bar { background: #d0602f; }
   .value { width: 52px; text-align: right; }
-  .pixels { width: 168px; height: 168px; image-rendering: pixelated; border: 1px solid #888;
+  .pixels { width: 140px; height: 140px; image-rendering: pixelated; border: 1px solid #888;
             background: #000; }
   .legend { font-size: 12px; color: #555; max-width: 180px; }
   body.dropping #pad { outline: 3px dashed #4a7bd0; }
@@ -339,11 +339,15 @@ function show(answer, asked) {
   }
   paint("seen", found ? answer.seen : null, v => [255 * v, 255 * v, 255 * v, 255]);
   paint("why", found ? answer.why : null, (g, i) => {   // red towards, blue away, over the digit
-    const grey = 90 * answer.seen[i], a = Math.min(1, Math.abs(g) * 1.5);
+    const grey = 110 * answer.seen[i], a = Math.abs(g);
     return g > 0 ? [grey + (255 - grey) * a, grey * (1 - a), grey * (1 - a), 255]
                  : [grey * (1 - a), grey * (1 - a) + 60 * a, grey + (255 - grey) * a, 255];
   });
-  document.getElementById("legend").dataset.digit = found ? answer.digit : "";
+  if (found) {
+    document.getElementById("legend").textContent = `The gradient of the probability of ` +
+      `${answer.digit} with respect to each pixel: more ink on a red pixel would make the ` +
+      `network surer of ${answer.digit}, on a blue pixel less sure.`;
+  }
   prediction.dataset.version = asked;
 }
 

@@ -289,6 +289,9 @@ STROKES = {
 }
 BOX = (90, 45, 100, 190)        # where on the 280 x 280 pad a digit is drawn: left, top, w, h
 POINTER_KINDS = ("mouse", "pen", "touch")
+SCREENSHOT = os.environ.get("DRAW_SCREENSHOT")   # a PNG file to save the page to, with a 2 drawn:
+                                                 # DRAW_SCREENSHOT=docs/draw.png python -m
+                                                 # unittest test_draw.BrowserTest
 
 
 def browser():
@@ -307,7 +310,7 @@ def browser():
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
-                 "--window-size=1000,620"):
+                 "--window-size=1000,700"):
         options.add_argument(flag)
     try:
         chrome = webdriver.Chrome(options=options, service=Service(driver))
@@ -411,6 +414,8 @@ class BrowserTest(unittest.TestCase):
                 self.assertAlmostEqual(sum(float(v.rstrip("%")) for v in page["values"]), 100)
                 self.assertGreater(page["seen"], 30)          # a digit's worth of ink
                 self.assertGreater(page["why"], 100)
+                if SCREENSHOT and digit == 2:
+                    self.chrome.save_screenshot(SCREENSHOT)
         right = [digit for digit, text in results.items() if text.startswith(str(digit))]
         print("\ndrawing page, digits drawn -> read: "
               + ", ".join(f"{digit} -> {text}" for digit, text in results.items()))
