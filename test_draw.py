@@ -2,6 +2,7 @@
 server, and the page in a real browser (headless Chromium driven by Selenium, skipped and said so
 where none is installed)."""
 
+import base64
 import http.client
 import json
 import os
@@ -420,6 +421,59 @@ class BrowserTest(unittest.TestCase):
         print("\ndrawing page, digits drawn -> read: "
               + ", ".join(f"{digit} -> {text}" for digit, text in results.items()))
         self.assertGreaterEqual(len(right), 9, results)
+
+    def drop(self, path, wait_for):
+        """Drop the file at path on the page, as a person drags it from their files, and wait
+        for the page to show what wait_for (JavaScript) says."""
+        from selenium.webdriver.support.ui import WebDriverWait
+        with open(path, "rb") as file:
+            content = base64.b64encode(file.read()).decode()
+        self.chrome.execute_script("""
+            const bytes = Uint8Array.from(atob(arguments[0]), c => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], arguments[1]));
+            document.getElementById("bars").dispatchEvent(new DragEvent("drop",
+                {dataTransfer: transfer, bubbles: true, cancelable: true}));""",
+                                   content, os.path.basename(path))
+        WebDriverWait(self.chrome, 30, poll_frequency=0.02).until(
+            lambda chrome: chrome.execute_script(f"return !busy && ({wait_for})"))
+
+    def test_a_dropped_picture_is_prepared_as_predict_prepares_it(self):
+        from PIL import Image
+
+        from mnist_csv import load_mnist_csv
+        from pictures import read_image
+        folder = tempfile.mkdtemp(prefix="draw-test-")
+        self.addCleanup(shutil.rmtree, folder, ignore_errors=True)
+        pixels, labels = load_mnist_csv(os.path.join(HERE, "data", "mnist_test.csv.gz"), nrows=1)
+        digit = pixels[0].reshape(28, 28)
+        ink = Image.fromarray(np.uint8(255 * digit)).resize((300, 300), Image.Resampling.BICUBIC)
+        paper = os.path.join(folder, "on paper.png")        # dark ink on a light page
+        Image.fromarray(235 - np.uint8(np.asarray(ink) * 0.8)).save(paper)
+        drawn = os.path.join(folder, "drawn.png")           # light ink on a see-through page
+        Image.merge("LA", (Image.new("L", ink.size, 250), ink)).save(drawn)
+        for path in (paper, drawn):
+            with self.subTest(picture=os.path.basename(path)):
+                self.chrome.find_element("id", "clear").click()
+                self.drop(path, "document.getElementById('seen').dataset.drawn")
+                page = self.shown()
+                self.assertTrue(page["text"].startswith(str(labels[0])), page["text"])
+                seen = np.array(self.chrome.execute_script("""
+                    const data = document.getElementById("seen").getContext("2d")
+                                         .getImageData(0, 0, 28, 28).data;
+                    return [...data].filter((value, i) => i % 4 == 0);"""))
+                expected = np.round(255 * read_image(path))      # as --predict reads the file
+                difference = np.abs(seen - expected)
+                if path == paper:                    # the same brightness, the same pixels
+                    self.assertLessEqual(difference.max(), 2)
+                else:    # the browser rounds brightness over a see-through page to 0..255:
+                    self.assertLessEqual(difference.mean(), 2)     # a few edge pixels move
+        not_a_picture = os.path.join(folder, "notes.png")
+        with open(not_a_picture, "w") as file:
+            file.write("not a picture")
+        self.drop(not_a_picture, "document.getElementById('message').textContent")
+        self.assertEqual(self.chrome.find_element("id", "message").text,
+                         "notes.png: not a picture this browser can read")
 
     def test_undo_and_clear(self):
         self.draw_strokes(STROKES[4][:1], "mouse")
