@@ -17,6 +17,7 @@ the drawing or the dropped file into that. The answer is JSON. Nothing is read f
 to the disk by a request.
 """
 
+import copy
 import http.server
 import json
 import sys
@@ -156,9 +157,10 @@ def serve(net, port=0):
 
 
 def serve_in_background(net, port=0):
-    """Serve the page from a thread, for a notebook: returns (server, url) at once. The
-    server stops with server.shutdown()."""
-    server = make_server(net, port)
+    """Serve the page from a thread, for a notebook: returns (server, url) at once. The page
+    reads a copy of net as it is now, so that cells which go on training net run undisturbed.
+    The server stops with server.shutdown()."""
+    server = make_server(copy.deepcopy(net), port)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, address(server)
 
