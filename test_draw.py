@@ -212,6 +212,17 @@ class ServerTest(unittest.TestCase):
             server.shutdown()
             server.server_close()
 
+    def test_the_page_reads_a_copy_of_the_network(self):
+        net = Network([Dense(784, 10, seed=0), Softmax()])
+        server, url = draw.serve_in_background(net)
+        try:
+            before = post(url, a_one())[1]["probabilities"]
+            net.layers[0].weights[:] = 0            # a notebook cell goes on changing net
+            self.assertEqual(post(url, a_one())[1]["probabilities"], before)
+        finally:
+            server.shutdown()
+            server.server_close()
+
     def test_a_network_that_does_not_read_digits_is_refused(self):
         with self.assertRaisesRegex(ValueError, r"784 pixels -> 10 digits; this one gives \(3,\)"):
             draw.make_server(Network([Dense(784, 3, seed=0), Softmax()]))
