@@ -10,7 +10,7 @@ probability with respect to those 784 pixels (Network.input_gradient).
     >>> server, url = serve_in_background(net)          # doctest: +SKIP
     >>> server.shutdown()                                # doctest: +SKIP
 
-Standard library only: http.server answers two requests, GET / (the page: one HTML file, its
+The server is the standard library's http.server. It answers two requests: GET / (the page: one HTML file, its
 script inline, nothing fetched from the network) and POST /predict?width=W&height=H, whose body
 is the picture's brightness, W * H bytes (0 black .. 255 white), row by row; the browser reads
 the drawing or the dropped file into that. The answer is JSON. Nothing is read from or written
@@ -40,7 +40,7 @@ def read_drawing(net, lock, brightness):
     network saw, and `why`: d P[answer] / d pixel, divided by its largest size (-1..1)."""
     digit = prepare(brightness).digit            # exactly as --predict prepares a picture
     if digit is None:
-        return {"digit": None, "message": "no ink found: draw a digit, dark on light"}
+        return {"digit": None, "message": "no ink found: nothing stands out from the page"}
     with lock:                                   # the layers keep each pass's numbers: one
         probabilities = net.predict(digit[None])[0].astype(np.float64)     # pass at a time
         answer = int(probabilities.argmax())
@@ -74,11 +74,14 @@ def _brightness(query, body):
 def make_server(net, port=0):
     """A ThreadingHTTPServer on 127.0.0.1:port (0: a free port) serving the page for net; its
     serve_forever() serves until shutdown(). Refuses a network that does not read 784 pixels
-    into 10 outputs."""
+    into 10 probabilities."""
     outputs = net.predict(np.zeros((1, 784), dtype=np.float32))
     if outputs.shape != (1, 10):
         raise ValueError(f"the page shows a network of 784 pixels -> 10 digits; this one gives "
                          f"{outputs.shape[1:]} outputs")
+    if outputs.min() < 0 or not np.isclose(outputs.sum(), 1, atol=1e-3):
+        raise ValueError(f"the page shows probabilities (outputs >= 0 that add up to 1, as a "
+                         f"last Softmax gives); this network gives {outputs[0].round(3)}")
     lock = threading.Lock()
 
     class Handler(http.server.BaseHTTPRequestHandler):

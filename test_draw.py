@@ -226,6 +226,8 @@ class ServerTest(unittest.TestCase):
     def test_a_network_that_does_not_read_digits_is_refused(self):
         with self.assertRaisesRegex(ValueError, r"784 pixels -> 10 digits; this one gives \(3,\)"):
             draw.make_server(Network([Dense(784, 3, seed=0), Softmax()]))
+        with self.assertRaisesRegex(ValueError, r"probabilities \(outputs >= 0 that add up to 1"):
+            draw.make_server(Network([Dense(784, 10, seed=0), Tanh()]))
 
 
 class CommandLineTest(unittest.TestCase):
