@@ -203,20 +203,22 @@ PAGE = r"""<!DOCTYPE html>
 Or drop a picture file of a digit anywhere on the page.</p>
 <main>
   <section>
-    <canvas id="pad" width="280" height="280"></canvas>
+    <canvas id="pad" width="280" height="280" aria-label="drawing pad"></canvas>
     <div><button id="clear">Clear</button> <button id="undo">Undo stroke</button></div>
     <div id="message"></div>
   </section>
   <section>
     <h2>The network's answer</h2>
-    <div id="prediction" data-version="0">&nbsp;</div>
+    <div id="prediction" data-version="0" aria-live="polite">&nbsp;</div>
     <div id="bars"></div>
   </section>
   <section>
     <h2>What it sees (28 &times; 28)</h2>
-    <canvas id="seen" class="pixels" width="28" height="28"></canvas>
+    <canvas id="seen" class="pixels" width="28" height="28"
+            aria-label="the 28 x 28 picture the network sees"></canvas>
     <h2>Why</h2>
-    <canvas id="why" class="pixels" width="28" height="28"></canvas>
+    <canvas id="why" class="pixels" width="28" height="28"
+            aria-label="why: the gradient of the answer over the pixels"></canvas>
     <div class="legend" id="legend">The gradient of the answer's probability with respect to
       each pixel: more ink on a red pixel would raise it, on a blue pixel lower it.</div>
   </section>
