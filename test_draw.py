@@ -94,6 +94,21 @@ def post(url, body, query="width=280&height=280"):
         return error.code, json.loads(error.read())
 
 
+def post_headers_only(server, headers):
+    """(status, JSON answer) of POST /predict with these headers and no body: an answer that
+    waited for the body would never come."""
+    connection = http.client.HTTPConnection(*server.server_address, timeout=30)
+    try:
+        connection.putrequest("POST", "/predict?width=1000&height=1000")
+        for name, value in headers.items():
+            connection.putheader(name, value)
+        connection.endheaders()
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
 def a_one(side=280):
     """A drawing of a 1: a dark bar on a white page, as brightness bytes."""
     picture = np.full((side, side), 255, dtype=np.uint8)
@@ -172,20 +187,13 @@ class ServerTest(unittest.TestCase):
         self.assertStillServing()
 
     def test_oversized_and_unsized_bodies_are_refused_unread(self):
-        host, port = self.server.server_address
         for headers, status in (({"Content-Length": str(draw.MAX_BODY + 1)}, 413),
                                 ({"Content-Length": "lots"}, 411),
                                 ({"Transfer-Encoding": "chunked"}, 411)):
             with self.subTest(headers=headers):
-                connection = http.client.HTTPConnection(host, port, timeout=30)
-                connection.putrequest("POST", "/predict?width=1000&height=1000")
-                for name, value in headers.items():
-                    connection.putheader(name, value)
-                connection.endheaders()        # and no body: the answer must not wait for it
-                response = connection.getresponse()
-                self.assertEqual(response.status, status)
-                self.assertIn("error", json.loads(response.read()))
-                connection.close()
+                answer = post_headers_only(self.server, headers)
+                self.assertEqual(answer[0], status)
+                self.assertIn("expected", answer[1]["error"])
         self.assertStillServing()
 
     def test_a_silent_client_does_not_hold_the_others(self):
@@ -487,6 +495,12 @@ class BrowserTest(unittest.TestCase):
         self.drop(not_a_picture, "document.getElementById('message').textContent")
         self.assertEqual(self.chrome.find_element("id", "message").text,
                          "notes.png: not a picture this browser can read")
+
+    def test_the_page_works_on_after_oversized_and_malformed_requests(self):
+        self.assertEqual(post_headers_only(self.server, {"Content-Length": "10000000"})[0], 413)
+        self.assertEqual(post(self.url, b"\x00" * 10, "width=3&height=3")[0], 400)
+        self.draw_strokes(STROKES[7], "mouse")
+        self.assertTrue(self.shown()["text"].startswith("7"))
 
     def test_undo_and_clear(self):
         self.draw_strokes(STROKES[4][:1], "mouse")
