@@ -94,8 +94,10 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def check_flags(args):
     """Refuse, before any work starts, whatever could otherwise fail only after training."""
-    for flag in ("--train", "--test", "--load", "--save", "--history", "--plot", "--out"):
-        if getattr(args, flag[2:]) == "":
+    names = [(flag, getattr(args, flag[2:])) for flag in ("--train", "--test", "--load",
+                                                          "--save", "--history", "--plot", "--out")]
+    for flag, name in names + [("--predict", name) for name in args.predict or []]:
+        if name == "":
             raise DataError(f"{flag} was given an empty file name (an unset shell variable?); "
                             f"expected a file name")
     if args.out and not args.predict:

@@ -1339,7 +1339,7 @@ class TestCommandLine(Files):
                  (["--plot", self.folder.name], "is a folder"),
                  (["--out", "x.csv"], "give --predict PATH too")]
         cases += [([flag, ""], f"{flag} was given an empty file name (an unset shell variable?)")
-                  for flag in ("--out", "--save", "--history", "--plot", "--load")]
+                  for flag in ("--out", "--save", "--history", "--plot", "--load", "--predict")]
         self.assert_refused_before_any_work(cases)
 
     def test_batchnorm_is_refused_a_batch_of_one_before_training(self):

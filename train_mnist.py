@@ -261,10 +261,7 @@ MLP_DEFAULTS = {"hidden": [256, 128], "activation": "relu"}
 def _with_defaults(args):
     """Fill in the defaults that depend on other flags: the mlp's layers, the --model's
     training defaults, then the optimizer's learning rate and SGD's momentum."""
-    for name, value in MLP_DEFAULTS.items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
-    for name, value in TRAINING_DEFAULTS[args.model].items():
+    for name, value in {**MLP_DEFAULTS, **TRAINING_DEFAULTS[args.model]}.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
     args.workers = min(args.workers, max_workers())   # a default this machine can run
