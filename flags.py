@@ -168,8 +168,8 @@ def _check_destination(flag, path):
 
 def _check_figure_format(path):
     """--plot's format is its file name's suffix: one that matplotlib writes."""
-    from outputs import pyplot
-    formats = pyplot().Figure().canvas.get_supported_filetypes()   # unregistered: nothing to close
+    drawing = _require("matplotlib.backend_bases", "--plot", "matplotlib")
+    formats = drawing.FigureCanvasBase.get_supported_filetypes()   # what a figure's savefig takes
     suffix = os.path.splitext(path)[1].lower().lstrip(".")
     if suffix not in formats:
         found = f".{suffix} files" if suffix else "a file without a suffix"
@@ -178,10 +178,11 @@ def _check_figure_format(path):
 
 
 def _require(module, needed_for, package):
+    """The module, imported; refused in one line saying how to install it if it is not."""
     try:
         with warnings.catch_warnings():   # deprecation notes among a package's own imports
             warnings.simplefilter("ignore", DeprecationWarning)    # are not the user's
-            importlib.import_module(module)
+            return importlib.import_module(module)
     except ImportError:
         raise DataError(f"{needed_for} needs {package}, which is not installed: "
                         f"pip install {package}") from None
