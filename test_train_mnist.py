@@ -1490,6 +1490,7 @@ class TestBenchmarkFlags(unittest.TestCase):
                  (bench_mlp, ["--models", "784-x-10"]), (bench_cnn, ["--rounds", "0"]),
                  (bench_cnn, ["--batch-size", "0"]), (bench_cnn, ["--workers", "1,0"]),
                  (bench_shared, ["--rounds", "0"]), (bench_shared, ["--limit", "0"]),
+                 (bench_shared, ["--root", self.id()]),
                  (compare, [HERE, "--rows", "0"]), (compare, [HERE, "--batch-size", "0"]),
                  (compare, [HERE, "--rounds", "0"]), (compare, [self.id()])]
         for module, flags in cases + [(bench_cnn, {"OPENBLAS_NUM_THREADS": "abc"})]:

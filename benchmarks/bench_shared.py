@@ -115,6 +115,8 @@ def main():
     args = parser.parse_args()
     if args.val_size >= args.limit:
         parser.error(f"--val-size {args.val_size} leaves nothing of --limit {args.limit} to train")
+    if not os.path.isfile(os.path.join(args.root, "train_mnist.py")):
+        parser.error(f"--root {args.root} holds no train_mnist.py")
     if args.torch_run:
         return torch_run(args)
     policies = args.policies.split(",")
