@@ -9,7 +9,6 @@ import csv
 import dataclasses
 import gzip
 import io
-import itertools
 import lzma
 import os
 import re
@@ -277,11 +276,20 @@ def _layout(path, cells, labelled):
 
 
 def _cells_of_line(path, line):
-    """Read the file's line `line` again, to quote what is in it: a row as pandas counts them
-    (a line break inside quotes goes on with the same row)."""
-    with _open(path) as stream:
-        rows = csv.reader(io.TextIOWrapper(stream, "utf-8-sig", errors="replace", newline=""))
-        return next(itertools.islice(rows, line - 1, None), [])
+    """Read the file's line `line` again, to quote what is in it: a row as pandas counts them,
+    a line break inside quotes going on with the same row (an odd number of quotes so far)."""
+    row, quotes, parts = 1, 0, []
+    with _open(path) as stream, io.TextIOWrapper(stream, "utf-8-sig", errors="replace",
+                                                 newline="") as lines:
+        for text in lines:
+            if row == line:
+                parts.append(text)
+            quotes += text.count('"')
+            if quotes % 2 == 0:              # the row ends with this line
+                if row == line:
+                    break
+                row, quotes = row + 1, 0
+        return next(csv.reader(parts), [])   # a cell over csv's limit: refused by _reading
 
 
 def _refuse_cell(path, line, column, layout):

@@ -944,19 +944,6 @@ class TestSharedMachine(unittest.TestCase):
 class TestReporting(Files):
     """Text art of mistakes, and --load evaluating a saved model."""
 
-    def test_plot_of_a_model_whose_first_layer_takes_196_inputs(self):
-        if not importlib.util.find_spec("matplotlib"):
-            self.skipTest("matplotlib is not installed (it is optional; .ci/run installs it)")
-        from nn import Dense, Flatten, MaxPool2D, Network, Reshape, Softmax
-        net = Network([Reshape((1, 28, 28)), MaxPool2D(2), Flatten(), Dense(196, 10), Softmax()])
-        net.predict(np.zeros((1, 784), dtype=np.float32))
-        net.save(self.path("pooled.npz"))
-        status, output, errors = run_main("--load", self.path("pooled.npz"), "--test",
-                                          self.write("t.csv", self.lines), "--plot",
-                                          self.path("f.png"), "--quiet")
-        self.assertEqual(status, 0, errors)
-        self.assertGreater(os.path.getsize(self.path("f.png")), 10_000)
-
     @unittest.expectedFailure        # until nn.atomic_file keeps them
     def test_outputs_keep_a_file_s_permissions_and_new_ones_follow_the_umask(self):
         model, _ = small_model()
@@ -1264,23 +1251,30 @@ class TestPictures(Files):
             import matplotlib  # noqa: F401
         except ImportError:
             self.skipTest("matplotlib is not installed (it is optional; .ci/run installs it)")
-        path = self.path("figure.png")
+        path, test = self.path("figure.png"), self.write("t.csv", self.lines)
         status, output, errors = run_main("--limit", "600", "--epochs", "2", "--hidden", "16",
-                                          "--plot", path, "--show-mistakes", "0")
+                                          "--test", test, "--plot", path, "--show-mistakes", "0")
         self.assertEqual(status, 0, errors)
         with open(path, "rb") as file:
             self.assertEqual(file.read(8), b"\x89PNG\r\n\x1a\n")
         self.assertGreater(os.path.getsize(path), 10_000)
+        # loaded: a model whose first layer with weights takes 196 inputs (14 x 14), not 784
+        from nn import Dense, Flatten, MaxPool2D, Network, Reshape, Softmax
+        net = Network([Reshape((1, 28, 28)), MaxPool2D(2), Flatten(), Dense(196, 10), Softmax()])
+        net.predict(np.zeros((1, 784), dtype=np.float32))
+        net.save(self.path("pooled.npz"))
         loaded = self.path("loaded.png")
-        status, output, errors = run_main("--load", small_model()[0], "--plot", loaded,
-                                          "--show-mistakes", "0")
+        status, output, errors = run_main("--load", self.path("pooled.npz"), "--test", test,
+                                          "--plot", loaded, "--show-mistakes", "0")
         self.assertEqual(status, 0, errors)
         self.assertGreater(os.path.getsize(loaded), 10_000)
 
     def test_matplotlib_and_pillow_are_imported_only_when_needed(self):
-        code = ("import sys, train_mnist; train_mnist.main(['--load', sys.argv[1], '--quiet']); "
+        code = ("import sys, train_mnist; train_mnist.main(['--load', sys.argv[1], '--test', "
+                "sys.argv[2], '--quiet']); "
                 "print('matplotlib' in sys.modules, 'PIL' in sys.modules)")
-        result = subprocess.run([sys.executable, "-c", code, small_model()[0]],
+        result = subprocess.run([sys.executable, "-c", code, small_model()[0],
+                                 self.write("t.csv", self.lines)],
                                 capture_output=True, text=True, cwd=HERE, timeout=120)
         self.assertEqual(result.stdout.splitlines()[-1], "False False", result.stderr)
 
@@ -1357,7 +1351,8 @@ class TestCommandLine(Files):
     def test_without_threadpoolctl_one_process_works(self):     # --help too: see above
         with mock.patch.dict(sys.modules, {"threadpoolctl": None, "nn_parallel": None}):
             status, output, errors = run_main("--limit", "600", "--epochs", "1", "--hidden", "8",
-                                              "--val-size", "0", "--quiet")
+                                              "--val-size", "0", "--test",
+                                              self.write("t.csv", self.lines), "--quiet")
             self.assertEqual(status, 0, errors)
             if train_mnist.max_workers() > 1:
                 status, output, errors = run_main("--quiet", "--workers", "2")
