@@ -396,7 +396,7 @@ def load_model(path):
         raise DataError(str(error)) from None    # (nn never unpickles; the file exists)
     expected = f"expected a model that takes MNIST's {PIXELS} pixels to {CLASSES} digit " \
                f"probabilities"
-    takes = tuple(net.input_shape)           # as the file says
+    takes = tuple(net.input_shape or ())     # as the file says
     try:
         outputs = net.predict(np.zeros((1, PIXELS), dtype=np.float32))
     except ValueError:

@@ -205,8 +205,8 @@ def plot(path, net, say, history=None, scored=None):
             axes.imshow(images[number], cmap="RdBu_r", vmin=-limit, vmax=limit)
             axes.set_title(f"{name} {number}", fontsize=9)
 
-    with signals_held(), atomic_file(path) as file:    # the format from the name (checked
-        figure.savefig(file, dpi=72, format=os.path.splitext(path)[1][1:].lower())   # before)
+    with signals_held(), atomic_file(path) as file:    # the format: the name's (checked first)
+        figure.savefig(file, dpi=72, format=os.path.splitext(path)[1][1:].lower())
     plt.close(figure)
     say(f"saved the figure to {printable(path)}")
 
