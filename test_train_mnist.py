@@ -1196,7 +1196,7 @@ class TestWritingResults(Files):
                     def slow(*args, **options):
                         real(*args, **options)
                         print("writing", flush=True)
-                        time.sleep(1)
+                        time.sleep({1 if written else 30})    # until the signal stops it
                     {slowed} = slow
                     sys.exit(train_mnist.main({flags!r}))
                 """)
