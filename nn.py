@@ -1594,7 +1594,7 @@ def _chance_hint(X, Y, accuracy, optimizer):
     classes = Y.shape[1]
     if accuracy > 1 / classes + 0.05:
         return None
-    causes, largest, lr = [], float(np.abs(X).max()), getattr(optimizer, "lr", None)
+    causes, largest, lr = [], float(max(X.max(), -X.min())), getattr(optimizer, "lr", None)
     if largest > 10:
         causes.append(f"the inputs go up to {largest:g}: scale them to [0, 1] (X / {largest:g})")
     usual = 0.001 if isinstance(optimizer, Adam) else 0.1
