@@ -1323,14 +1323,12 @@ def _check_optimizer_numbers(kind, lr, weight_decay, lr_decay, momentum=0.0, bet
 
 
 def _check_optimizer(optimizer):
-    if isinstance(optimizer, type):
-        raise ValueError(f"optimizer must be an optimizer object such as SGD(lr=0.1) or Adam(), "
-                         f"got the class {optimizer.__name__} itself: call it, "
-                         f"{optimizer.__name__}(...)")
-    if not (callable(getattr(optimizer, "step", None))
-            and callable(getattr(optimizer, "end_epoch", None))):
-        raise ValueError(f"optimizer must be an optimizer such as SGD(lr=0.1) or Adam(), "
-                         f"got {optimizer!r}")
+    if isinstance(optimizer, type) or not (callable(getattr(optimizer, "step", None))
+                                           and callable(getattr(optimizer, "end_epoch", None))):
+        came = (f"the class {optimizer.__name__} itself: call it, {optimizer.__name__}(...)"
+                if isinstance(optimizer, type) else repr(optimizer))
+        raise ValueError(f"optimizer must be an optimizer object such as SGD(lr=0.1) or "
+                         f"Adam(), got {came}")
 
 
 def _checked_labels(labels, n_classes):
@@ -1580,10 +1578,8 @@ PROGRESS_SECONDS = 0.5           # fit's live counter is redrawn at most this of
 def _redraws_lines(stream):
     """True on a terminal and in a Jupyter or Colab notebook (ipykernel's output honours '\r'),
     where fit's live counter can redraw its line; not in a file or a pipe."""
-    if type(stream).__module__.startswith("ipykernel"):
-        return True
     try:
-        return stream.isatty()
+        return type(stream).__module__.startswith("ipykernel") or stream.isatty()
     except (AttributeError, ValueError):         # no isatty, or a closed stream
         return False
 
