@@ -964,67 +964,62 @@ class Network:
         rng, callbacks = np.random.default_rng(seed), callbacks or []
         history, best_loss, best_state = {}, np.inf, None
         live = verbose and _redraws_lines(sys.stdout)  # a counter redrawn with "\r" as it runs
-        with _helper_processes(self, X, Y, workers, seed) as helpers, \
+        with _helper_processes(self, X, Y, workers, seed) as helpers, _training(callbacks), \
                 np.errstate(over="ignore", invalid="ignore"):      # a divergence is said below
-            _tell(callbacks, "on_train_begin")
-            try:
-                for epoch in range(1, epochs + 1):
-                    _tell(callbacks, "on_epoch_begin", epoch)
-                    started, done, loss_sum, right = time.perf_counter(), 0, 0.0, 0.0
-                    next_draw = started + PROGRESS_SECONDS
-                    order = rng.permutation(len(X))  # a new random order every epoch
-                    for batch, first in enumerate(range(0, len(X), batch_size)):
-                        _tell(callbacks, "on_train_batch_begin", batch)
-                        rows = order[first:first + batch_size]
-                        if helpers:                  # workers > 1: the same gradient, shared out
-                            loss, accuracy = helpers.compute_gradients(rows)
-                        else:
-                            loss, accuracy = self.compute_gradients(X.take(rows, axis=0),
-                                                                    Y.take(rows, axis=0))
-                        if not np.isfinite(loss):    # no step along a gradient not finite
-                            raise _divergence(f"in epoch {epoch}, the training loss of batch "
-                                              f"{batch + 1} became {loss}", optimizer)
-                        optimizer.step(self.parameters())
-                        loss_sum += loss * len(rows)
-                        right += (accuracy or 0) * len(rows)     # None (no accuracy) counts 0
-                        done += len(rows)
-                        _tell(callbacks, "on_train_batch_end", batch,
-                              {"loss": loss, "accuracy": accuracy, "size": len(rows)})
-                        if live and batch and time.perf_counter() >= next_draw:
-                            print(f"\rEpoch {epoch}/{epochs} - {done}/{len(X)}", end="",
-                                  flush=True)
-                            next_draw = time.perf_counter() + PROGRESS_SECONDS
-                    optimizer.end_epoch()
-                    _check_parameters_finite(self, optimizer, epoch)
-                    logs = {"loss": loss_sum / done, "accuracy": right / done}
-                    if validation_data is not None:
-                        logs["val_loss"], logs["val_accuracy"] = self.evaluate(*validation_data)
-                        if not np.isfinite(logs["val_loss"]):
-                            raise _divergence(f"in epoch {epoch}, the validation loss became "
-                                              f"{logs['val_loss']}", optimizer)
-                    if self.accuracy_kind == "none":         # a regression: no accuracy
-                        logs = {key: value for key, value in logs.items() if "accuracy" not in key}
-                    for key, value in logs.items():
-                        history.setdefault(key, []).append(value)
-                    if verbose:                      # one Keras-like line per epoch
-                        print(("\r" if live else "") + f"Epoch {epoch}/{epochs} - "
-                              f"{time.perf_counter() - started:.1f}s" + "".join(
-                                  f" - {key}: {value:.4f}" for key, value in logs.items()))
-                        hint = (epoch == 1 and self.accuracy_kind == "classes"
-                                and _chance_hint(X, Y, logs["accuracy"], optimizer))
-                        if hint:
-                            print(hint)
-                    _tell(callbacks, "on_epoch_end", epoch, logs)
-                    if patience is not None:         # early stopping, on the validation loss
-                        if logs["val_loss"] < best_loss:
-                            best_loss, history["best_epoch"] = logs["val_loss"], epoch
-                            history.setdefault("stopped_epoch", None)
-                            best_state = [array.copy() for array in _state(self.layers)]
-                        elif epoch - history["best_epoch"] >= patience:
-                            history["stopped_epoch"] = epoch
-                            break
-            finally:
-                _tell(callbacks, "on_train_end")     # however fit ends
+            for epoch in range(1, epochs + 1):
+                _tell(callbacks, "on_epoch_begin", epoch)
+                started, done, loss_sum, right = time.perf_counter(), 0, 0.0, 0.0
+                next_draw = started + PROGRESS_SECONDS
+                order = rng.permutation(len(X))      # a new random order every epoch
+                for batch, first in enumerate(range(0, len(X), batch_size)):
+                    _tell(callbacks, "on_train_batch_begin", batch)
+                    rows = order[first:first + batch_size]
+                    if helpers:                      # workers > 1: the same gradient, shared out
+                        loss, accuracy = helpers.compute_gradients(rows)
+                    else:
+                        loss, accuracy = self.compute_gradients(X.take(rows, axis=0),
+                                                                Y.take(rows, axis=0))
+                    if not np.isfinite(loss):        # no step along a gradient not finite
+                        raise _divergence(f"in epoch {epoch}, the training loss of batch "
+                                          f"{batch + 1} became {loss}", optimizer)
+                    optimizer.step(self.parameters())
+                    loss_sum += loss * len(rows)
+                    right += (accuracy or 0) * len(rows)     # None (no accuracy) counts 0
+                    done += len(rows)
+                    _tell(callbacks, "on_train_batch_end", batch,
+                          {"loss": loss, "accuracy": accuracy, "size": len(rows)})
+                    if live and batch and time.perf_counter() >= next_draw:
+                        print(f"\rEpoch {epoch}/{epochs} - {done}/{len(X)}", end="", flush=True)
+                        next_draw = time.perf_counter() + PROGRESS_SECONDS
+                optimizer.end_epoch()
+                _check_parameters_finite(self, optimizer, epoch)
+                logs = {"loss": loss_sum / done, "accuracy": right / done}
+                if validation_data is not None:
+                    logs["val_loss"], logs["val_accuracy"] = self.evaluate(*validation_data)
+                    if not np.isfinite(logs["val_loss"]):
+                        raise _divergence(f"in epoch {epoch}, the validation loss became "
+                                          f"{logs['val_loss']}", optimizer)
+                if self.accuracy_kind == "none":         # a regression: no accuracy
+                    logs = {key: value for key, value in logs.items() if "accuracy" not in key}
+                for key, value in logs.items():
+                    history.setdefault(key, []).append(value)
+                if verbose:                          # one Keras-like line per epoch
+                    print(("\r" if live else "") + f"Epoch {epoch}/{epochs} - "
+                          f"{time.perf_counter() - started:.1f}s" + "".join(
+                              f" - {key}: {value:.4f}" for key, value in logs.items()))
+                    hint = (epoch == 1 and self.accuracy_kind == "classes"
+                            and _chance_hint(X, Y, logs["accuracy"], optimizer))
+                    if hint:
+                        print(hint)
+                _tell(callbacks, "on_epoch_end", epoch, logs)
+                if patience is not None:             # early stopping, on the validation loss
+                    if logs["val_loss"] < best_loss:
+                        best_loss, history["best_epoch"] = logs["val_loss"], epoch
+                        history.setdefault("stopped_epoch", None)
+                        best_state = [array.copy() for array in _state(self.layers)]
+                    elif epoch - history["best_epoch"] >= patience:
+                        history["stopped_epoch"] = epoch
+                        break
         if restore_best and best_state is not None:
             for array, best in zip(_state(self.layers), best_state):
                 array[...] = best
@@ -1562,6 +1557,16 @@ def _check_parameters_finite(net, optimizer, epoch):
         if not all(np.all(np.isfinite(param)) for param, _ in layer.parameters()):
             raise _divergence(f"in epoch {epoch}, a parameter of layer {i} ({layer!r}) became "
                               f"NaN or infinite", optimizer)
+
+
+@contextlib.contextmanager
+def _training(callbacks):
+    """fit's callbacks told on_train_begin, and on_train_end however fit ends."""
+    _tell(callbacks, "on_train_begin")
+    try:
+        yield
+    finally:
+        _tell(callbacks, "on_train_end")
 
 
 def _tell(callbacks, event, *arguments):
