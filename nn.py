@@ -944,13 +944,9 @@ class Network:
         end) say what happened.
 
         workers=N (on Linux, N up to max_workers(), the cores) computes each batch's gradient
-        in N processes at once, each on a part of the batch, for speed. It needs nn_parallel.py
-        beside nn.py (its docstring says what it asks of a layer of your own). The result is
-        the same gradient up to rounding, but Dropout draws other masks, so a seeded fit is
-        reproducible for a given N, not across different N; and BatchNorm normalises each part
-        over itself (as PyTorch's DistributedDataParallel does without SyncBatchNorm), its
-        running statistics those of the first part of each batch, which fit's own process
-        trains on.
+        in N processes at once, each on a part of the batch, for speed: the same gradient up to
+        rounding. It needs nn_parallel.py beside nn.py, whose docstring says what it asks of a
+        layer of your own and how Dropout and BatchNorm behave in it.
 
         callbacks: objects whose methods, those each has, fit calls as it trains (Keras's
         names): on_train_begin(); on_epoch_begin(epoch); on_train_batch_begin(batch);

@@ -26,7 +26,8 @@ What this asks of a layer, beyond the protocol of nn.Layer:
   gradients stays in its process (only parameters are shared): the buffers kept, such as
   BatchNorm's running statistics, are those of fit's own process, learned from the first part
   of every batch; the helpers' go with them. A random layer draws different numbers in each
-  process only through reseed(seed), as Dropout does.
+  process only through reseed(seed), as Dropout does: a seeded fit is reproducible for a
+  given N, not across different N.
 - It keeps its parameter and gradient arrays as attributes (self.weights, self.grad_weights),
   uses them only through those attributes, and writes into them (param -= ...,
   grad[...] = ...) rather than binding new arrays: fit swaps them for arrays in shared memory.
