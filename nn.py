@@ -1237,11 +1237,7 @@ def _check_seed(seed, name="seed"):
 
 
 def _check_float_dtype(dtype, name):
-    try:
-        ok = np.dtype(dtype) in (np.float32, np.float64)
-    except TypeError:
-        ok = False
-    if not ok:
+    if dtype not in (np.float32, np.float64, "float32", "float64"):    # np.dtype(...) too
         raise ValueError(f"{name} must be np.float32 or np.float64, got {dtype!r}")
 
 
