@@ -896,7 +896,7 @@ class Network:
     def compute_gradients(self, X, Y):
         """Forward and backward on one batch: fills every layer's gradients for it.
         Returns (loss, accuracy) on the batch (accuracy may be None). After a loss that is
-        not finite (the weights diverged) there is no backward: train_on_batch stops there."""
+        not finite (the weights diverged) there is no backward: fit and train_on_batch stop."""
         P = self.forward(X, training=True)
         loss = self.loss(Y, P)
         if np.isfinite(loss):
