@@ -77,7 +77,7 @@ class Layer:
 
     def __getattr__(self, name):             # only for an attribute that is not there
         raise AttributeError(f"{type(self).__name__} has no attribute {name!r} (if forward sets "
-                             f"it, call forward before backward)")
+                             f"it, call forward before backward)", name=name, obj=self)
 
     def __repr__(self):
         arguments = ", ".join(f"{name}={value!r}" for name, value in self.config().items())
