@@ -1113,14 +1113,13 @@ class Adam:
 
 import contextlib             # the appendix's own imports: Part I needs only NumPy and time
 import copy
+import inspect
 import io
 import json
 import math
 import os
-import signal
+import shutil
 import sys
-import tempfile
-import threading
 import types
 import zipfile
 import zlib
@@ -1783,62 +1782,80 @@ def _redraws_lines(stream):
 #                    "layers": [{"type": "Dense", "config": {"n_in": 784, "n_out": 256}}, ...]}
 #   "layer{i}_{j}"   the j-th parameter array of layer i, in the order of its parameters();
 #   "layer{i}_buffer{j}"  the j-th array of its buffers() (BatchNorm's running statistics).
-# Saving writes to a temporary file and renames it over the target in one step, so a crash
-# never leaves half a model; it refuses to write NaN or infinite weights. Loading reads plain
-# arrays only (never pickles), reads every array's header, with a bounded reader, before its
-# data, so a file cannot make it allocate more than it really holds, and checks everything
-# against the architecture. Each layer's constructor bounds what it builds (section A's limits)
-# and each forward what one example costs it; load then runs one test example (of the shape
-# the file states) through the layers, one at a time, and refuses the model if what they keep
-# exceeds MAX_EXAMPLE_BYTES or its output is not finite.
+# Saving writes a temporary file and renames it over the target (atomic_file), so the target is
+# always the old model or the new one; it refuses NaN or infinite weights. Loading never
+# unpickles and, as safetensors does, checks what the file declares before it allocates: every
+# array's header against the archive's real sizes, all of them against one budget,
+# MAX_MODEL_BYTES, and each layer's settings against the arrays. Then it builds the layers one
+# at a time, fills each, and runs a test example through it, counting what a batch of
+# PREDICT_BATCH examples would keep: the model and that batch must fit in the budget.
 # ----------------------------------------------------------------------------------------------
 
 MODEL_FORMAT = "nn.Network v3"
 LAYER_TYPES = {cls.__name__: cls for cls in (Dense, ReLU, Sigmoid, Tanh, LeakyReLU, Softmax,
                                              Dropout, Conv2D, MaxPool2D, Flatten, Reshape,
                                              BatchNorm, RandomShift)}
-MAX_ARCHITECTURE_CHARACTERS = 1_000_000
+MAX_MODEL_BYTES = 2 ** 30        # the budget: loading a model, and a batch through it (1 GiB)
+PREDICT_BATCH = 128              # predict's batch, as the budget counts it
+LOAD_FACTOR = 4                  # loading holds about 4x a file's arrays (see _read_headers)
 MAX_LAYERS = 1000
-MAX_HEADER_BYTES = 10_000        # an array's header (NumPy's own reader has the same limit)
+MAX_ARCHITECTURE_CHARACTERS = 1_000_000
+MAX_HEADER_BYTES = 10_000        # an array's .npy header (NumPy's own reader has this limit)
 
 
 def _save_network(net, path):
     path = _checked_path(path)
     arrays, architecture = {}, []
     for i, layer in enumerate(net.layers):
-        kind = type(layer).__name__
-        if kind in LAYER_TYPES and type(layer) is not LAYER_TYPES[kind]:
-            raise ValueError(f"cannot save layer {i} ({layer!r}): its class has the name of nn's "
-                             f"own {kind}, so loading would build nn's {kind}; rename the class")
-        config = layer.config()
-        try:
-            ok = isinstance(config, dict) and json.dumps(config, allow_nan=False)
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise ValueError(f"cannot save layer {i} ({layer!r}): its config() must return a dict "
-                             f"of numbers, strings and lists, got {config!r}")
-        architecture.append({"type": kind, "config": config})
+        architecture.append({"type": type(layer).__name__, "config": _saved_config(i, layer)})
         for name, what, array in _stored_arrays(i, layer):
             if not np.all(np.isfinite(array)):
                 raise ValueError(f"cannot save layer {i} ({layer!r}): its {what} holds NaN or "
                                  f"infinity, so the model is broken")
             arrays[name] = array
-    if net.input_shape is None:
+    input_shape = net.input_shape
+    if input_shape is None and isinstance(net.layers[0], Dense):    # known without a run
+        input_shape = (net.layers[0].n_in,)
+    if input_shape is None:
         raise ValueError("cannot save a network that has never seen an example: run it once "
                          "(fit, predict or evaluate), so that the file can say what it takes")
     description = {"format": MODEL_FORMAT, "loss": net.loss_name,
-                   "input_shape": [int(d) for d in net.input_shape], "layers": architecture}
+                   "input_shape": [int(d) for d in input_shape], "layers": architecture}
     arrays["architecture"] = np.array(json.dumps(description))   # a plain string array
-    _write_atomically(path, arrays)
+    with atomic_file(path, suffix=".npz") as file:
+        np.savez(file, **arrays)
+
+
+def _saved_config(i, layer):
+    """Layer i's config(), once it is sure that load can rebuild the layer from it."""
+    cls, kind, config = type(layer), type(layer).__name__, layer.config()
+    if kind in LAYER_TYPES and cls is not LAYER_TYPES[kind]:
+        raise ValueError(f"cannot save layer {i} ({layer!r}): its class has the name of nn's "
+                         f"own {kind}, so loading would build nn's {kind}; rename the class")
+    try:
+        ok = isinstance(config, dict) and json.dumps(config, allow_nan=False)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"cannot save layer {i} ({layer!r}): its config() must return a dict "
+                         f"of numbers, strings and lists, got {config!r}")
+    missing = [p.name for p in inspect.signature(cls).parameters.values() if p.name not in config
+               and p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if missing:
+        raise ValueError(f"cannot save layer {i} ({layer!r}): {kind}() needs "
+                         f"{', '.join(missing)}, which its config() does not give, so it "
+                         f"could not be loaded; return them from config()")
+    return config
 
 
 def _checked_path(path):
     try:
-        return os.fspath(path)
+        path = os.fspath(path)
     except TypeError:
-        raise ValueError(f"path must be a file name (a str or a pathlib.Path), "
-                         f"got {path!r}") from None
+        pass
+    if not isinstance(path, str):
+        raise ValueError(f"path must be a file name (a str or a pathlib.Path), got {path!r}")
+    return path
 
 
 def _stored_arrays(i, layer):
@@ -1849,125 +1866,34 @@ def _stored_arrays(i, layer):
                for j, array in enumerate(layer.buffers())])
 
 
-class _Terminated(BaseException):
-    """Raised inside a save when SIGTERM or SIGHUP arrives, so the temporary file is removed."""
-
-    def __init__(self, signum):
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _write_atomically(path, arrays):
-    """np.savez to a temporary file in the same folder, then one atomic rename."""
-    with atomic_file(path, suffix=".npz") as file:
-        np.savez(file, **arrays)
-
-
 @contextlib.contextmanager
 def atomic_file(path, mode="wb", suffix="", **options):
     """Write a file all or nothing: `with atomic_file(path) as file:` writes to a temporary
-    file in the same folder, renamed over `path` in one step once the block ends well. An
-    exception, Ctrl-C (SIGINT), SIGTERM or SIGHUP (a closed terminal) removes the temporary
-    file and leaves any old `path` whole; only SIGKILL, which no program can catch, may leave
-    a '.nn-save-*' temporary file behind. `options` go to open (e.g. newline="")."""
+    file beside `path`, put on disk and renamed over `path` in one step once the block ends
+    well; an exception (Ctrl-C too) removes it and leaves any old `path` whole. An existing
+    `path` keeps its permissions; a new one gets what open() gives (0666 less the umask). No
+    signal handler is installed: a process killed while writing keeps its old `path`, and may
+    leave a '.nn-save-*' file behind. `options` go to open (e.g. newline="")."""
     folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".nn-save-", suffix=suffix)
-    # Python turns Ctrl-C into an exception, which the except clause below cleans up after;
-    # SIGTERM (what `kill` and most process managers send) and SIGHUP get the same while the
-    # file is written.
-    caught = (signal.SIGTERM,) + ((signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ())
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        def on_signal(signum, frame):
-            raise _Terminated(signum)
-        previous = {signum: signal.signal(signum, on_signal) for signum in caught}
-
-    def restore():
-        for signum, handler in previous.items():
-            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
-        previous.clear()
+    temporary = os.path.join(folder, f".nn-save-{os.urandom(6).hex()}{suffix}")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    handle = os.open(temporary, flags, 0o666)           # as open() makes a new file
     try:
+        if os.path.exists(path):
+            shutil.copymode(path, temporary)
         with os.fdopen(handle, mode, **options) as file:
             yield file
             file.flush()
             os.fsync(file.fileno())          # on disk before the rename makes it visible
-        os.chmod(temporary, 0o644)
         os.replace(temporary, path)          # atomic: readers see the old file or the new one
-    except BaseException as error:
-        if os.path.exists(temporary):
+    except BaseException:
+        with contextlib.suppress(OSError):
             os.remove(temporary)
-        if isinstance(error, _Terminated):   # cleaned up: now end as the signal would have
-            restore()
-            signal.raise_signal(error.signum)
         raise
-    finally:
-        restore()
 
 
 def _refuse(path, why):
     return ValueError(f"{path} is not a model saved by nn.Network.save: {why}")
-
-
-def _read_stored_arrays(path):
-    """Every array of an .npz file as a dict, after checking their headers: only float32,
-    float64 and one string, and at most MAX_STORED_VALUES values in all."""
-    try:
-        archive = zipfile.ZipFile(path)
-    except (OSError, zipfile.BadZipFile, ValueError) as error:
-        raise _refuse(path, f"not a NumPy .npz archive ({error})") from None
-    arrays, claimed = {}, 0
-    with archive:
-        try:
-            for member in archive.namelist():
-                if not member.endswith(".npy"):
-                    raise _refuse(path, f"unexpected member {member!r}")
-                name = member[:-len(".npy")]
-                with archive.open(member) as file:
-                    shape, fortran_order, dtype = _read_array_header(path, name, file)
-                    is_text = name == "architecture" and dtype.kind == "U" and shape == ()
-                    if not is_text and dtype not in (np.float32, np.float64):
-                        raise _refuse(path, f"array {name!r} has dtype {dtype}, expected float32 "
-                                            f"or float64")
-                    if is_text and dtype.itemsize > 4 * MAX_ARCHITECTURE_CHARACTERS:
-                        raise _refuse(path, "its architecture text is absurdly long")
-                    claimed += math.prod(shape)
-                    if claimed > MAX_STORED_VALUES:
-                        raise _refuse(path, f"it claims more than {MAX_STORED_VALUES:,} values")
-                    size = math.prod(shape) * dtype.itemsize
-                    data = file.read(size)
-                    if len(data) != size:
-                        raise _refuse(path, f"array {name!r} is shorter than its header says")
-                    arrays[name] = np.frombuffer(data, dtype).reshape(
-                        shape, order="F" if fortran_order else "C").copy()
-        except ValueError as error:
-            if "not a model" in str(error):
-                raise
-            raise _refuse(path, f"damaged array ({error})") from None
-        except (OSError, EOFError, zipfile.BadZipFile, NotImplementedError, zlib.error) as error:
-            raise _refuse(path, f"damaged archive ({error})") from None
-    return arrays
-
-
-def _read_array_header(path, name, file):
-    """(shape, fortran_order, dtype) from a .npy header, reading at most MAX_HEADER_BYTES:
-    NumPy's own reader first reads as many bytes as the header says it has (up to 4 GiB)."""
-    start = file.read(8)
-    if len(start) != 8 or start[:6] != b"\x93NUMPY" or start[6:] not in (b"\x01\x00", b"\x02\x00"):
-        raise _refuse(path, f"array {name!r} is not a .npy array of format 1.0 or 2.0")
-    length_bytes = file.read(2 if start[6] == 1 else 4)
-    length = int.from_bytes(length_bytes, "little")
-    if length > MAX_HEADER_BYTES:
-        raise _refuse(path, f"array {name!r} has a header of {length:,} bytes "
-                            f"(at most {MAX_HEADER_BYTES:,})")
-    header = file.read(length)
-    if len(header) != length:
-        raise _refuse(path, f"array {name!r} is shorter than its header says")
-    reader = (np.lib.format.read_array_header_1_0 if start[6] == 1
-              else np.lib.format.read_array_header_2_0)
-    try:
-        return reader(io.BytesIO(length_bytes + header))
-    except ValueError as error:
-        raise _refuse(path, f"array {name!r} has a damaged header ({error})") from None
 
 
 def _load_network(network_class, path, custom_objects):
@@ -1983,11 +1909,138 @@ def _load_network(network_class, path, custom_objects):
         known[name] = cls
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no model file at {path}")
-    arrays = _read_stored_arrays(path)
-    if "architecture" not in arrays:
-        raise _refuse(path, "it has no architecture")
     try:
-        description = json.loads(str(arrays.pop("architecture")))
+        with zipfile.ZipFile(path) as archive:
+            return _read_network(network_class, path, archive, known)
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        raise _refuse(path, f"damaged archive ({error})") from None
+
+
+def _read_network(network_class, path, archive, known):
+    headers = _read_headers(path, archive)
+    if "architecture" not in headers:
+        raise _refuse(path, "it has no architecture")
+    description = _checked_architecture(path, str(_read_data(path, archive, "architecture",
+                                                             headers.pop("architecture"))))
+    dtype = next((array_dtype for *_, array_dtype in headers.values()), np.dtype(np.float32))
+    # A constructor allocates what its settings say (Dense(10**6, 10**6) would take 4 TB): the
+    # product of a layer's whole-number settings must stay within what the file stores.
+    stored_values = sum(math.prod(shape) for _, _, shape, *_ in headers.values())
+    x = np.random.default_rng(0).random((1, *description["input_shape"])).astype(dtype)
+    layers, model_bytes, batch_bytes = [], 0, 0
+    for i, spec in enumerate(description["layers"]):
+        numbers = [v for value in spec["config"].values()
+                   for v in (value if isinstance(value, list) else [value])]
+        if math.prod(abs(v) for v in numbers if isinstance(v, int) and not isinstance(v, bool)
+                     and v != 0) > 4 * max(stored_values, 2 ** 20):
+            raise _refuse(path, f"layer {i} ({spec['type']}) claims sizes {spec['config']} far "
+                                f"beyond its arrays")
+        layer = _rebuild_layer(path, i, spec, known, archive, headers, dtype)
+        layers.append(layer)
+        own = [value for value in vars(layer).values() if isinstance(value, np.ndarray)]
+        model_bytes += sum(array.nbytes for array in own)
+        x, kept = _test_example(path, i, layer, x, own)
+        batch_bytes += PREDICT_BATCH * kept
+        if model_bytes + batch_bytes > MAX_MODEL_BYTES:
+            raise _refuse(path, f"by layer {i} ({layer!r}), the model and a batch of "
+                                f"{PREDICT_BATCH} examples would take more than the "
+                                f"{MAX_MODEL_BYTES:,} bytes (MAX_MODEL_BYTES) a model may")
+    if not np.all(np.isfinite(x)):
+        raise _refuse(path, "its output for an example is NaN or infinite (weights too large?), "
+                            "so its answers would mean nothing")
+    if headers:
+        raise _refuse(path, f"it holds arrays no layer uses: {sorted(headers)}")
+    try:
+        net = network_class(layers, loss=description["loss"])
+    except ValueError as error:
+        raise _refuse(path, str(error)) from None
+    net.input_shape = tuple(description["input_shape"])
+    return net
+
+
+def _read_headers(path, archive):
+    """{name: (member, header bytes, shape, fortran_order, dtype)} for each array of the archive,
+    every header checked against the archive's real sizes before any data is read: plain .npy
+    members, float32 or float64 arrays of one dtype and the architecture string, each holding
+    the bytes its header claims, no member more than deflate can expand. Loading holds at most
+    LOAD_FACTOR times the arrays (each parameter with its gradient, what a constructor drew
+    before it is replaced, the array being read), and that must fit in the budget."""
+    members, headers, total = archive.infolist(), {}, 0
+    claimed = sum(member.compress_size for member in members)
+    if len(members) > 4 * MAX_LAYERS or claimed > os.path.getsize(path):
+        raise _refuse(path, "its zip directory claims more than the file holds")
+    for member in members:
+        name = member.filename[:-len(".npy")]
+        if not member.filename.endswith(".npy") or member.flag_bits & 1 or \
+                member.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise _refuse(path, f"unexpected member {member.filename!r} (expected .npy arrays, "
+                                f"stored or deflated, not encrypted)")
+        if member.file_size > 1032 * member.compress_size + 1024:    # deflate's largest ratio
+            raise _refuse(path, f"member {member.filename!r} claims more than it can hold")
+        with archive.open(member) as file:
+            header_bytes, shape, fortran_order, dtype = _read_array_header(path, name, file)
+        size = math.prod(shape) * dtype.itemsize
+        if header_bytes + size != member.file_size:
+            raise _refuse(path, f"array {name!r} claims {size:,} bytes of data; its member holds "
+                                f"{member.file_size - header_bytes:,}")
+        if name == "architecture":
+            if dtype.kind != "U" or shape != () or size > 4 * MAX_ARCHITECTURE_CHARACTERS:
+                raise _refuse(path, f"its architecture is not a JSON text of at most "
+                                    f"{MAX_ARCHITECTURE_CHARACTERS:,} characters")
+        elif dtype not in (np.float32, np.float64):
+            raise _refuse(path, f"array {name!r} has dtype {dtype}, expected float32 or float64")
+        headers[name] = (member, header_bytes, shape, fortran_order, dtype)
+        total += size
+    dtypes = {dtype for name, (*_, dtype) in headers.items() if name != "architecture"}
+    if len(dtypes) > 1:
+        raise _refuse(path, f"its arrays mix dtypes {sorted(map(str, dtypes))}")
+    if LOAD_FACTOR * total > MAX_MODEL_BYTES:
+        raise _refuse(path, f"its arrays hold {total:,} bytes: loading them would take more than "
+                            f"the {MAX_MODEL_BYTES:,} bytes (MAX_MODEL_BYTES) a model may")
+    return headers
+
+
+def _read_array_header(path, name, file):
+    """(its length in bytes, shape, fortran_order, dtype) of a .npy header, reading at most
+    MAX_HEADER_BYTES: NumPy's own reader first reads as many bytes as the header claims."""
+    start = file.read(8)
+    if len(start) != 8 or start[:6] != b"\x93NUMPY" or start[6:] not in (b"\x01\x00", b"\x02\x00"):
+        raise _refuse(path, f"array {name!r} is not a .npy array of format 1.0 or 2.0")
+    length_bytes = file.read(2 if start[6] == 1 else 4)
+    length = int.from_bytes(length_bytes, "little")
+    if length > MAX_HEADER_BYTES:
+        raise _refuse(path, f"array {name!r} has a header of {length:,} bytes "
+                            f"(at most {MAX_HEADER_BYTES:,})")
+    reader = (np.lib.format.read_array_header_1_0 if start[6] == 1
+              else np.lib.format.read_array_header_2_0)
+    try:                                     # NumPy's parser raises what its tokenizer raises
+        shape, fortran_order, dtype = reader(io.BytesIO(length_bytes + file.read(length)))
+    except Exception as error:
+        raise _refuse(path, f"array {name!r} has a damaged header ({type(error).__name__})") \
+            from None
+    return 8 + len(length_bytes) + length, shape, fortran_order, dtype
+
+
+def _read_data(path, archive, name, header):
+    """The array `name` of the archive, whose header (member, header bytes, shape,
+    fortran_order, dtype) _read_headers checked; a float array must hold finite numbers."""
+    member, header_bytes, shape, fortran_order, dtype = header
+    size = math.prod(shape) * dtype.itemsize
+    with archive.open(member) as file:
+        file.read(header_bytes)
+        data = file.read(size)
+    if len(data) != size:
+        raise _refuse(path, f"array {name!r} is shorter than its header says")
+    array = np.frombuffer(data, dtype).reshape(shape, order="F" if fortran_order else "C")
+    if dtype.kind == "f" and not np.all(np.isfinite(array)):
+        raise _refuse(path, f"array {name!r} holds NaN or infinity")
+    return array
+
+
+def _checked_architecture(path, text):
+    """The file's description of the network, after checking its form (not yet its sizes)."""
+    try:
+        description = json.loads(text)
     except (ValueError, RecursionError) as error:
         raise _refuse(path, f"its architecture is not valid JSON ({type(error).__name__})") \
             from None
@@ -1999,84 +2052,30 @@ def _load_network(network_class, path, custom_objects):
     specs = description.get("layers")
     if not isinstance(specs, list) or not specs or len(specs) > MAX_LAYERS:
         raise _refuse(path, f"its architecture lists no layers, or more than {MAX_LAYERS}")
+    for i, spec in enumerate(specs):
+        if not (isinstance(spec, dict) and isinstance(spec.get("type"), str)
+                and isinstance(spec.get("config"), dict)):
+            raise _refuse(path, f"layer {i} is not described as {{'type': ..., 'config': "
+                                f"{{...}}}}")
     input_shape = description.get("input_shape")
     if not (isinstance(input_shape, list) and input_shape and all(
             isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in input_shape)
-            and math.prod(input_shape) <= MAX_EXAMPLE_VALUES):
-        raise _refuse(path, f"its input_shape must be a list of positive whole numbers holding "
-                            f"at most {MAX_EXAMPLE_VALUES:,} numbers, got {input_shape!r}")
-    loss = description.get("loss")
-    if not isinstance(loss, str) or loss not in LOSSES:
-        raise _refuse(path, f"unknown loss {loss!r}")
-    dtypes = {array.dtype for array in arrays.values()}
-    if len(dtypes) > 1:
-        raise _refuse(path, f"its arrays mix dtypes {sorted(map(str, dtypes))}")
-    for name, array in arrays.items():
-        if not np.all(np.isfinite(array)):
-            raise _refuse(path, f"array {name!r} holds NaN or infinity")
-    stored_values = sum(array.size for array in arrays.values())
-    layers = [_rebuild_layer(path, i, spec, known, arrays, stored_values)
-              for i, spec in enumerate(specs)]
-    if arrays:
-        raise _refuse(path, f"it holds arrays no layer uses: {sorted(arrays)}")
-    try:
-        net = network_class(layers, loss=loss)
-    except ValueError as error:
-        raise _refuse(path, str(error)) from None
-    _check_test_example(path, net, tuple(input_shape), dtypes.pop() if dtypes else np.float32)
-    return net
+            and PREDICT_BATCH * math.prod(input_shape) * 8 <= MAX_MODEL_BYTES):
+        raise _refuse(path, f"its input_shape must be a list of positive whole numbers, a batch "
+                            f"of which fits in MAX_MODEL_BYTES, got {input_shape!r}")
+    if not isinstance(description.get("loss"), str) or description["loss"] not in LOSSES:
+        raise _refuse(path, f"unknown loss {description.get('loss')!r}")
+    return description
 
 
-def _check_test_example(path, net, input_shape, dtype):
-    """Run a test example of input_shape (random numbers in [0, 1), like pixels) through the
-    layers one at a time: each layer's forward bounds its own cost before computing (as ours
-    do); what the layers keep is added up as they go, and the model is refused past
-    MAX_EXAMPLE_BYTES or if its output is not finite."""
-    x = np.random.default_rng(0).random((1,) + input_shape).astype(dtype)
-    kept = 0
-    with np.errstate(all="ignore"):
-        for i, layer in enumerate(net.layers):
-            layer.training = False
-            try:
-                x = layer.forward(x)
-            except (ValueError, IndexError, TypeError, MemoryError) as error:
-                raise _refuse(path, f"layer {i} ({layer!r}) cannot take an example of shape "
-                                    f"{input_shape} ({error})") from None
-            if not isinstance(x, np.ndarray):
-                raise _refuse(path, f"layer {i} ({layer!r}) returned {type(x).__name__}, "
-                                    f"not an array")
-            parameters = {id(array) for pair in layer.parameters() for array in pair}
-            kept += x.nbytes + sum(value.nbytes for value in vars(layer).values()
-                                   if isinstance(value, np.ndarray)
-                                   and id(value) not in parameters)
-            if kept > MAX_EXAMPLE_BYTES:
-                raise _refuse(path, f"one example of shape {input_shape} takes more than "
-                                    f"{MAX_EXAMPLE_BYTES:,} bytes by layer {i} ({layer!r})")
-    if not np.all(np.isfinite(x)):
-        raise _refuse(path, f"its output for an example is NaN or infinite (weights too "
-                            f"large?), so its answers would mean nothing")
-    net.input_shape = input_shape
-
-
-def _rebuild_layer(path, i, spec, known, arrays, stored_values):
-    """Layer i from its spec {"type", "config"}, its parameters taken out of `arrays`."""
-    if not (isinstance(spec, dict) and isinstance(spec.get("type"), str)
-            and isinstance(spec.get("config"), dict)):
-        raise _refuse(path, f"layer {i} is not described as {{'type': ..., 'config': {{...}}}}")
+def _rebuild_layer(path, i, spec, known, archive, headers, dtype):
+    """Layer i from its spec {"type", "config"}, its arrays read from the archive (and their
+    headers taken out of `headers`)."""
     kind, config = spec["type"], spec["config"]
     if kind not in known:
         raise ValueError(f"{path}: layer {i} is a {kind!r}, which nn.py does not know; if it is "
                          f"a layer class of your own, pass it: Network.load(path, "
                          f"custom_objects={{{kind!r}: {kind}}})")
-    # A constructor allocates what its config says (Dense(10**6, 10**6) would take 4 TB). Ours
-    # check their sizes against section A's limits; for any layer, the product of its
-    # whole-number settings must also stay within what the file really stores.
-    numbers = [v for value in config.values()
-               for v in (value if isinstance(value, list) else [value])]
-    size = math.prod(abs(v) for v in numbers
-                     if isinstance(v, int) and not isinstance(v, bool) and v != 0)
-    if size > 4 * max(stored_values, 1_000_000):
-        raise _refuse(path, f"layer {i} ({kind}) claims sizes {config} far beyond its arrays")
     try:
         layer = known[kind](**config)
     except (TypeError, ValueError, MemoryError) as error:
@@ -2084,17 +2083,42 @@ def _rebuild_layer(path, i, spec, known, arrays, stored_values):
             from None
     if not isinstance(layer, Layer):
         raise _refuse(path, f"layer {i} ({kind}) is not a Layer")
-    if arrays:
-        _cast_parameters([layer], next(iter(arrays.values())).dtype)
+    _cast_parameters([layer], dtype)
     for name, what, array in _stored_arrays(i, layer):
-        stored = arrays.pop(name, None)
-        if stored is None:
+        if name not in headers:
             raise _refuse(path, f"layer {i} ({layer!r}) has no {what}")
-        if stored.shape != array.shape:
-            raise _refuse(path, f"layer {i} ({layer!r}) {what} has shape {stored.shape}, "
-                                f"expected {array.shape}")
-        array[...] = stored
+        shape = headers[name][2]
+        if shape != array.shape:
+            raise _refuse(path, f"layer {i} ({layer!r}) {what} has shape {shape}, expected "
+                                f"{array.shape}")
+        array[...] = _read_data(path, archive, name, headers.pop(name))
     return layer
+
+
+def _test_example(path, i, layer, x, own):
+    """Layer i's output for the test example x, in inference, and the bytes it keeps for it:
+    its output and the arrays it holds besides `own`, those it was built with. A Conv2D's
+    im2col matrix (k * k numbers per input number and position) is counted before it is made."""
+    if isinstance(layer, Conv2D) and x.ndim == 4:
+        k = layer.kernel_size
+        out_h, out_w = _conv_output_shape(*x.shape[2:], k, layer.stride, layer.padding)
+        if PREDICT_BATCH * x.itemsize * x.shape[1] * k * k * out_h * out_w > MAX_MODEL_BYTES:
+            raise _refuse(path, f"layer {i} ({layer!r}) would make an im2col matrix of more "
+                                f"than {MAX_MODEL_BYTES:,} bytes (MAX_MODEL_BYTES) for a batch")
+    layer.training = False
+    try:
+        with np.errstate(all="ignore"):
+            output = layer.forward(x)
+    except (ValueError, IndexError, TypeError, MemoryError) as error:
+        raise _refuse(path, f"layer {i} ({layer!r}) cannot take an example of shape "
+                            f"{x.shape[1:]} ({error})") from None
+    if not isinstance(output, np.ndarray):
+        raise _refuse(path, f"layer {i} ({layer!r}) returned {type(output).__name__}, not an "
+                            f"array")
+    kept = output.nbytes + sum(value.nbytes for value in vars(layer).values()
+                               if isinstance(value, np.ndarray)
+                               and not any(value is array for array in own))
+    return output, kept
 
 
 # ----------------------------------------------------------------------------------------------
