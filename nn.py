@@ -2220,7 +2220,10 @@ def check_gradients(model, x, y=None, eps=1e-6, training=False, verbose=True, se
                            param, (i, j), f"{where}: {grad_name} is", f"dL/d({name})"))
 
     # Analytic gradients: one forward, then backward twice with the same R.
-    problems = []
+    problems = [] if len(x) > 1 and np.any(x != x[:1]) else [
+        "x holds one example, or one example repeated: a backward that mixes up the examples (a "
+        "mean for a sum, one example's gradient for the batch's) would look right; give two or "
+        "more different examples"]
     target = run()
     try:
         out = forward(target)
@@ -2231,6 +2234,11 @@ def check_gradients(model, x, y=None, eps=1e-6, training=False, verbose=True, se
                         f"an array (is a `return` missing?)")
         return _report(title, {name: math.inf for name, *_ in checks}, problems, verbose)
     upstream = np.random.default_rng([_UPSTREAM_STREAM, seed]).standard_normal(out.shape)
+    largest = max(float(np.abs(out).max(initial=0)), float(np.abs(x).max()))
+    if math.isfinite(largest) and largest * np.finfo(np.float64).eps > eps / 100:
+        raise ValueError(f"check_gradients cannot trust finite differences here: the numbers "
+                         f"reach {largest:.1e}, where a step of eps={eps:g} is lost in rounding; "
+                         f"scale x to ordinary sizes (or choose a larger eps)")
     twins = target.layers if is_network else [target]
     passes = []                              # per pass: {name: the gradient backward gave}
     for _ in range(2):
@@ -2246,6 +2254,26 @@ def check_gradients(model, x, y=None, eps=1e-6, training=False, verbose=True, se
         for name, _, (i, j), *_ in checks[0 if is_network else 1:]:
             given[name] = _copied(twins[i].parameters()[j][1])
         passes.append(given)
+
+    # A float array of a layer that changes the output though neither parameters() nor
+    # buffers() lists it would never train (nor be saved): nudge each and watch the output.
+    listed = [array for layer in layers for pair in layer.parameters() for array in pair]
+    listed += [array for layer in layers for array in layer.buffers()] + [x]
+    before = forward(run()).copy()         # a copy: a layer may keep its output and return it
+    for i, layer in enumerate(layers):
+        for name, value in list(vars(layer).items()):
+            if not (isinstance(value, np.ndarray) and value.dtype.kind == "f" and value.size
+                    and value.flags.writeable) or any(np.may_share_memory(value, array)
+                                                      for array in listed):
+                continue
+            kept = value.copy()
+            value += 1e-3 * (1 + np.abs(value))
+            changed = not np.array_equal(forward(run()), before)
+            value[...] = kept
+            if changed:
+                problems.append(f"{f'layer {i} ({layer!r})' if is_network else title}: {name} "
+                                f"changes the output but is not in parameters(): it will never "
+                                f"train (or, if it must not, list it in buffers())")
 
     def loss():
         target = run()
@@ -2268,13 +2296,16 @@ def check_gradients(model, x, y=None, eps=1e-6, training=False, verbose=True, se
         if found is None and not np.all(np.isfinite(numerical)):
             found = (f"{name}: the finite differences are NaN or inf (the forward pass is not "
                      f"finite near this x), so nothing can be checked")
+        elif found is None and not (np.any(numerical) or np.any(passes[0][name])):
+            found = (f"{name}: its gradient is 0 at this x, both from backward and by finite "
+                     f"differences, so this x checks nothing of it: use an x of random numbers")
         if found is not None:
             problems.append(found)
             errors[name] = math.inf
             continue
         first, second = passes[0][name], passes[1][name]
-        errors[name] = max(_relative_error(first, numerical), _relative_error(second, numerical))
-        if not _relative_error(first, second) < GRADIENT_THRESHOLD:
+        errors[name] = max(relative_error(first, numerical), relative_error(second, numerical))
+        if not relative_error(first, second) < GRADIENT_THRESHOLD:
             problems.append(
                 f"{title}.backward returned another dL/d(input) when run again with the same "
                 f"grad_output: does it change what forward remembered?" if name == "input" else
@@ -2291,6 +2322,8 @@ def _report(title, errors, problems, verbose):
 
 
 def _checked_float64(values, name):
+    if np.iscomplexobj(values):
+        raise ValueError(f"check_gradients {name} must hold real numbers, got complex ones")
     try:
         values = np.array(values, dtype=np.float64)
     except (TypeError, ValueError):
@@ -2332,11 +2365,19 @@ def _gradient_problem(said, meaning, gradient, shape):
     return None
 
 
-def _relative_error(analytic, numerical):
-    """|a - n| / (|a| + |n|) over whole arrays: 0 when equal, 1 when one of them is 0."""
+def relative_error(analytic, numerical):
+    """check_gradients' measure: |a - n| / (|a| + |n|), norms over whole arrays; 0 when they are
+    equal, 1 when one of them is 0. Computed on the arrays divided by their largest number, so
+    that no norm overflows."""
+    largest = max(float(np.abs(analytic).max(initial=0)), float(np.abs(numerical).max(initial=0)))
+    if largest == 0:
+        return 0.0
+    analytic, numerical = np.divide(analytic, largest), np.divide(numerical, largest)
     difference = np.linalg.norm(analytic - numerical)
-    scale = np.linalg.norm(analytic) + np.linalg.norm(numerical)
-    return float(difference / scale) if scale > 0 else 0.0
+    return float(difference / (np.linalg.norm(analytic) + np.linalg.norm(numerical)))
+
+
+_relative_error = relative_error         # the name exercises.py still uses
 
 
 # ----------------------------------------------------------------------------------------------

@@ -164,6 +164,9 @@ class LossAsLayer(Layer):
     def backward(self, grad_output):
         return grad_output[0, 0] * self.prime(self.y, self.p)
 
+    def buffers(self):                       # constant targets: not parameters, never trained
+        return [self.y]
+
 
 class GradientCheck(unittest.TestCase):
     """Runs nn.check_gradients, the tool learners use, and records the worst errors."""
@@ -207,7 +210,7 @@ class TestCheckGradients(GradientCheck):
         layer = Dense(3, 2, seed=0)
         before = layer.weights.copy()
         errors = self.assertGradientsRight("Dense float32 layer", layer,
-                                           np.ones((2, 3), np.float32))
+                                           np.array([[1, 2, 3], [3, 1, 2]], np.float32))
         self.assertEqual(list(errors), ["input", "weights", "biases"])
         self.assertEqual(layer.weights.dtype, np.float32)
         np.testing.assert_array_equal(layer.weights, before)
@@ -359,12 +362,79 @@ class TestCheckGradients(GradientCheck):
             check_gradients("Dense", np.ones((2, 2)))
         with self.assertRaises(ValueError):
             check_gradients(small_network(), np.ones((2, 5)))          # a network needs y
+        with self.assertRaisesRegex(ValueError, "x must hold real numbers, got complex ones"):
+            check_gradients(Tanh(), self.README_X + 1j)
+
+    def test_numbers_too_large_for_finite_differences_are_refused_not_judged(self):
+        # A right Dense on x of 1e200: a step of 1e-6 is lost in rounding there.
+        layer = dense_with_biases(3, 2, seed=0)
+        with self.assertRaisesRegex(ValueError, "cannot trust finite differences here: the "
+                                    "numbers reach 1.3e\\+200"):
+            check_gradients(layer, self.README_X * 1e200, verbose=False)
+        self.assertGradientsRight("Dense on x of 1e3", layer, self.README_X * 1e3)
+        big = np.full(4, 1e200)
+        self.assertEqual(nn.relative_error(big, big), 0.0)          # no norm overflows
+        self.assertAlmostEqual(nn.relative_error(big, 2 * big), 1 / 3)
+        self.assertEqual(nn.relative_error(np.zeros(3), np.ones(3)), 1.0)
+
+    def test_an_x_that_cannot_show_a_mistake_never_passes(self):
+        class MeanBiases(OwnDense):          # the biases' gradient a mean, not a sum
+            def backward(self, grad_output):
+                grad_input = super().backward(grad_output)
+                self.grad_biases[...] = grad_output.mean(axis=0)
+                return grad_input
+
+        class ZeroInputGradient(ReLU):       # dL/d(input) forgotten: 0 everywhere
+            def backward(self, grad_output):
+                return np.zeros_like(grad_output)
+
+        one = self.README_X[:1]
+        for x in (one, np.repeat(one, 3, axis=0)):
+            report = check_gradients(MeanBiases(3, 2, seed=0), x, verbose=False)
+            self.assertFalse(report.right)
+            self.assertIn("x holds one example, or one example repeated", str(report))
+        self.assertGreater(check_gradients(MeanBiases(3, 2, seed=0), self.README_X,
+                                           verbose=False)["biases"], 0.1)
+        report = check_gradients(ZeroInputGradient(), -np.abs(self.README_X), verbose=False)
+        self.assertFalse(report.right)
+        self.assertIn("input: its gradient is 0 at this x, both from backward and by finite "
+                      "differences", str(report))
+        self.assertGreater(check_gradients(ZeroInputGradient(), self.README_X,
+                                           verbose=False)["input"], 0.1)
+
+    def test_an_array_that_changes_the_output_but_is_not_listed_is_named(self):
+        class Shift(Scale):                  # scale and shift; beta forgotten in parameters()
+            def __init__(self, n):
+                super().__init__(n)
+                self.beta = np.full(n, 0.5)
+                self.grad_beta = np.zeros(n)
+
+            def forward(self, x):
+                return super().forward(x) + self.beta
+
+            def backward(self, grad_output):
+                self.grad_beta[...] = grad_output.sum(axis=0)
+                return super().backward(grad_output)
+
+        class Listed(Shift):                 # beta as a constant, in buffers()
+            def buffers(self):
+                return [self.beta]
+
+        self.assertCaught(Shift(3), "Shift(n=3): beta changes the output but is not in "
+                          "parameters(): it will never train (or, if it must not, list it in "
+                          "buffers())")
+        self.assertGradientsRight("a listed constant", Listed(3), self.README_X)
+        net = Network([Dense(3, 3, seed=0), Shift(3), Dense(3, 2, seed=1), Softmax()])
+        report = check_gradients(net, self.README_X, one_hot([0, 1, 1, 0], 2), verbose=False)
+        self.assertEqual(report.problems, ["layer 1 (Shift(n=3)): beta changes the output but "
+                                           "is not in parameters(): it will never train (or, "
+                                           "if it must not, list it in buffers())"])
 
 
 class TestLayerGradients(GradientCheck):
     def test_dense(self):
         rng = np.random.default_rng(0)
-        for batch, n_in, n_out in ((1, 3, 2), (5, 4, 3), (7, 6, 10)):
+        for batch, n_in, n_out in ((2, 3, 2), (5, 4, 3), (7, 6, 10)):
             self.assertGradientsRight("Dense", dense_with_biases(n_in, n_out, seed=batch),
                                       rng.standard_normal((batch, n_in)))
 
@@ -659,7 +729,7 @@ class TestConv2D(GradientCheck):
         (1, 2, 3, 1, 0, (2, 1, 5, 4)),
         (3, 2, 3, 1, 1, (2, 3, 5, 6)),
         (2, 3, 3, 2, 1, (2, 2, 7, 5)),
-        (2, 2, 2, 2, 0, (1, 2, 4, 6)),
+        (2, 2, 2, 2, 0, (2, 2, 4, 6)),
         (3, 2, 1, 1, 0, (2, 3, 3, 2)),
         (2, 2, 3, 2, 0, (2, 2, 6, 6)),     # stride 2 leaves the last row and column unused
     ]
@@ -746,7 +816,7 @@ class TestMaxPool2D(GradientCheck):
                                       x[:, :, :3, :].reshape(2, 3, 1, 3, 2, 3).max(axis=(3, 5)))
 
     def test_gradients(self):
-        for size, shape in [(2, (2, 3, 4, 6)), (3, (1, 2, 3, 6)), (1, (1, 2, 2, 3))]:
+        for size, shape in [(2, (2, 3, 4, 6)), (3, (2, 2, 3, 6)), (1, (2, 2, 2, 3))]:
             self.assertGradientsRight(f"MaxPool2D({size})", MaxPool2D(size), images(*shape))
         # what Conv2D hands on: a (batch, c, h, w) view of memory laid out otherwise
         x = images(2, 4, 6, 3).transpose(0, 3, 1, 2)
