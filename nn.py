@@ -413,7 +413,7 @@ class Conv2D(Layer):
         return col2im(kernels.T @ grad, self.input_shape, k, s, p)
 
     def _check_input(self, x):
-        c, k, s, p = self.in_channels, self.kernel_size, self.stride, self.padding
+        c, k, p = self.in_channels, self.kernel_size, self.padding
         if x.ndim != 4 or x.shape[1] != c:
             raise ValueError(f"{self!r} expects input of shape (batch, {c}, height, width), "
                              f"got shape {x.shape}")
@@ -421,10 +421,6 @@ class Conv2D(Layer):
         if min(height, width) < k:
             raise ValueError(f"{self!r}: its {k}x{k} kernel is larger than the input padded by "
                              f"{p} ({height}x{width}): input shape {x.shape}")
-        out_h, out_w = _conv_output_shape(x.shape[2], x.shape[3], k, s, p)
-        positions = out_h * out_w
-        _check_example_cost(self, x.shape, values=max(c * height * width, c * k * k * positions),
-                            work=self.out_channels * c * k * k * positions)
         return x.shape
 
     def parameters(self):
@@ -671,9 +667,6 @@ class RandomShift(Layer):
         if not self.training or self.pixels == 0:
             self.shifts = None
             return x
-        padded_size = [d + 2 * self.pixels for d in x.shape[-2:]]     # of each example's images
-        _check_example_cost(self, x.shape, values=int(np.prod(x.shape[1:-2] + tuple(padded_size))),
-                            work=0)
         # shifts[n] = (down, right) for image n: output[n, ..., y, x] = x[n, ..., y - down,
         # x - right], and 0 where that falls outside the image.
         self.shifts = self.rng.integers(-self.pixels, self.pixels + 1, size=(len(x), 2))
@@ -1133,9 +1126,6 @@ import zlib
 
 MAX_STORED_VALUES = 50_000_000   # parameters of a layer, and of a model file: 200 MB of float32
 MAX_WINDOW = 64                  # Conv2D kernel_size and stride, MaxPool2D size (padding < kernel)
-MAX_EXAMPLE_VALUES = 2 ** 20     # numbers of one example in any array of a layer's forward pass
-MAX_EXAMPLE_WORK = 2 ** 27       # multiply-adds of one layer's forward pass on one example
-MAX_EXAMPLE_BYTES = 2 ** 25      # all that a network's layers keep for one example (32 MB)
 
 
 def _is_number(value):
@@ -1189,19 +1179,6 @@ def _check_reshape(shape):
             for d in shape):
         raise ValueError(f"Reshape shape must be a tuple of positive whole numbers, "
                          f"got {shape!r}")
-    if math.prod(int(d) for d in shape) > MAX_EXAMPLE_VALUES:
-        raise ValueError(f"Reshape shape must hold at most {MAX_EXAMPLE_VALUES:,} numbers "
-                         f"(MAX_EXAMPLE_VALUES), got {shape!r}")
-
-
-def _check_example_cost(layer, shape, values, work):
-    """What one example of input `shape` costs a layer's forward pass, checked before it runs:
-    `values` numbers in its largest array, `work` multiply-adds."""
-    if values > MAX_EXAMPLE_VALUES or work > MAX_EXAMPLE_WORK:
-        raise ValueError(f"{layer!r}: one example of shape {tuple(shape[1:])} would take "
-                         f"{values:,} numbers and {work:,} multiply-adds, more than the "
-                         f"{MAX_EXAMPLE_VALUES:,} and {MAX_EXAMPLE_WORK:,} a layer may use "
-                         f"(MAX_EXAMPLE_VALUES, MAX_EXAMPLE_WORK)")
 
 
 def _check_seed(seed, name="seed"):

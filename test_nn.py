@@ -1101,9 +1101,6 @@ class TestRandomShift(GradientCheck):
             with self.assertRaises(ValueError) as caught:
                 make()
             self.assertIn("RandomShift pixels", str(caught.exception))
-        with self.assertRaises(ValueError) as caught:       # bounded before it allocates
-            self.shift(64).forward(np.zeros((1, 2000, 3, 3), np.float32))
-        self.assertIn("MAX_EXAMPLE_VALUES", str(caught.exception))
         with self.assertRaises(ValueError) as caught:
             RandomShift(2).forward(np.zeros((4, 784)))
         self.assertIn("expects images", str(caught.exception))
@@ -1698,10 +1695,7 @@ class TestBadInput(unittest.TestCase):
             for make in (lambda: nn.Conv2D(1, 1, 20000), lambda: nn.Conv2D(1, 1, 5, padding=5),
                          lambda: nn.Conv2D(1, 1, 3, stride=65), lambda: nn.Conv2D(8000, 8000, 1),
                          lambda: nn.Dense(10**4, 10**4), lambda: nn.MaxPool2D(10**6),
-                         lambda: nn.Reshape((10**4, 10**4)),
-                         lambda: nn.MaxPool2D(2).forward(np.zeros((1, 1, 0, 0))),
-                         lambda: nn.Conv2D(3, 64, 9, padding=8).forward(
-                             np.zeros((1, 3, 400, 400)))):
+                         lambda: nn.MaxPool2D(2).forward(np.zeros((1, 1, 0, 0)))):
                 try:
                     make()
                     print("built")
@@ -1717,9 +1711,7 @@ class TestBadInput(unittest.TestCase):
             "Conv2D would hold 64",
             "Dense would hold 100",
             "MaxPool2D size must be a positive whole number and at most 64",
-            "Reshape shape must hold at most 1",
-            "MaxPool2D() expects input of shape (batch",
-            "Conv2D(3"])
+            "MaxPool2D() expects input of shape (batch"])
 
     def test_numbers_too_large_and_classes_for_objects(self):
         X, Y = blobs()
