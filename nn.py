@@ -1856,9 +1856,9 @@ def atomic_file(path, mode="wb", suffix="", **options):
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     handle = os.open(temporary, flags, 0o666)           # as open() makes a new file
     try:
-        if os.path.exists(path):
-            shutil.copymode(path, temporary)
         with os.fdopen(handle, mode, **options) as file:
+            if os.path.exists(path):
+                shutil.copymode(path, temporary)
             yield file
             file.flush()
             os.fsync(file.fileno())          # on disk before the rename makes it visible
@@ -1887,9 +1887,13 @@ def _load_network(network_class, path, custom_objects):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no model file at {path}")
     try:
-        with zipfile.ZipFile(path) as archive:
+        archive = zipfile.ZipFile(path)
+    except (OSError, EOFError, ValueError, NotImplementedError, zipfile.BadZipFile) as error:
+        raise _refuse(path, f"not a NumPy .npz archive ({error})") from None
+    try:
+        with archive:
             return _read_network(network_class, path, archive, known)
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+    except (OSError, EOFError, zipfile.BadZipFile, NotImplementedError, zlib.error) as error:
         raise _refuse(path, f"damaged archive ({error})") from None
 
 
