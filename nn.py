@@ -2108,7 +2108,7 @@ def _test_example(path, i, layer, x, own):
 # An array's gradient is right when its relative error |analytic - numerical| / (|analytic| +
 # |numerical|) (norms over the whole array) is below GRADIENT_THRESHOLD. A right backward
 # gives about 1e-10 in float64, a real mistake (a wrong element, a missing factor 2, the input
-# and grad_output swapped) 1e-4 to 1. Three things keep a mistake from hiding:
+# and grad_output swapped) 1e-4 to 1. No x passes a mistake that it cannot show:
 # - A layer is checked on the loss sum(output * R) with R drawn from a random stream of its
 #   own: were R the learner's x (both the first draws of default_rng(0)), any mix-up of the
 #   input with grad_output would cancel out.
@@ -2116,6 +2116,9 @@ def _test_example(path, i, layer, x, own):
 #   comes out twice as large the second time.
 # - What backward returns is checked before any number is: None, a wrong shape or dtype, NaN
 #   or inf is named, and counts as wrong (never as an error of 0).
+# - An x of one example (or one repeated), a gradient that is 0 both ways, a float array that
+#   changes the output but is not listed are named; numbers too large for a step of eps are
+#   refused; and a check that passed looks again at an x of random numbers of both signs.
 # ----------------------------------------------------------------------------------------------
 
 GRADIENT_THRESHOLD = 1e-6        # relative error: below it right, at or above it wrong
@@ -2220,21 +2223,23 @@ def check_gradients(model, x, y=None, eps=1e-6, training=False, verbose=True, se
         raise ValueError(f"check_gradients cannot trust finite differences here: the numbers "
                          f"reach {largest:.1e}, where a step of eps={eps:g} is lost in rounding; "
                          f"scale x to ordinary sizes (or choose a larger eps)")
-    twins = target.layers if is_network else [target]
-    passes = []                              # per pass: {name: the gradient backward gave}
-    for _ in range(2):
-        try:
-            if is_network:
-                target.backward(y, out)
-                given = {}
-            else:
-                given = {"input": _copied(target.backward(upstream.copy()))}
-        except LayerError as error:          # a Network names the layer that returned it
-            problems.append(str(error))
-            return _report(title, {name: math.inf for name, *_ in checks}, problems, verbose)
+
+    def gradients(target, out):              # {name: the gradient one backward gave}
+        if is_network:
+            target.backward(y, out)
+            given = {}
+        else:
+            given = {"input": _copied(target.backward(upstream.copy()))}
+        twins = target.layers if is_network else [target]
         for name, _, (i, j), *_ in checks[0 if is_network else 1:]:
             given[name] = _copied(twins[i].parameters()[j][1])
-        passes.append(given)
+        return given
+
+    try:
+        passes = [gradients(target, out) for _ in range(2)]
+    except LayerError as error:              # a Network names the layer that returned it
+        problems.append(str(error))
+        return _report(title, {name: math.inf for name, *_ in checks}, problems, verbose)
 
     # A float array of a layer that changes the output though neither parameters() nor
     # buffers() lists it would never train (nor be saved): nudge each and watch the output.
@@ -2292,6 +2297,40 @@ def check_gradients(model, x, y=None, eps=1e-6, training=False, verbose=True, se
                 f"grad_output: does it change what forward remembered?" if name == "input" else
                 f"{said} not the same when backward runs again with the same grad_output: "
                 f"overwrite a gradient (grad[...] = ...), never add to it (+=)")
+    if problems or not all(error < GRADIENT_THRESHOLD for error in errors.values()):
+        return _report(title, errors, problems, verbose)
+
+    # A second look, at an x of random numbers of both signs in place of yours: a backward right
+    # only at your x (a ReLU's mask forgotten, on positive x) shows in the derivative along one
+    # random direction per array, two forward passes per array.
+    rng, yours = np.random.default_rng([_UPSTREAM_STREAM, seed, 1]), x.copy()
+    x[...] = rng.standard_normal(x.shape)    # every pass reads x
+    try:
+        with np.errstate(all="ignore"):
+            target = run()
+            given = gradients(target, forward(target))
+            for name, array, *_ in checks:
+                direction, kept = rng.standard_normal(array.shape), array.copy()
+                array += eps * direction
+                plus = loss()
+                array[...] = kept - eps * direction
+                minus = loss()
+                array[...] = kept
+                numerical = (plus - minus) / (2 * eps)
+                analytic = float(np.sum(given[name] * direction))
+                error = abs(analytic - numerical) / (
+                    np.linalg.norm(given[name]) * np.linalg.norm(direction) + abs(numerical))
+                if not math.isfinite(error):
+                    break                    # not defined there: your x was the check
+                if error >= GRADIENT_THRESHOLD:
+                    errors[name] = error
+                    problems.append(f"{name}: right at this x, but not at another (random "
+                                    f"numbers of both signs): does backward hold for every "
+                                    f"input, negative numbers too?")
+    except Exception:                        # a layer of yours that takes only some inputs
+        pass                                 # (a logarithm's): your x was the check
+    finally:
+        x[...] = yours
     return _report(title, errors, problems, verbose)
 
 

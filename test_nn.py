@@ -226,11 +226,11 @@ class TestCheckGradients(GradientCheck):
     # upstream gradient from, so that mix-ups of x with grad_output cancelled out.
     README_X = np.random.default_rng(0).standard_normal((4, 3))
 
-    def assertCaught(self, model, *lines):
-        """check_gradients on README_X calls `model` wrong, printing each of `lines`."""
+    def assertCaught(self, model, *lines, x=README_X):
+        """check_gradients on x (README_X) calls `model` wrong, printing each of `lines`."""
         output = io.StringIO()
         with contextlib.redirect_stdout(output):
-            report = check_gradients(model, self.README_X)
+            report = check_gradients(model, x)
         self.assertFalse(report.right, report)
         self.assertIn("WRONG", output.getvalue())
         for line in lines:
@@ -401,6 +401,25 @@ class TestCheckGradients(GradientCheck):
                       "differences", str(report))
         self.assertGreater(check_gradients(ZeroInputGradient(), self.README_X,
                                            verbose=False)["input"], 0.1)
+        # Right only at this x: a ReLU without its mask on positive numbers, tanh' taken as 1
+        # on numbers near 0. A right layer that takes only positive numbers stays right.
+        class NoMask(ReLU):
+            def backward(self, grad_output):
+                return grad_output
+
+        class TanhAsIdentity(Tanh):
+            def backward(self, grad_output):
+                return grad_output
+
+        positive, tiny = np.abs(self.README_X), self.README_X * 1e-4
+        for layer, x in ((NoMask(), positive), (TanhAsIdentity(), tiny)):
+            report = self.assertCaught(layer, "input: right at this x, but not at another "
+                                       "(random numbers of both signs)", x=x)
+            self.assertGreater(report["input"], 0.01)
+        y = one_hot([0, 1, 2, 0], 3, np.float64)
+        crossentropy = LossAsLayer(categorical_crossentropy, categorical_crossentropy_prime, y)
+        self.assertGradientsRight("crossentropy, defined for probabilities only", crossentropy,
+                                  Softmax().forward(self.README_X))
 
     def test_an_array_that_changes_the_output_but_is_not_listed_is_named(self):
         class Shift(Scale):                  # scale and shift; beta forgotten in parameters()
