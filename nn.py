@@ -1776,7 +1776,6 @@ MAX_MODEL_BYTES = 2 ** 30        # the budget: loading a model, and a batch thro
 PREDICT_BATCH = 128              # predict's batch, as the budget counts it
 LOAD_FACTOR = 4                  # loading holds about 4x a file's arrays (see _read_headers)
 MAX_LAYERS = 1000
-MAX_ARCHITECTURE_CHARACTERS = 1_000_000
 MAX_HEADER_BYTES = 10_000        # an array's .npy header (NumPy's own reader has this limit)
 
 
@@ -1826,13 +1825,9 @@ def _saved_config(i, layer):
 
 
 def _checked_path(path):
-    try:
-        path = os.fspath(path)
-    except TypeError:
-        pass
-    if not isinstance(path, str):
+    if not isinstance(path, (str, os.PathLike)) or not isinstance(os.fspath(path), str):
         raise ValueError(f"path must be a file name (a str or a pathlib.Path), got {path!r}")
-    return path
+    return os.fspath(path)
 
 
 def _stored_arrays(i, layer):
@@ -1892,40 +1887,84 @@ def _load_network(network_class, path, custom_objects):
         raise _refuse(path, f"not a NumPy .npz archive ({error})") from None
     try:
         with archive:
-            return _read_network(network_class, path, archive, known)
+            headers = dict(_read_header(path, archive, member) for member in archive.infolist())
+            return _read_network(network_class, path, archive, headers, known)
     except (OSError, EOFError, zipfile.BadZipFile, NotImplementedError, zlib.error) as error:
         raise _refuse(path, f"damaged archive ({error})") from None
 
 
-def _read_network(network_class, path, archive, known):
-    headers = _read_headers(path, archive)
-    if "architecture" not in headers:
+def _read_header(path, archive, member):
+    """(name, (member, data offset, shape, fortran_order, dtype)) of a .npy member, its header
+    read (at most MAX_HEADER_BYTES: NumPy's reader reads all a header claims) and checked
+    against the member's real size and the dtypes a model file holds."""
+    name = member.filename[:-len(".npy")]
+    if not member.filename.endswith(".npy") or member.flag_bits & 1 or \
+            member.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise _refuse(path, f"unexpected member {member.filename!r} (expected .npy arrays, "
+                            f"stored or deflated, not encrypted)")
+    with archive.open(member) as file:
+        width = {b"\x93NUMPY\x01\x00": 2, b"\x93NUMPY\x02\x00": 4}.get(file.read(8), 0)
+        length_bytes = file.read(width)      # the header's length: 2 bytes (4 in format 2.0)
+        length = int.from_bytes(length_bytes, "little")
+        if not width or length > MAX_HEADER_BYTES:
+            raise _refuse(path, f"array {name!r} is not a .npy array with a header of at most "
+                                f"{MAX_HEADER_BYTES:,} bytes (it claims {length:,})")
+        reader = (np.lib.format.read_array_header_1_0 if width == 2
+                  else np.lib.format.read_array_header_2_0)
+        try:                                 # NumPy's parser raises what its tokenizer raises
+            shape, fortran_order, dtype = reader(io.BytesIO(length_bytes + file.read(length)))
+        except Exception as error:
+            raise _refuse(path, f"array {name!r} has a damaged header ({type(error).__name__})") \
+                from None
+    offset, size = 8 + width + length, math.prod(shape) * dtype.itemsize
+    if offset + size != member.file_size:
+        raise _refuse(path, f"array {name!r} claims {size:,} bytes of data; its member holds "
+                            f"{member.file_size - offset:,}")
+    if dtype not in (np.float32, np.float64) and not (
+            name == "architecture" and dtype.kind == "U" and shape == () and size < 2 ** 22):
+        raise _refuse(path, f"array {name!r} has dtype {dtype}, expected float32 or float64")
+    return name, (member, offset, shape, fortran_order, dtype)
+
+
+def _read_data(path, archive, name, header):
+    """The array `name`, as its header (checked by _read_header) says; finite if of floats."""
+    member, offset, shape, fortran_order, dtype = header
+    with archive.open(member) as file:
+        data = file.read(member.file_size)[offset:]
+    array = np.frombuffer(data, dtype).reshape(shape, order="F" if fortran_order else "C")
+    if dtype.kind == "f" and not np.all(np.isfinite(array)):
+        raise _refuse(path, f"array {name!r} holds NaN or infinity")
+    return array
+
+
+def _read_network(network_class, path, archive, headers, known):
+    """The network of the archive whose headers were read: its arrays checked against the
+    budget, then its layers built one at a time, each filled and run on a test example."""
+    architecture = headers.pop("architecture", None)
+    dtypes = {dtype for *_, dtype in headers.values()}
+    if len(dtypes) > 1:
+        raise _refuse(path, f"its arrays mix dtypes {sorted(map(str, dtypes))}")
+    dtype = dtypes.pop() if dtypes else np.dtype(np.float32)
+    stored = sum(math.prod(shape) for _, _, shape, *_ in headers.values())
+    if LOAD_FACTOR * stored * dtype.itemsize > MAX_MODEL_BYTES:
+        raise _refuse(path, f"its arrays hold {stored * dtype.itemsize:,} bytes: loading them "
+                            f"would take more than the {MAX_MODEL_BYTES:,} bytes "
+                            f"(MAX_MODEL_BYTES) a model may")
+    if architecture is None:
         raise _refuse(path, "it has no architecture")
     description = _checked_architecture(path, str(_read_data(path, archive, "architecture",
-                                                             headers.pop("architecture"))))
-    dtype = next((array_dtype for *_, array_dtype in headers.values()), np.dtype(np.float32))
-    # A constructor allocates what its settings say (Dense(10**6, 10**6) would take 4 TB): the
-    # product of a layer's whole-number settings must stay within what the file stores.
-    stored_values = sum(math.prod(shape) for _, _, shape, *_ in headers.values())
+                                                             architecture)))
     x = np.random.default_rng(0).random((1, *description["input_shape"])).astype(dtype)
-    layers, model_bytes, batch_bytes = [], 0, 0
+    layers, used = [], 0                     # bytes: the layers' own, and a batch's
     for i, spec in enumerate(description["layers"]):
-        numbers = [v for value in spec["config"].values()
-                   for v in (value if isinstance(value, list) else [value])]
-        if math.prod(abs(v) for v in numbers if isinstance(v, int) and not isinstance(v, bool)
-                     and v != 0) > 4 * max(stored_values, 2 ** 20):
-            raise _refuse(path, f"layer {i} ({spec['type']}) claims sizes {spec['config']} far "
-                                f"beyond its arrays")
-        layer = _rebuild_layer(path, i, spec, known, archive, headers, dtype)
-        layers.append(layer)
+        layer = _rebuild_layer(path, i, spec, known, archive, headers, dtype, stored)
         own = [value for value in vars(layer).values() if isinstance(value, np.ndarray)]
-        model_bytes += sum(array.nbytes for array in own)
-        x, kept = _test_example(path, i, layer, x, own)
-        batch_bytes += PREDICT_BATCH * kept
-        if model_bytes + batch_bytes > MAX_MODEL_BYTES:
-            raise _refuse(path, f"by layer {i} ({layer!r}), the model and a batch of "
-                                f"{PREDICT_BATCH} examples would take more than the "
-                                f"{MAX_MODEL_BYTES:,} bytes (MAX_MODEL_BYTES) a model may")
+        used += sum(array.nbytes for array in own)
+        x, kept = _test_example(path, i, layer, x, own, MAX_MODEL_BYTES - used)
+        used += PREDICT_BATCH * kept
+        if used > MAX_MODEL_BYTES:
+            raise _over_budget(path, i, layer)
+        layers.append(layer)
     if not np.all(np.isfinite(x)):
         raise _refuse(path, "its output for an example is NaN or infinite (weights too large?), "
                             "so its answers would mean nothing")
@@ -1939,85 +1978,6 @@ def _read_network(network_class, path, archive, known):
     return net
 
 
-def _read_headers(path, archive):
-    """{name: (member, header bytes, shape, fortran_order, dtype)} for each array of the archive,
-    every header checked against the archive's real sizes before any data is read: plain .npy
-    members, float32 or float64 arrays of one dtype and the architecture string, each holding
-    the bytes its header claims, no member more than deflate can expand. Loading holds at most
-    LOAD_FACTOR times the arrays (each parameter with its gradient, what a constructor drew
-    before it is replaced, the array being read), and that must fit in the budget."""
-    members, headers, total = archive.infolist(), {}, 0
-    claimed = sum(member.compress_size for member in members)
-    if len(members) > 4 * MAX_LAYERS or claimed > os.path.getsize(path):
-        raise _refuse(path, "its zip directory claims more than the file holds")
-    for member in members:
-        name = member.filename[:-len(".npy")]
-        if not member.filename.endswith(".npy") or member.flag_bits & 1 or \
-                member.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-            raise _refuse(path, f"unexpected member {member.filename!r} (expected .npy arrays, "
-                                f"stored or deflated, not encrypted)")
-        if member.file_size > 1032 * member.compress_size + 1024:    # deflate's largest ratio
-            raise _refuse(path, f"member {member.filename!r} claims more than it can hold")
-        with archive.open(member) as file:
-            header_bytes, shape, fortran_order, dtype = _read_array_header(path, name, file)
-        size = math.prod(shape) * dtype.itemsize
-        if header_bytes + size != member.file_size:
-            raise _refuse(path, f"array {name!r} claims {size:,} bytes of data; its member holds "
-                                f"{member.file_size - header_bytes:,}")
-        if name == "architecture":
-            if dtype.kind != "U" or shape != () or size > 4 * MAX_ARCHITECTURE_CHARACTERS:
-                raise _refuse(path, f"its architecture is not a JSON text of at most "
-                                    f"{MAX_ARCHITECTURE_CHARACTERS:,} characters")
-        elif dtype not in (np.float32, np.float64):
-            raise _refuse(path, f"array {name!r} has dtype {dtype}, expected float32 or float64")
-        headers[name] = (member, header_bytes, shape, fortran_order, dtype)
-        total += size
-    dtypes = {dtype for name, (*_, dtype) in headers.items() if name != "architecture"}
-    if len(dtypes) > 1:
-        raise _refuse(path, f"its arrays mix dtypes {sorted(map(str, dtypes))}")
-    if LOAD_FACTOR * total > MAX_MODEL_BYTES:
-        raise _refuse(path, f"its arrays hold {total:,} bytes: loading them would take more than "
-                            f"the {MAX_MODEL_BYTES:,} bytes (MAX_MODEL_BYTES) a model may")
-    return headers
-
-
-def _read_array_header(path, name, file):
-    """(its length in bytes, shape, fortran_order, dtype) of a .npy header, reading at most
-    MAX_HEADER_BYTES: NumPy's own reader first reads as many bytes as the header claims."""
-    start = file.read(8)
-    if len(start) != 8 or start[:6] != b"\x93NUMPY" or start[6:] not in (b"\x01\x00", b"\x02\x00"):
-        raise _refuse(path, f"array {name!r} is not a .npy array of format 1.0 or 2.0")
-    length_bytes = file.read(2 if start[6] == 1 else 4)
-    length = int.from_bytes(length_bytes, "little")
-    if length > MAX_HEADER_BYTES:
-        raise _refuse(path, f"array {name!r} has a header of {length:,} bytes "
-                            f"(at most {MAX_HEADER_BYTES:,})")
-    reader = (np.lib.format.read_array_header_1_0 if start[6] == 1
-              else np.lib.format.read_array_header_2_0)
-    try:                                     # NumPy's parser raises what its tokenizer raises
-        shape, fortran_order, dtype = reader(io.BytesIO(length_bytes + file.read(length)))
-    except Exception as error:
-        raise _refuse(path, f"array {name!r} has a damaged header ({type(error).__name__})") \
-            from None
-    return 8 + len(length_bytes) + length, shape, fortran_order, dtype
-
-
-def _read_data(path, archive, name, header):
-    """The array `name` of the archive, whose header (member, header bytes, shape,
-    fortran_order, dtype) _read_headers checked; a float array must hold finite numbers."""
-    member, header_bytes, shape, fortran_order, dtype = header
-    size = math.prod(shape) * dtype.itemsize
-    with archive.open(member) as file:
-        file.read(header_bytes)
-        data = file.read(size)
-    if len(data) != size:
-        raise _refuse(path, f"array {name!r} is shorter than its header says")
-    array = np.frombuffer(data, dtype).reshape(shape, order="F" if fortran_order else "C")
-    if dtype.kind == "f" and not np.all(np.isfinite(array)):
-        raise _refuse(path, f"array {name!r} holds NaN or infinity")
-    return array
-
-
 def _checked_architecture(path, text):
     """The file's description of the network, after checking its form (not yet its sizes)."""
     try:
@@ -2025,38 +1985,41 @@ def _checked_architecture(path, text):
     except (ValueError, RecursionError) as error:
         raise _refuse(path, f"its architecture is not valid JSON ({type(error).__name__})") \
             from None
-    if isinstance(description, dict) and description.get("format") == "nn.Network v2":
-        raise _refuse(path, "it was saved by an earlier nn.py, which did not record the shape "
-                            "of an example; load it there, run it once and save it again")
     if not isinstance(description, dict) or description.get("format") != MODEL_FORMAT:
-        raise _refuse(path, f"no {MODEL_FORMAT!r} format marker")
-    specs = description.get("layers")
+        earlier = isinstance(description, dict) and description.get("format") == "nn.Network v2"
+        raise _refuse(path, "it was saved by an earlier nn.py, which did not record the shape "
+                            "of an example; load it there, run it once and save it again"
+                      if earlier else f"no {MODEL_FORMAT!r} format marker")
+    specs, shape = description.get("layers"), description.get("input_shape")
     if not isinstance(specs, list) or not specs or len(specs) > MAX_LAYERS:
         raise _refuse(path, f"its architecture lists no layers, or more than {MAX_LAYERS}")
-    for i, spec in enumerate(specs):
-        if not (isinstance(spec, dict) and isinstance(spec.get("type"), str)
-                and isinstance(spec.get("config"), dict)):
-            raise _refuse(path, f"layer {i} is not described as {{'type': ..., 'config': "
-                                f"{{...}}}}")
-    input_shape = description.get("input_shape")
-    if not (isinstance(input_shape, list) and input_shape and all(
-            isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in input_shape)
-            and PREDICT_BATCH * math.prod(input_shape) * 8 <= MAX_MODEL_BYTES):
+    if not (isinstance(shape, list) and shape and all(
+            isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)
+            and PREDICT_BATCH * math.prod(shape) * 8 <= MAX_MODEL_BYTES):
         raise _refuse(path, f"its input_shape must be a list of positive whole numbers, a batch "
-                            f"of which fits in MAX_MODEL_BYTES, got {input_shape!r}")
+                            f"of which fits in MAX_MODEL_BYTES, got {shape!r}")
     if not isinstance(description.get("loss"), str) or description["loss"] not in LOSSES:
         raise _refuse(path, f"unknown loss {description.get('loss')!r}")
     return description
 
 
-def _rebuild_layer(path, i, spec, known, archive, headers, dtype):
-    """Layer i from its spec {"type", "config"}, its arrays read from the archive (and their
-    headers taken out of `headers`)."""
+def _rebuild_layer(path, i, spec, known, archive, headers, dtype, stored):
+    """Layer i from its spec {"type", "config"}, its arrays read from the archive (their
+    headers taken out of `headers`). A constructor allocates what its settings say (Dense(10**6,
+    10**6) would take 4 TB), so their product must first stay near what the file stores."""
+    if not (isinstance(spec, dict) and isinstance(spec.get("type"), str)
+            and isinstance(spec.get("config"), dict)):
+        raise _refuse(path, f"layer {i} is not described as {{'type': ..., 'config': {{...}}}}")
     kind, config = spec["type"], spec["config"]
     if kind not in known:
         raise ValueError(f"{path}: layer {i} is a {kind!r}, which nn.py does not know; if it is "
                          f"a layer class of your own, pass it: Network.load(path, "
                          f"custom_objects={{{kind!r}: {kind}}})")
+    numbers = [v for value in config.values() for v in (value if isinstance(value, list) else
+                                                         [value])]
+    if math.prod(abs(v) for v in numbers if isinstance(v, int) and not isinstance(v, bool)
+                 and v != 0) > 4 * max(stored, 2 ** 20):
+        raise _refuse(path, f"layer {i} ({kind}) claims sizes {config} far beyond its arrays")
     try:
         layer = known[kind](**config)
     except (TypeError, ValueError, MemoryError) as error:
@@ -2068,24 +2031,29 @@ def _rebuild_layer(path, i, spec, known, archive, headers, dtype):
     for name, what, array in _stored_arrays(i, layer):
         if name not in headers:
             raise _refuse(path, f"layer {i} ({layer!r}) has no {what}")
-        shape = headers[name][2]
-        if shape != array.shape:
-            raise _refuse(path, f"layer {i} ({layer!r}) {what} has shape {shape}, expected "
-                                f"{array.shape}")
+        if headers[name][2] != array.shape:
+            raise _refuse(path, f"layer {i} ({layer!r}) {what} has shape {headers[name][2]}, "
+                                f"expected {array.shape}")
         array[...] = _read_data(path, archive, name, headers.pop(name))
     return layer
 
 
-def _test_example(path, i, layer, x, own):
-    """Layer i's output for the test example x, in inference, and the bytes it keeps for it:
-    its output and the arrays it holds besides `own`, those it was built with. A Conv2D's
-    im2col matrix (k * k numbers per input number and position) is counted before it is made."""
+def _over_budget(path, i, layer):
+    return _refuse(path, f"by layer {i} ({layer!r}), the model and a batch of {PREDICT_BATCH} "
+                         f"examples would take more than the {MAX_MODEL_BYTES:,} bytes "
+                         f"(MAX_MODEL_BYTES) a model may")
+
+
+def _test_example(path, i, layer, x, own, left):
+    """Layer i's output for the test example x, in inference, and the bytes it keeps for it
+    (its output, and the arrays it holds besides `own`, those it was built with). A Conv2D's
+    im2col matrix (k * k numbers per input number and position) is weighed before it is made
+    against what is `left` of the budget for a batch."""
     if isinstance(layer, Conv2D) and x.ndim == 4:
         k = layer.kernel_size
         out_h, out_w = _conv_output_shape(*x.shape[2:], k, layer.stride, layer.padding)
-        if PREDICT_BATCH * x.itemsize * x.shape[1] * k * k * out_h * out_w > MAX_MODEL_BYTES:
-            raise _refuse(path, f"layer {i} ({layer!r}) would make an im2col matrix of more "
-                                f"than {MAX_MODEL_BYTES:,} bytes (MAX_MODEL_BYTES) for a batch")
+        if PREDICT_BATCH * x.itemsize * x.shape[1] * k * k * out_h * out_w > left:
+            raise _over_budget(path, i, layer)
     layer.training = False
     try:
         with np.errstate(all="ignore"):
@@ -2096,10 +2064,9 @@ def _test_example(path, i, layer, x, own):
     if not isinstance(output, np.ndarray):
         raise _refuse(path, f"layer {i} ({layer!r}) returned {type(output).__name__}, not an "
                             f"array")
-    kept = output.nbytes + sum(value.nbytes for value in vars(layer).values()
-                               if isinstance(value, np.ndarray)
-                               and not any(value is array for array in own))
-    return output, kept
+    return output, output.nbytes + sum(value.nbytes for value in vars(layer).values()
+                                       if isinstance(value, np.ndarray)
+                                       and not any(value is array for array in own))
 
 
 # ----------------------------------------------------------------------------------------------
