@@ -2083,9 +2083,9 @@ def _test_example(path, i, layer, x, own, left):
 #   comes out twice as large the second time.
 # - What backward returns is checked before any number is: None, a wrong shape or dtype, NaN
 #   or inf is named, and counts as wrong (never as an error of 0).
-# - An x of one example (or one repeated), a gradient that is 0 both ways, a float array that
-#   changes the output but is not listed are named; numbers too large for a step of eps are
-#   refused; and a check that passed looks again at an x of random numbers of both signs.
+# - A float array that changes the output but is not listed is named; numbers too large for
+#   a step of eps are refused; and a check that passed looks again at two or more examples of
+#   random numbers of both signs, which show what the learner's x could not.
 # ----------------------------------------------------------------------------------------------
 
 GRADIENT_THRESHOLD = 1e-6        # relative error: below it right, at or above it wrong
@@ -2171,10 +2171,7 @@ def check_gradients(model, x, y=None, eps=1e-6, training=False, verbose=True, se
                            param, (i, j), f"{where}: {grad_name} is", f"dL/d({name})"))
 
     # Analytic gradients: one forward, then backward twice with the same R.
-    problems = [] if len(x) > 1 and np.any(x != x[:1]) else [
-        "x holds one example, or one example repeated: a backward that mixes up the examples (a "
-        "mean for a sum, one example's gradient for the batch's) would look right; give two or "
-        "more different examples"]
+    problems = []
     target = run()
     try:
         out = forward(target)
@@ -2249,9 +2246,6 @@ def check_gradients(model, x, y=None, eps=1e-6, training=False, verbose=True, se
         if found is None and not np.all(np.isfinite(numerical)):
             found = (f"{name}: the finite differences are NaN or inf (the forward pass is not "
                      f"finite near this x), so nothing can be checked")
-        elif found is None and not (np.any(numerical) or np.any(passes[0][name])):
-            found = (f"{name}: its gradient is 0 at this x, both from backward and by finite "
-                     f"differences, so this x checks nothing of it: use an x of random numbers")
         if found is not None:
             problems.append(found)
             errors[name] = math.inf
@@ -2267,16 +2261,21 @@ def check_gradients(model, x, y=None, eps=1e-6, training=False, verbose=True, se
     if problems or not all(error < GRADIENT_THRESHOLD for error in errors.values()):
         return _report(title, errors, problems, verbose)
 
-    # A second look, at an x of random numbers of both signs in place of yours: a backward right
-    # only at your x (a ReLU's mask forgotten, on positive x) shows in the derivative along one
-    # random direction per array, two forward passes per array.
-    rng, yours = np.random.default_rng([_UPSTREAM_STREAM, seed, 1]), x.copy()
-    x[...] = rng.standard_normal(x.shape)    # every pass reads x
+    # A second look, at two or more examples of random numbers of both signs in place of x: a
+    # backward right only at x (a ReLU's mask forgotten, on positive x; a mean for a sum, on
+    # one example; anything, on an x whose gradient is 0) shows in the derivative along one
+    # random direction per array: two forward passes per array.
+    rng = np.random.default_rng([_UPSTREAM_STREAM, seed, 1])
+    x = rng.standard_normal((max(2, len(x)),) + x.shape[1:])    # what every pass reads
+    y = None if y is None else np.concatenate([y, y])[:len(x)]
     try:
         with np.errstate(all="ignore"):
             target = run()
-            given = gradients(target, forward(target))
+            out = forward(target)
+            upstream = rng.standard_normal(out.shape)
+            given = gradients(target, out)
             for name, array, *_ in checks:
+                array = x if name == "input" else array
                 direction, kept = rng.standard_normal(array.shape), array.copy()
                 array += eps * direction
                 plus = loss()
@@ -2291,13 +2290,11 @@ def check_gradients(model, x, y=None, eps=1e-6, training=False, verbose=True, se
                     break                    # not defined there: your x was the check
                 if error >= GRADIENT_THRESHOLD:
                     errors[name] = error
-                    problems.append(f"{name}: right at this x, but not at another (random "
-                                    f"numbers of both signs): does backward hold for every "
-                                    f"input, negative numbers too?")
+                    problems.append(f"{name}: right at this x, but not at another (examples of "
+                                    f"random numbers of both signs): does backward hold for "
+                                    f"every input and every batch?")
     except Exception:                        # a layer of yours that takes only some inputs
         pass                                 # (a logarithm's): your x was the check
-    finally:
-        x[...] = yours
     return _report(title, errors, problems, verbose)
 
 
