@@ -1920,7 +1920,7 @@ def _read_header(path, archive, member):
     if offset + size != member.file_size:
         raise _refuse(path, f"array {name!r} claims {size:,} bytes of data; its member holds "
                             f"{member.file_size - offset:,}")
-    if dtype not in (np.float32, np.float64) and not (
+    if dtype not in (np.float32, np.float64) and not (        # or one text, under 4 MiB
             name == "architecture" and dtype.kind == "U" and shape == () and size < 2 ** 22):
         raise _refuse(path, f"array {name!r} has dtype {dtype}, expected float32 or float64")
     return name, (member, offset, shape, fortran_order, dtype)
