@@ -1885,12 +1885,12 @@ def _load_network(network_class, path, custom_objects):
         archive = zipfile.ZipFile(path)
     except (OSError, EOFError, ValueError, NotImplementedError, zipfile.BadZipFile) as error:
         raise _refuse(path, f"not a NumPy .npz archive ({error})") from None
-    try:
-        with archive:
+    with archive:
+        try:
             headers = dict(_read_header(path, archive, member) for member in archive.infolist())
             return _read_network(network_class, path, archive, headers, known)
-    except (OSError, EOFError, zipfile.BadZipFile, NotImplementedError, zlib.error) as error:
-        raise _refuse(path, f"damaged archive ({error})") from None
+        except (OSError, EOFError, zipfile.BadZipFile, NotImplementedError, zlib.error) as error:
+            raise _refuse(path, f"damaged archive ({error})") from None
 
 
 def _read_header(path, archive, member):
@@ -1954,14 +1954,33 @@ def _read_network(network_class, path, archive, headers, known):
         raise _refuse(path, "it has no architecture")
     description = _checked_architecture(path, str(_read_data(path, archive, "architecture",
                                                              architecture)))
+    # Each layer, once built and filled, runs on a test example (random numbers in [0, 1), like
+    # pixels), in inference. What it keeps for it (its output, and the arrays it holds besides
+    # those it was built with), times a batch, counts against the budget with the layers' own
+    # arrays; a Conv2D's im2col matrix (k * k numbers per input number) before it is made.
     x = np.random.default_rng(0).random((1, *description["input_shape"])).astype(dtype)
-    layers, used = [], 0                     # bytes: the layers' own, and a batch's
+    layers, used = [], 0                     # bytes
     for i, spec in enumerate(description["layers"]):
         layer = _rebuild_layer(path, i, spec, known, archive, headers, dtype, stored)
         own = [value for value in vars(layer).values() if isinstance(value, np.ndarray)]
         used += sum(array.nbytes for array in own)
-        x, kept = _test_example(path, i, layer, x, own, MAX_MODEL_BYTES - used)
-        used += PREDICT_BATCH * kept
+        if isinstance(layer, Conv2D) and x.ndim == 4:
+            k = layer.kernel_size
+            out_h, out_w = _conv_output_shape(*x.shape[2:], k, layer.stride, layer.padding)
+            if used + PREDICT_BATCH * x.itemsize * x.shape[1] * k * k * out_h * out_w > \
+                    MAX_MODEL_BYTES:
+                raise _over_budget(path, i, layer)
+        layer.training = False
+        try:
+            with np.errstate(all="ignore"):
+                output = layer.forward(x)
+            used += PREDICT_BATCH * (output.nbytes + sum(
+                value.nbytes for value in vars(layer).values()
+                if isinstance(value, np.ndarray) and not any(value is array for array in own)))
+        except (ValueError, IndexError, TypeError, AttributeError, MemoryError) as error:
+            raise _refuse(path, f"layer {i} ({layer!r}) cannot take an example of shape "
+                                f"{x.shape[1:]} ({error})") from None
+        x = output
         if used > MAX_MODEL_BYTES:
             raise _over_budget(path, i, layer)
         layers.append(layer)
@@ -2025,8 +2044,6 @@ def _rebuild_layer(path, i, spec, known, archive, headers, dtype, stored):
     except (TypeError, ValueError, MemoryError) as error:
         raise _refuse(path, f"layer {i} ({kind} with {config}) cannot be built: {error}") \
             from None
-    if not isinstance(layer, Layer):
-        raise _refuse(path, f"layer {i} ({kind}) is not a Layer")
     _cast_parameters([layer], dtype)
     for name, what, array in _stored_arrays(i, layer):
         if name not in headers:
@@ -2042,31 +2059,6 @@ def _over_budget(path, i, layer):
     return _refuse(path, f"by layer {i} ({layer!r}), the model and a batch of {PREDICT_BATCH} "
                          f"examples would take more than the {MAX_MODEL_BYTES:,} bytes "
                          f"(MAX_MODEL_BYTES) a model may")
-
-
-def _test_example(path, i, layer, x, own, left):
-    """Layer i's output for the test example x, in inference, and the bytes it keeps for it
-    (its output, and the arrays it holds besides `own`, those it was built with). A Conv2D's
-    im2col matrix (k * k numbers per input number and position) is weighed before it is made
-    against what is `left` of the budget for a batch."""
-    if isinstance(layer, Conv2D) and x.ndim == 4:
-        k = layer.kernel_size
-        out_h, out_w = _conv_output_shape(*x.shape[2:], k, layer.stride, layer.padding)
-        if PREDICT_BATCH * x.itemsize * x.shape[1] * k * k * out_h * out_w > left:
-            raise _over_budget(path, i, layer)
-    layer.training = False
-    try:
-        with np.errstate(all="ignore"):
-            output = layer.forward(x)
-    except (ValueError, IndexError, TypeError, MemoryError) as error:
-        raise _refuse(path, f"layer {i} ({layer!r}) cannot take an example of shape "
-                            f"{x.shape[1:]} ({error})") from None
-    if not isinstance(output, np.ndarray):
-        raise _refuse(path, f"layer {i} ({layer!r}) returned {type(output).__name__}, not an "
-                            f"array")
-    return output, output.nbytes + sum(value.nbytes for value in vars(layer).values()
-                                       if isinstance(value, np.ndarray)
-                                       and not any(value is array for array in own))
 
 
 # ----------------------------------------------------------------------------------------------
