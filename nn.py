@@ -2260,14 +2260,23 @@ def check_gradients(model, x, y=None, eps=1e-6, training=False, verbose=True, se
     rng = np.random.default_rng([_UPSTREAM_STREAM, seed, 1])
     x = rng.standard_normal((max(2, len(x)),) + x.shape[1:])    # what every pass reads
     y = None if y is None else np.concatenate([y, y])[:len(x)]
-    try:
-        with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"):
+        try:
             target = run()
             out = forward(target)
-            upstream = rng.standard_normal(out.shape)
+        except Exception:                    # a layer of yours that takes only some inputs:
+            out = None                       # your x was the check
+        if not (isinstance(out, np.ndarray) and np.all(np.isfinite(out))):
+            return _report(title, errors, problems, verbose)
+        upstream = rng.standard_normal(out.shape)
+        try:
             given = gradients(target, out)
-            for name, array, *_ in checks:
-                array = x if name == "input" else array
+        except LayerError as error:          # a Network names the layer that returned it
+            return _report(title, errors, problems + [f"{error} (at other examples)"], verbose)
+        for name, array, _, said, meaning in checks:
+            array = x if name == "input" else array
+            found = _gradient_problem(said, meaning, given[name], array.shape)
+            if found is None:
                 direction, kept = rng.standard_normal(array.shape), array.copy()
                 array += eps * direction
                 plus = loss()
@@ -2275,18 +2284,15 @@ def check_gradients(model, x, y=None, eps=1e-6, training=False, verbose=True, se
                 minus = loss()
                 array[...] = kept
                 numerical = (plus - minus) / (2 * eps)
-                analytic = float(np.sum(given[name] * direction))
-                error = abs(analytic - numerical) / (
+                error = abs(float(np.sum(given[name] * direction)) - numerical) / (
                     np.linalg.norm(given[name]) * np.linalg.norm(direction) + abs(numerical))
-                if not math.isfinite(error):
-                    break                    # not defined there: your x was the check
-                if error >= GRADIENT_THRESHOLD:
-                    errors[name] = error
-                    problems.append(f"{name}: right at this x, but not at another (examples of "
-                                    f"random numbers of both signs): does backward hold for "
-                                    f"every input and every batch?")
-    except Exception:                        # a layer of yours that takes only some inputs
-        pass                                 # (a logarithm's): your x was the check
+                if not error >= GRADIENT_THRESHOLD:      # right, or not defined there (NaN)
+                    continue
+                errors[name], found = error, "does backward hold for every input and batch?"
+            else:
+                errors[name] = math.inf
+            problems.append(f"{name}: right at this x, but not at other examples (random "
+                            f"numbers of both signs): {found}")
     return _report(title, errors, problems, verbose)
 
 

@@ -411,8 +411,8 @@ class TestCheckGradients(GradientCheck):
                                 (NoMask(), np.abs(self.README_X), "input"),
                                 (TanhAsIdentity(), self.README_X * 1e-4, "input"),
                                 (ZeroInputGradient(), -np.abs(self.README_X), "input")):
-            report = self.assertCaught(layer, f"{wrong}: right at this x, but not at another "
-                                       f"(examples of random numbers of both signs)", x=x)
+            report = self.assertCaught(layer, f"{wrong}: right at this x, but not at other "
+                                       f"examples (random numbers of both signs)", x=x)
             self.assertGreater(report[wrong], 0.01, type(layer).__name__)
         y = one_hot([0, 1, 2, 0], 3, np.float64)
         crossentropy = LossAsLayer(categorical_crossentropy, categorical_crossentropy_prime, y)
