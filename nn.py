@@ -1774,7 +1774,8 @@ LAYER_TYPES = {cls.__name__: cls for cls in (Dense, ReLU, Sigmoid, Tanh, LeakyRe
                                              BatchNorm, RandomShift)}
 MAX_MODEL_BYTES = 2 ** 30        # the budget: loading a model, and a batch through it (1 GiB)
 PREDICT_BATCH = 128              # predict's batch, as the budget counts it
-LOAD_FACTOR = 4                  # loading holds about 4x a file's arrays (see _read_headers)
+LOAD_FACTOR = 4                  # loading holds at most 4x a file's arrays: each parameter
+                                 # with its gradient, and what its constructor drew first
 MAX_LAYERS = 1000
 MAX_HEADER_BYTES = 10_000        # an array's .npy header (NumPy's own reader has this limit)
 
@@ -1931,6 +1932,8 @@ def _read_data(path, archive, name, header):
     member, offset, shape, fortran_order, dtype = header
     with archive.open(member) as file:
         data = file.read(member.file_size)[offset:]
+    if len(data) != math.prod(shape) * dtype.itemsize:      # a zip that lies about its sizes
+        raise _refuse(path, f"array {name!r} is shorter than its header says")
     array = np.frombuffer(data, dtype).reshape(shape, order="F" if fortran_order else "C")
     if dtype.kind == "f" and not np.all(np.isfinite(array)):
         raise _refuse(path, f"array {name!r} holds NaN or infinity")

@@ -2166,6 +2166,24 @@ class TestHostileModelFiles(SaveLoadCase):
         self.assertRefused(arrays=dict(arrays, layer0_0=arrays["layer0_0"].astype(np.int64)),
                            fragment="dtype")
 
+    def test_a_zip_that_says_a_member_is_longer_than_it_is_is_refused(self):
+        members = {}
+        for name, array in self.good_arrays().items():
+            buffer = io.BytesIO()
+            np.save(buffer, array)
+            members[name + ".npy"] = buffer.getvalue()
+        with zipfile.ZipFile(self.path, "w") as archive:     # the CRC of what is really there
+            for name, data in members.items():
+                archive.writestr(name, data[:-8] if name == "layer0_0.npy" else data)
+            local = archive.getinfo("layer0_0.npy").header_offset
+        with open(self.path, "rb") as file:
+            data = bytearray(file.read())
+        central = data.index(b"layer0_0.npy", local + 31) - 46
+        for at in (local + 22, central + 24):              # its size, in both of the zip's records
+            data[at:at + 4] = len(members["layer0_0.npy"]).to_bytes(4, "little")
+        self.assertRefused(content=bytes(data), fragment="array 'layer0_0' is shorter than its "
+                                                         "header says")
+
     def test_non_finite_weights(self):
         arrays = self.good_arrays()
         arrays["layer0_0"][1, 2] = np.inf
