@@ -1950,9 +1950,8 @@ def _read_network(network_class, path, archive, headers, known):
     dtype = dtypes.pop() if dtypes else np.dtype(np.float32)
     stored = sum(math.prod(shape) for _, _, shape, *_ in headers.values())
     if LOAD_FACTOR * stored * dtype.itemsize > MAX_MODEL_BYTES:
-        raise _refuse(path, f"its arrays hold {stored * dtype.itemsize:,} bytes: loading them "
-                            f"would take more than the {MAX_MODEL_BYTES:,} bytes "
-                            f"(MAX_MODEL_BYTES) a model may")
+        raise _over_budget(path, f"its arrays, {stored * dtype.itemsize:,} bytes, held "
+                                 f"{LOAD_FACTOR} times over while loading")
     if architecture is None:
         raise _refuse(path, "it has no architecture")
     description = _checked_architecture(path, str(_read_data(path, archive, "architecture",
@@ -1967,12 +1966,14 @@ def _read_network(network_class, path, archive, headers, known):
         layer = _rebuild_layer(path, i, spec, known, archive, headers, dtype, stored)
         own = [value for value in vars(layer).values() if isinstance(value, np.ndarray)]
         used += sum(array.nbytes for array in own)
+        columns = 0
         if isinstance(layer, Conv2D) and x.ndim == 4:
             k = layer.kernel_size
             out_h, out_w = _conv_output_shape(*x.shape[2:], k, layer.stride, layer.padding)
-            if used + PREDICT_BATCH * x.itemsize * x.shape[1] * k * k * out_h * out_w > \
-                    MAX_MODEL_BYTES:
-                raise _over_budget(path, i, layer)
+            columns = PREDICT_BATCH * x.itemsize * x.shape[1] * k * k * out_h * out_w
+        if used + columns > MAX_MODEL_BYTES:
+            raise _over_budget(path, f"layer {i} ({layer!r}) and those before it, with a batch "
+                                     f"of {PREDICT_BATCH} examples")
         layer.training = False
         try:
             with np.errstate(all="ignore"):
@@ -1984,9 +1985,9 @@ def _read_network(network_class, path, archive, headers, known):
             raise _refuse(path, f"layer {i} ({layer!r}) cannot take an example of shape "
                                 f"{x.shape[1:]} ({error})") from None
         x = output
-        if used > MAX_MODEL_BYTES:
-            raise _over_budget(path, i, layer)
         layers.append(layer)
+    if used > MAX_MODEL_BYTES:
+        raise _over_budget(path, f"its layers, with a batch of {PREDICT_BATCH} examples")
     if not np.all(np.isfinite(x)):
         raise _refuse(path, "its output for an example is NaN or infinite (weights too large?), "
                             "so its answers would mean nothing")
@@ -2058,10 +2059,10 @@ def _rebuild_layer(path, i, spec, known, archive, headers, dtype, stored):
     return layer
 
 
-def _over_budget(path, i, layer):
-    return _refuse(path, f"by layer {i} ({layer!r}), the model and a batch of {PREDICT_BATCH} "
-                         f"examples would take more than the {MAX_MODEL_BYTES:,} bytes "
-                         f"(MAX_MODEL_BYTES) a model may")
+def _over_budget(path, what):
+    return ValueError(f"{path} is a model larger than nn loads: {what}, would take more than "
+                      f"nn.MAX_MODEL_BYTES ({MAX_MODEL_BYTES:,} bytes); if you trust the file "
+                      f"and have the memory, raise nn.MAX_MODEL_BYTES")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -2130,6 +2130,20 @@ class TestSaveLoad(SaveLoadCase):
                 tracemalloc.stop()
             self.assertLess(peak, nn.LOAD_FACTOR * stored, dtype.__name__)
 
+    def test_a_model_over_the_budget_says_how_to_load_it(self):
+        net, X = self.trained()
+        net.save(self.path)
+        for budget, fragment in ((2_000, "its arrays, 588 bytes, held 4 times over while "
+                                         "loading, would take more than nn.MAX_MODEL_BYTES "
+                                         "(2,000 bytes)"),
+                                 (20_000, "and those before it, with a batch of 128 examples, "
+                                          "would take more than nn.MAX_MODEL_BYTES")):
+            with mock.patch.object(nn, "MAX_MODEL_BYTES", budget):
+                message = self.assertRefused(fragment=fragment)
+            self.assertIn("is a model larger than nn loads", message)
+            self.assertIn("raise nn.MAX_MODEL_BYTES", message)
+        np.testing.assert_array_equal(Network.load(self.path).predict(X), net.predict(X))
+
     def test_missing_file(self):
         with self.assertRaises(FileNotFoundError):
             Network.load(os.path.join(self.folder.name, "absent.npz"))
@@ -2309,14 +2323,14 @@ class TestModelFileBounds(SaveLoadCase):
         cases["pad to 4000 x 4000, MaxPool2D(4000)"] = (
             self.model_file("pool.npz", [("Reshape", {"shape": [1, 28, 28]}), layer,
                                          ("MaxPool2D", {"size": 4000})], [784], arrays),
-            "the model and a batch of 128 examples would take more than")
+            "with a batch of 128 examples, would take more than nn.MAX_MODEL_BYTES")
         growing, arrays = [("Reshape", {"shape": [1, 28, 28]})], {}
         for i in range(1, 150):                   # each pads by 2 and grows the image by 2
             layer, its_arrays = self.conv(i, 3, 2)
             growing.append(layer)
             arrays.update(its_arrays)
         cases["150 layers growing the image"] = (
-            self.model_file("grow.npz", growing, [784], arrays), "a batch of 128 examples")
+            self.model_file("grow.npz", growing, [784], arrays), "with a batch of 128 examples")
         # 30 x Conv2D(100, 100, 1) on 32 x 32 images: 1.2 MB of weights, each layer keeping
         # 100 MB for a batch of 128, as 30 x Conv2D(1000, 1000, 1) on 10 x 10 images would.
         layers = [("Reshape", {"shape": [100, 32, 32]})] + [
@@ -2324,7 +2338,7 @@ class TestModelFileBounds(SaveLoadCase):
         arrays = {f"layer{i}_{j}": np.zeros(shape, np.float32) for i in range(1, 31)
                   for j, shape in enumerate([(100, 100, 1, 1), (100,)])}
         deep = self.model_file("deep.npz", layers, [102_400], arrays)
-        cases["30 Conv2D(100, 100, 1) on 32 x 32 images"] = (deep, "a batch of 128 examples")
+        cases["30 Conv2D(100, 100, 1) on 32 x 32 images"] = (deep, "a model larger than nn loads")
         # A member whose header claims 47 million float64 numbers (376 MB, which deflate can
         # hold in 365 KB of zeros): loading them would take four times that.
         claimed = os.path.join(self.folder.name, "claimed.npz")
@@ -2342,7 +2356,8 @@ class TestModelFileBounds(SaveLoadCase):
             data[central + 24:central + 28] = size
             file.seek(0)
             file.write(data)
-        cases["376 MB of float64 claimed in 365 KB"] = (claimed, "loading them would take more")
+        cases["376 MB of float64 claimed in 365 KB"] = (claimed, "its arrays, 376,000,000 "
+                                                                 "bytes, held 4 times over")
         cases["a huge example"] = (self.model_file("example.npz", [("Flatten", {})],
                                                    [4000, 4000], {}), "input_shape must be")
         cases["an earlier format"] = (self.model_file("v2.npz", [("Flatten", {})], [4], {},
@@ -2358,7 +2373,7 @@ class TestModelFileBounds(SaveLoadCase):
         said = [json.loads(line) for line in output.splitlines()]
         for (case, (path, fragment)), message in zip(cases.items(), said):
             with self.subTest(case):
-                self.assertIn("not a model saved by nn", message)
+                self.assertTrue(message.startswith(path), message)
                 self.assertIn(fragment, message)
         self.assertLess(max(os.path.getsize(path) for path in paths), 1_300_000)
 
