@@ -944,7 +944,6 @@ class TestSharedMachine(unittest.TestCase):
 class TestReporting(Files):
     """Text art of mistakes, and --load evaluating a saved model."""
 
-    @unittest.expectedFailure        # until nn.atomic_file keeps them
     def test_outputs_keep_a_file_s_permissions_and_new_ones_follow_the_umask(self):
         model, _ = small_model()
         digits = self.write("p.csv", self.pixel_lines[:1])
@@ -1218,7 +1217,6 @@ class TestWritingResults(Files):
         self.signal_while_writing([(signal.SIGINT, False, "pandas.DataFrame.to_csv", 130, False)])
 
     @unittest.skipIf(sys.platform == "win32", "POSIX signals")
-    @unittest.expectedFailure        # until nn.atomic_file sets no signal handlers of its own
     def test_sigterm_while_saving_waits_for_the_model_and_nohup_goes_on(self):
         self.signal_while_writing([(signal.SIGTERM, False, "numpy.savez", -signal.SIGTERM, True),
                                    (signal.SIGHUP, True, "numpy.savez", 0, True)])
