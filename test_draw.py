@@ -21,7 +21,7 @@ import numpy as np
 
 import draw
 from nn import (SGD, BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, Network,
-                RandomShift, ReLU, Reshape, Softmax, Tanh, one_hot)
+                RandomShift, ReLU, Reshape, Softmax, Tanh, one_hot, relative_error)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -36,10 +36,6 @@ def numerical_input_gradient(net, x, target, eps=1e-6):
         moved[i] -= 2 * eps
         grad[i] = (up - net.predict(moved)[0, target]) / (2 * eps)
     return grad
-
-
-def relative_error(a, b):
-    return np.linalg.norm(a - b) / (np.linalg.norm(a) + np.linalg.norm(b))
 
 
 class InputGradientTest(unittest.TestCase):
