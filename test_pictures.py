@@ -21,42 +21,15 @@ import zlib
 from unittest import mock
 
 import numpy as np
-import pandas as pd
 
 import pictures
 from mnist_csv import DataError
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-TEST_DIGITS = os.path.join(HERE, "data", "mnist_test.csv.gz")
+from test_train_mnist import HERE, Files, needs_pillow, photo_digits  # the shared fixtures
 
-try:
+if photo_digits is not None:
     from PIL import Image
-    sys.path.insert(0, os.path.join(HERE, "benchmarks"))
-    import photo_digits                          # photo-like pictures made from MNIST digits
-except ImportError:
-    photo_digits = None
-needs_pillow = unittest.skipIf(photo_digits is None,
-                               "Pillow is not installed (it is optional; .ci/run installs it)")
 
-
-class Files(unittest.TestCase):
-    """A temporary folder, and the first 40 digits of the real MNIST test set."""
-
-    @classmethod
-    def setUpClass(cls):
-        cls.rows = pd.read_csv(TEST_DIGITS, header=None, nrows=40).to_numpy()
-
-    def setUp(self):
-        self.folder = tempfile.TemporaryDirectory()
-        self.addCleanup(self.folder.cleanup)
-
-    def path(self, name):
-        return os.path.join(self.folder.name, name)
-
-    def write(self, name, lines):
-        with open(self.path(name), "w") as file:
-            file.write("\n".join(lines) + "\n")
-        return self.path(name)
 
 @needs_pillow
 class TestReadingImages(Files):
@@ -81,7 +54,7 @@ class TestReadingImages(Files):
         picture = np.zeros((300, 500))
         picture[50:250, 100:160] = 1.0                      # a tall bar off to the left
         prepared = pictures.prepare_digit(picture).reshape(28, 28)
-        rows, columns = np.flatnonzero(prepared.any(1)), np.flatnonzero(prepared.any(0))
+        rows = np.flatnonzero(prepared.any(1))
         self.assertEqual(rows[-1] - rows[0] + 1, 20)
         self.assertEqual((prepared.min(), prepared.max()), (0.0, 1.0))
         ys, xs = np.indices(prepared.shape)
