@@ -171,9 +171,12 @@ def _digit(inked, ink):
     main = largest(kept)
     kept = [g for g in kept if g.area >= 0.05 * main.area]
     top, left, bottom, right = main.bbox
-    reach = 0.5 * max(bottom - top, right - left)
-    kept = [g for g in kept if g.bbox[0] < bottom + reach and g.bbox[2] > top - reach
-            and g.bbox[1] < right + reach and g.bbox[3] > left - reach]
+    size = max(bottom - top, right - left)     # near it: within half its size, or a tenth
+    reach = {g.label: 0.1 * size if border(g) and not reaches_middle(g) else 0.5 * size
+             for g in kept}                     # for what touches the border (a dark corner)
+    kept = [g for g in kept if g.bbox[0] < bottom + reach[g.label]
+            and g.bbox[2] > top - reach[g.label] and g.bbox[1] < right + reach[g.label]
+            and g.bbox[3] > left - reach[g.label]]
     tall = [g for g in kept if g.bbox[2] - g.bbox[0] > 0.5 * (bottom - top)
             and g.area > 0.3 * main.area]
     several = any(g.bbox[1] >= right or g.bbox[3] <= left for g in tall)
@@ -247,21 +250,31 @@ def prepare(brightness, background="auto"):
     ink = _without_rules(np.clip((page - gray) / np.maximum(page, 0.05), 0, 1), noise)
     # 7. Ink is what stands out both from the whole page (a global threshold: above five
     #    times the noise, a tenth of the page and half of Otsu's split of the ink) and from
-    #    what is around it (Sauvola's local thresholds in a window of a stroke or two, and in
-    #    one of an eighth of the picture, for thick strokes): glare and plain board beside it
-    #    are not ink, however the page estimate rises there.
+    #    what is around it, lighting evened out (Sauvola's local thresholds in a window of a
+    #    stroke or two, and in one of a quarter of the picture, for thick strokes): glare and
+    #    plain board beside it are not ink, however the page estimate rises there.
     split = threshold_otsu(ink[ink > 0.02]) if np.count_nonzero(ink > 0.02) > 1 else 1.0
     inked = ink > max(5 * noise, 0.1, split / 2)
     windows = {max(15, round(max(shape) / part)) // 2 * 2 + 1 for part in (40, 4)}
-    inked &= np.any([gray < threshold_sauvola(gray, window_size=size) for size in windows], 0)
+    inked &= np.any([1 - ink < threshold_sauvola(1 - ink, window_size=size, k=0.1)
+                     for size in windows], 0)
     steps = Preparation(gray, light_page, page, ink, inked)
     # 8. The digit is the ink a person takes for it (see _digit), judged on its own groups.
+    #    Its ink must stand out from the page around it by far more than that page varies:
+    #    blobs of smoothed noise do not.
     steps.digit_mask, steps.several = _digit(inked, ink)
     if steps.digit_mask is None:
         return steps
     rows = np.flatnonzero(steps.digit_mask.any(axis=1))
     columns = np.flatnonzero(steps.digit_mask.any(axis=0))
     steps.box = rows[0], columns[0], rows[-1] + 1, columns[-1] + 1
+    margin = max(steps.box[2] - steps.box[0], steps.box[3] - steps.box[1]) // 2
+    around = (slice(max(0, rows[0] - margin), rows[-1] + 1 + margin),
+              slice(max(0, columns[0] - margin), columns[-1] + 1 + margin))
+    rest = ink[around][~inked[around]]
+    if rest.size and ink[steps.digit_mask].mean() - np.median(rest) < 5 * rest.std():
+        steps.digit_mask = steps.box = None
+        return steps
     # 9. A small digit in a large photo: its ink read again at full resolution, around the
     #    box found (and a margin of half its size), with the page decided here.
     top, left, bottom, right = (round(side / scale) for side in steps.box)
