@@ -1967,60 +1967,63 @@ def check_gradients(model, x, y=None, eps=1e-6, training=False, verbose=True, se
     is_network = isinstance(model, Network)
     if not (is_network or isinstance(model, Layer)):
         raise ValueError(f"check_gradients checks a Layer or a Network, got {model!r}")
-    if not _is_number(eps) or eps <= 0:
-        raise ValueError(f"check_gradients eps must be a positive finite number, got {eps!r}")
+    _check_number(eps, "check_gradients eps", "> 0", lambda e: e > 0)
     _check_whole(seed, "check_gradients seed", 0)
     x = _checked_float64(x, "x")
-    if is_network:
-        if y is None:
-            raise ValueError("check_gradients on a Network needs the targets y")
-        y = _checked_float64(y, "y")
+    if is_network and y is None:
+        raise ValueError("check_gradients on a Network needs the targets y")
+    y = _checked_float64(y, "y") if is_network else None
+    title = "the network" if is_network else repr(model)
+    report = GradientReport(title, *_gradient_errors(model, x, y, eps, training, seed, title))
+    if verbose:
+        print(report)
+    return report
+
+
+def _gradient_errors(model, x, y, eps, training, seed, title):
+    """check_gradients' findings, ({array name: relative error}, [problems]), on a float64
+    copy of the model, the master; in training, each pass runs on a fresh copy of it."""
+    is_network = isinstance(model, Network)
     master = copy.deepcopy(model)
     layers = master.layers if is_network else [master]
     _cast_parameters(layers, np.float64)
     if not is_network:
         master.input_gradient_needed = True
-    title = "the network" if is_network else repr(model)
 
-    def run():                               # the model to run: the master or a fresh copy
-        return copy.deepcopy(master) if training else master
-
-    def forward(target):
+    def forward():                           # (the model run, its output at x)
+        target = copy.deepcopy(master) if training else master
         if is_network:
-            return target.forward(x, training=training)
+            return target, target.forward(x, training=training)
         target.training = training
-        return target.forward(x)
+        return target, target.forward(x)
+
+    def loss():
+        target, out = forward()
+        return target.loss(y, out) if is_network else float(np.sum(out * upstream))
+
+    def slope(array, at, step):              # dL along `step` at array[at], central differences
+        kept = array[at].copy()
+        array[at] = kept + eps * step
+        plus = loss()
+        array[at] = kept - eps * step
+        minus = loss()
+        array[at] = kept
+        return (plus - minus) / (2 * eps)
+
+    def where(i, layer):
+        return f"layer {i} ({layer!r})" if is_network else title
 
     # The arrays to check: (name, the master's array, where its gradient is in a model (layer
     # i, pair j), and words for what backward gave: "Scale(n=3): grad_scale is", "dL/d(scale)").
     checks = [] if is_network else [("input", x, None, f"{title}.backward returned",
                                       "dL/d(input)")]
     for i, layer in enumerate(layers):
-        where = f"layer {i} ({layer!r})" if is_network else title
         for j, (param, grad) in enumerate(layer.parameters()):
             name = (_attribute_names(layer, param, required=False) or [f"parameter {j}"])[0]
             grad_name = (_attribute_names(layer, grad, required=False)
                          or [f"the gradient of {name}"])[0]
             checks.append(((f"layer {i} {type(layer).__name__} " if is_network else "") + name,
-                           param, (i, j), f"{where}: {grad_name} is", f"dL/d({name})"))
-
-    # Analytic gradients: one forward, then backward twice with the same R.
-    problems = []
-    target = run()
-    try:
-        out = forward(target)
-    except LayerError as error:              # a Network names the layer
-        return _report(title, {name: math.inf for name, *_ in checks}, [str(error)], verbose)
-    if not isinstance(out, np.ndarray):
-        problems.append(f"{title}: forward returned {_described(out)}; expected its output, "
-                        f"an array (is a `return` missing?)")
-        return _report(title, {name: math.inf for name, *_ in checks}, problems, verbose)
-    upstream = np.random.default_rng([_UPSTREAM_STREAM, seed]).standard_normal(out.shape)
-    largest = max(float(np.abs(out).max(initial=0)), float(np.abs(x).max()))
-    if math.isfinite(largest) and largest * np.finfo(np.float64).eps > eps / 100:
-        raise ValueError(f"check_gradients cannot trust finite differences here: the numbers "
-                         f"reach {largest:.1e}, where a step of eps={eps:g} is lost in rounding; "
-                         f"scale x to ordinary sizes (or choose a larger eps)")
+                           param, (i, j), f"{where(i, layer)}: {grad_name} is", f"dL/d({name})"))
 
     def gradients(target, out):              # {name: the gradient one backward gave}
         if is_network:
@@ -2033,17 +2036,28 @@ def check_gradients(model, x, y=None, eps=1e-6, training=False, verbose=True, se
             given[name] = _copied(twins[i].parameters()[j][1])
         return given
 
+    # Analytic gradients: one forward, then backward twice with the same R.
     try:
+        target, out = forward()
+        if not isinstance(out, np.ndarray):
+            raise LayerError(f"{title}: forward returned {_described(out)}; expected its "
+                             f"output, an array (is a `return` missing?)")
+        upstream = np.random.default_rng([_UPSTREAM_STREAM, seed]).standard_normal(out.shape)
+        largest = max(float(np.abs(out).max(initial=0)), float(np.abs(x).max()))
+        if math.isfinite(largest) and largest * np.finfo(np.float64).eps > eps / 100:
+            raise ValueError(f"check_gradients cannot trust finite differences here: the "
+                             f"numbers reach {largest:.1e}, where a step of eps={eps:g} is "
+                             f"lost in rounding; scale x to ordinary sizes (or a larger eps)")
         passes = [gradients(target, out) for _ in range(2)]
-    except LayerError as error:              # a Network names the layer that returned it
-        problems.append(str(error))
-        return _report(title, {name: math.inf for name, *_ in checks}, problems, verbose)
+    except LayerError as error:              # a Network names the layer
+        return {name: math.inf for name, *_ in checks}, [str(error)]
 
     # A float array of a layer that changes the output though neither parameters() nor
     # buffers() lists it would never train (nor be saved): nudge each and watch the output.
+    problems = []
     listed = [array for layer in layers for pair in layer.parameters() for array in pair]
     listed += [array for layer in layers for array in layer.buffers()] + [x]
-    before = forward(run()).copy()         # a copy: a layer may keep its output and return it
+    before = forward()[1].copy()             # a copy: a layer may keep its output and return it
     for i, layer in enumerate(layers):
         for name, value in list(vars(layer).items()):
             if not (isinstance(value, np.ndarray) and value.dtype.kind == "f" and value.size
@@ -2052,31 +2066,20 @@ def check_gradients(model, x, y=None, eps=1e-6, training=False, verbose=True, se
                 continue
             kept = value.copy()
             value += 1e-3 * (1 + np.abs(value))
-            changed = not np.array_equal(forward(run()), before)
+            changed = not np.array_equal(forward()[1], before)
             value[...] = kept
             if changed:
-                problems.append(f"{f'layer {i} ({layer!r})' if is_network else title}: {name} "
-                                f"changes the output but is not in parameters(): it will never "
-                                f"train (or, if it must not, list it in buffers())")
-
-    def loss():
-        target = run()
-        out = forward(target)
-        return target.loss(y, out) if is_network else float(np.sum(out * upstream))
+                problems.append(f"{where(i, layer)}: {name} changes the output but is not in "
+                                f"parameters(): it will never train (or, if it must not, list "
+                                f"it in buffers())")
 
     # Numerical gradients: nudge each number of each array of the master, up and down.
     errors = {}
     for name, array, _, said, meaning in checks:
-        numerical = np.zeros_like(array)
-        for index in np.ndindex(array.shape):
-            original = array[index]
-            array[index] = original + eps
-            plus = loss()
-            array[index] = original - eps
-            minus = loss()
-            array[index] = original
-            numerical[index] = (plus - minus) / (2 * eps)
-        found = _gradient_problem(said, meaning, passes[0][name], array.shape)
+        numerical = np.reshape([slope(array, index, 1) for index in np.ndindex(array.shape)],
+                               array.shape)
+        first, second = passes[0][name], passes[1][name]
+        found = _gradient_problem(said, meaning, first, array.shape)
         if found is None and not np.all(np.isfinite(numerical)):
             found = (f"{name}: the finite differences are NaN or inf (the forward pass is not "
                      f"finite near this x), so nothing can be checked")
@@ -2084,7 +2087,6 @@ def check_gradients(model, x, y=None, eps=1e-6, training=False, verbose=True, se
             problems.append(found)
             errors[name] = math.inf
             continue
-        first, second = passes[0][name], passes[1][name]
         errors[name] = max(relative_error(first, numerical), relative_error(second, numerical))
         if not relative_error(first, second) < GRADIENT_THRESHOLD:
             problems.append(
@@ -2093,7 +2095,7 @@ def check_gradients(model, x, y=None, eps=1e-6, training=False, verbose=True, se
                 f"{said} not the same when backward runs again with the same grad_output: "
                 f"overwrite a gradient (grad[...] = ...), never add to it (+=)")
     if problems or not all(error < GRADIENT_THRESHOLD for error in errors.values()):
-        return _report(title, errors, problems, verbose)
+        return errors, problems
 
     # A second look, at two or more examples of random numbers of both signs in place of x: a
     # backward right only at x (a ReLU's mask forgotten, on positive x; a mean for a sum, on
@@ -2104,28 +2106,22 @@ def check_gradients(model, x, y=None, eps=1e-6, training=False, verbose=True, se
     y = None if y is None else np.concatenate([y, y])[:len(x)]
     with np.errstate(all="ignore"):
         try:
-            target = run()
-            out = forward(target)
+            target, out = forward()
         except Exception:                    # a layer of yours that takes only some inputs:
             out = None                       # your x was the check
         if not (isinstance(out, np.ndarray) and np.all(np.isfinite(out))):
-            return _report(title, errors, problems, verbose)
+            return errors, problems
         upstream = rng.standard_normal(out.shape)
         try:
             given = gradients(target, out)
         except LayerError as error:          # a Network names the layer that returned it
-            return _report(title, errors, problems + [f"{error} (at other examples)"], verbose)
+            return errors, [f"{error} (at other examples)"]
         for name, array, _, said, meaning in checks:
             array = x if name == "input" else array
             found = _gradient_problem(said, meaning, given[name], array.shape)
             if found is None:
-                direction, kept = rng.standard_normal(array.shape), array.copy()
-                array += eps * direction
-                plus = loss()
-                array[...] = kept - eps * direction
-                minus = loss()
-                array[...] = kept
-                numerical = (plus - minus) / (2 * eps)
+                direction = rng.standard_normal(array.shape)
+                numerical = slope(array, ..., direction)
                 error = abs(float(np.sum(given[name] * direction)) - numerical) / (
                     np.linalg.norm(given[name]) * np.linalg.norm(direction) + abs(numerical))
                 if not error >= GRADIENT_THRESHOLD:      # right, or not defined there (NaN)
@@ -2135,14 +2131,7 @@ def check_gradients(model, x, y=None, eps=1e-6, training=False, verbose=True, se
                 errors[name] = math.inf
             problems.append(f"{name}: right at this x, but not at other examples (random "
                             f"numbers of both signs): {found}")
-    return _report(title, errors, problems, verbose)
-
-
-def _report(title, errors, problems, verbose):
-    report = GradientReport(title, errors, problems)
-    if verbose:
-        print(report)
-    return report
+    return errors, problems
 
 
 def _checked_float64(values, name):
