@@ -2004,28 +2004,22 @@ def _gradient_errors(model, x, y, eps, training, seed, title):
     def where(i, layer):
         return f"layer {i} ({layer!r})" if is_network else title
 
-    # The arrays to check: (name, the master's array, where its gradient is in a model (layer
-    # i, pair j), and words for what backward gave: "Scale(n=3): grad_scale is", "dL/d(scale)").
-    checks = [] if is_network else [("input", x, None, f"{title}.backward returned",
-                                      "dL/d(input)")]
+    # The arrays to check: (name, the master's array, and words for what backward gave:
+    # "Scale(n=3): grad_scale is", "dL/d(scale)"), in the order of gradients() below.
+    checks = [] if is_network else [("input", x, f"{title}.backward returned", "dL/d(input)")]
     for i, layer in enumerate(layers):
         for j, (param, grad) in enumerate(layer.parameters()):
             name = (_attribute_names(layer, param, required=False) or [f"parameter {j}"])[0]
             grad_name = (_attribute_names(layer, grad, required=False)
                          or [f"the gradient of {name}"])[0]
             checks.append(((f"layer {i} {type(layer).__name__} " if is_network else "") + name,
-                           param, (i, j), f"{where(i, layer)}: {grad_name} is", f"dL/d({name})"))
+                           param, f"{where(i, layer)}: {grad_name} is", f"dL/d({name})"))
 
-    def gradients(target, out):              # {name: the gradient one backward gave}
-        if is_network:
-            target.backward(y, out)
-            given = {}
-        else:
-            given = {"input": _copied(target.backward(upstream.copy()))}
-        twins = target.layers if is_network else [target]
-        for name, _, (i, j), *_ in checks[0 if is_network else 1:]:
-            given[name] = _copied(twins[i].parameters()[j][1])
-        return given
+    def gradients(target, out):              # what one backward gave, one per check
+        given = [target.backward(y, out) if is_network else target.backward(upstream.copy())]
+        given += [grad for twin in (target.layers if is_network else [target])
+                  for _, grad in twin.parameters()]
+        return [_copied(gradient) for gradient in given[1 if is_network else 0:]]
 
     # Analytic gradients: one forward, then backward twice with the same R (a gradient added to,
     # +=, instead of overwritten comes out twice as large the second time).
@@ -2067,10 +2061,9 @@ def _gradient_errors(model, x, y, eps, training, seed, title):
 
     # Numerical gradients: nudge each number of each array of the master, up and down.
     errors = {}
-    for name, array, _, said, meaning in checks:
+    for (name, array, said, meaning), first, second in zip(checks, *passes):
         numerical = np.reshape([slope(array, index, 1) for index in np.ndindex(array.shape)],
                                array.shape)
-        first, second = passes[0][name], passes[1][name]
         found = _gradient_problem(said, meaning, first, array.shape)
         if found is None and not np.all(np.isfinite(numerical)):
             found = (f"{name}: the finite differences are NaN or inf (the forward pass is not "
@@ -2106,14 +2099,14 @@ def _gradient_errors(model, x, y, eps, training, seed, title):
             given = gradients(target, out)
         except LayerError as error:          # a Network names the layer that returned it
             return errors, [f"{error} (at other examples)"]
-        for name, array, _, said, meaning in checks:
+        for (name, array, said, meaning), gradient in zip(checks, given):
             array = x if name == "input" else array
-            found = _gradient_problem(said, meaning, given[name], array.shape)
+            found = _gradient_problem(said, meaning, gradient, array.shape)
             if found is None:
                 direction = rng.standard_normal(array.shape)
                 numerical = slope(array, ..., direction)
-                error = abs(float(np.sum(given[name] * direction)) - numerical) / (
-                    np.linalg.norm(given[name]) * np.linalg.norm(direction) + abs(numerical))
+                error = abs(float(np.sum(gradient * direction)) - numerical) / (
+                    np.linalg.norm(gradient) * np.linalg.norm(direction) + abs(numerical))
                 if not error >= GRADIENT_THRESHOLD:      # right, or not defined there (NaN)
                     continue
                 errors[name], found = error, "does backward hold for every input and batch?"
