@@ -1460,11 +1460,9 @@ def _cast_parameters(layers, dtype):
 
 def replace_arrays(layer_arrays, new_array):
     """For each (layer, array), put new_array(array) wherever the layer keeps that array as an
-    attribute: the Layer protocol keeps every parameter, gradient and buffer as self.<name>,
-    so that Network.astype can change their dtype and fit(workers=N) move them into memory
-    its processes share. An array that several layers keep (tied weights) gets one new array
-    for all of them, so they stay tied. Every layer is checked before any is changed. Returns
-    the (layer, array, new) replacements made."""
+    attribute, self.<name> (how Network.astype casts them and fit(workers=N) shares them). Tied
+    weights get one new array for all their layers; every layer is checked before any is
+    changed. Returns the (layer, array, new) replacements made."""
     made = {}
     for _, array in layer_arrays:
         if id(array) not in made:
@@ -1592,18 +1590,13 @@ def _say_early_stopping(history, patience, restore_best):
 # ----------------------------------------------------------------------------------------------
 # C. Saving and loading
 #
-# A model file is a NumPy .npz archive (a zip of .npy arrays) holding:
-#   "architecture"   a JSON string: {"format": MODEL_FORMAT, "loss": ..., "input_shape": [784],
-#                    "layers": [{"type": "Dense", "config": {"n_in": 784, "n_out": 256}}, ...]}
-#   "layer{i}_{j}"   the j-th parameter array of layer i, in the order of its parameters();
-#   "layer{i}_buffer{j}"  the j-th array of its buffers() (BatchNorm's running statistics).
-# Saving writes a temporary file and renames it over the target (atomic_file), so the target is
-# always the old model or the new one; it refuses NaN or infinite weights. Loading never
-# unpickles and, as safetensors does, checks what the file declares before it allocates: every
-# array's header against the archive's real sizes, all of them against one budget,
-# MAX_MODEL_BYTES, and each layer's settings against the arrays. Then it builds the layers one
-# at a time, fills each, and runs a test example through it, counting what a batch of
-# PREDICT_BATCH examples would keep: the model and that batch must fit in the budget.
+# A model file is a NumPy .npz archive (a zip of .npy arrays): "architecture", a JSON string
+# of the format, the loss, input_shape and each layer's type and config(); "layer{i}_{j}", the
+# j-th parameter of layer i; "layer{i}_buffer{j}", its j-th buffer. Saving is all or nothing
+# (atomic_file) and refuses NaN or infinite weights. Loading never unpickles and, as
+# safetensors does, checks every array's header against the archive's real sizes and all of
+# them against one budget, MAX_MODEL_BYTES, before it builds a layer; then it builds, fills and
+# runs each layer on a test example, counting what a batch of PREDICT_BATCH would keep.
 # ----------------------------------------------------------------------------------------------
 
 MODEL_FORMAT = "nn.Network v3"
