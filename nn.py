@@ -2012,7 +2012,8 @@ def _gradient_errors(model, x, y, eps, training, seed, title):
         given = [target.backward(y, out) if is_network else target.backward(upstream.copy())]
         given += [grad for twin in (target.layers if is_network else [target])
                   for _, grad in twin.parameters()]
-        return [_copied(gradient) for gradient in given[1 if is_network else 0:]]
+        return [gradient.copy() if isinstance(gradient, np.ndarray) else gradient
+                for gradient in given[1 if is_network else 0:]]
 
     # Analytic gradients: one forward, then backward twice with the same R (a gradient added to,
     # +=, instead of overwritten comes out twice as large the second time).
@@ -2127,10 +2128,6 @@ def _checked_float64(values, name):
     return values
 
 
-def _copied(gradient):
-    return gradient.copy() if isinstance(gradient, np.ndarray) else gradient
-
-
 def _described(value):
     if value is None:
         return "None"
@@ -2143,12 +2140,11 @@ def _gradient_problem(said, meaning, gradient, shape):
     """One line on what is wrong with `gradient`, which should be `meaning` (dL/d(scale)), a
     float64 array of `shape`, or None if nothing is. `said` introduces it: "Scale(n=3):
     grad_scale is"."""
-    expected = f"{meaning}, a float64 array of shape {shape}"
-    if not isinstance(gradient, np.ndarray):
+    if not (isinstance(gradient, np.ndarray) and gradient.shape == shape
+            and gradient.dtype == np.float64):
         hint = " (is a `return` missing?)" if gradient is None else ""
-        return f"{said} {_described(gradient)}; expected {expected}{hint}"
-    if gradient.shape != shape or gradient.dtype != np.float64:
-        return f"{said} {_described(gradient)}; expected {expected}"
+        return (f"{said} {_described(gradient)}; expected {meaning}, a float64 array of shape "
+                f"{shape}{hint}")
     if not np.all(np.isfinite(gradient)):
         return f"{said} an array holding NaN or inf"
     return None
