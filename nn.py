@@ -1953,10 +1953,12 @@ def check_gradients(model, x, y=None, eps=1e-6, training=False, verbose=True, se
         raise ValueError(f"check_gradients checks a Layer or a Network, got {model!r}")
     _check_number(eps, "check_gradients eps", "> 0", lambda e: e > 0)
     _check_whole(seed, "check_gradients seed", 0)
-    x = _checked_float64(x, "x")
     if is_network and y is None:
         raise ValueError("check_gradients on a Network needs the targets y")
-    y = _checked_float64(y, "y") if is_network else None
+    names = ("check_gradients x", "check_gradients y")
+    x, y = (_checked_data(x, y, np.float64, names) if is_network
+            else (_checked_inputs(x, np.float64, names[0]), None))
+    x = x.copy()                             # nudged in place: never the caller's own array
     title = "the network" if is_network else repr(model)
     report = GradientReport(title, *_gradient_errors(model, x, y, eps, training, seed, title))
     if verbose:
@@ -2109,23 +2111,6 @@ def _gradient_errors(model, x, y, eps, training, seed, title):
             problems.append(f"{name}: right at this x, but not at other examples (random "
                             f"numbers of both signs): {found}")
     return errors, problems
-
-
-def _checked_float64(values, name):
-    if np.iscomplexobj(values):
-        raise ValueError(f"check_gradients {name} must hold real numbers, got complex ones")
-    try:
-        values = np.array(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"check_gradients {name} must be an array of numbers, got "
-                         f"{type(values).__name__}") from None
-    if values.ndim < 1 or values.size == 0:
-        raise ValueError(f"check_gradients {name} must be a batch (examples, ...), got shape "
-                         f"{values.shape}")
-    if not np.all(np.isfinite(values)):
-        raise ValueError(f"check_gradients {name} must hold finite numbers, but it contains "
-                         f"NaN or infinity")
-    return values
 
 
 def _described(value):

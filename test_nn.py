@@ -362,7 +362,7 @@ class TestCheckGradients(GradientCheck):
             check_gradients("Dense", np.ones((2, 2)))
         with self.assertRaises(ValueError):
             check_gradients(small_network(), np.ones((2, 5)))          # a network needs y
-        with self.assertRaisesRegex(ValueError, "x must hold real numbers, got complex ones"):
+        with self.assertRaisesRegex(ValueError, "x must hold real numbers, got dtype complex128"):
             check_gradients(Tanh(), self.README_X + 1j)
 
     def test_numbers_too_large_for_finite_differences_are_refused_not_judged(self):
