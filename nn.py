@@ -1230,20 +1230,22 @@ def _check_float_dtype(dtype, name):
         raise ValueError(f"{name} must be np.float32 or np.float64, got {dtype!r}")
 
 
-def _check_parameter_count(count, name):
-    if count > MAX_STORED_VALUES:
-        raise ValueError(f"{name} would hold {count:,} weights, more than the "
+def _check_layer(kind, weights, seed, dtype):
+    """What Dense, Conv2D and BatchNorm share: at most MAX_STORED_VALUES weights, a seed (or
+    None) and a float dtype."""
+    if weights > MAX_STORED_VALUES:
+        raise ValueError(f"{kind} would hold {weights:,} weights, more than the "
                          f"{MAX_STORED_VALUES:,} (MAX_STORED_VALUES) a layer may have")
+    _check_seed(seed, f"{kind} seed")
+    _check_float_dtype(dtype, f"{kind} dtype")
 
 
 def _check_dense_arguments(n_in, n_out, seed, init, dtype):
     _check_whole(n_in, "Dense n_in (number of inputs)")
     _check_whole(n_out, "Dense n_out (number of outputs)")
-    _check_parameter_count(n_in * n_out, "Dense")
-    _check_seed(seed, "Dense seed")
     if init not in ("he", "glorot"):
         raise ValueError(f"Dense init must be 'he' or 'glorot', got {init!r}")
-    _check_float_dtype(dtype, "Dense dtype")
+    _check_layer("Dense", n_in * n_out, seed, dtype)
 
 
 def _check_conv_arguments(in_channels, out_channels, kernel_size, stride, padding, seed, dtype):
@@ -1252,17 +1254,14 @@ def _check_conv_arguments(in_channels, out_channels, kernel_size, stride, paddin
     _check_whole(kernel_size, "Conv2D kernel_size", maximum=MAX_WINDOW)
     _check_whole(stride, "Conv2D stride", maximum=MAX_WINDOW)
     _check_whole(padding, "Conv2D padding", 0, maximum=kernel_size - 1)   # more: rims of zeros
-    _check_seed(seed, "Conv2D seed")
-    _check_float_dtype(dtype, "Conv2D dtype")
-    _check_parameter_count(out_channels * in_channels * kernel_size ** 2, "Conv2D")
+    _check_layer("Conv2D", out_channels * in_channels * kernel_size ** 2, seed, dtype)
 
 
 def _check_batchnorm_arguments(n, momentum, eps, dtype):
     _check_whole(n, "BatchNorm n")
     _check_number(momentum, "BatchNorm momentum", "in [0, 1]", lambda x: 0 <= x <= 1)
     _check_number(eps, "BatchNorm eps", "> 0", lambda x: x > 0)
-    _check_float_dtype(dtype, "BatchNorm dtype")
-    _check_parameter_count(2 * n, "BatchNorm")
+    _check_layer("BatchNorm", 2 * n, None, dtype)
 
 
 def _check_reshape(shape):
