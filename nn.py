@@ -1704,12 +1704,11 @@ def _load_network(network_class, path, custom_objects):
     if custom_objects is not None and not isinstance(custom_objects, dict):
         raise ValueError(f"custom_objects must be a dict of layer classes by name, e.g. "
                          f"{{'Scale': Scale}}, got {custom_objects!r}")
-    known = dict(LAYER_TYPES)
     for name, cls in (custom_objects or {}).items():
         if not (isinstance(name, str) and isinstance(cls, type) and issubclass(cls, Layer)):
             raise ValueError(f"custom_objects[{name!r}] must be a Layer class under its name, "
                              f"got {cls!r}")
-        known[name] = cls
+    known = {**LAYER_TYPES, **(custom_objects or {})}
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no model file at {path}")
     try:
