@@ -1938,13 +1938,10 @@ def check_gradients(model, x, y=None, eps=1e-6, training=False, verbose=True, se
            model, so a random layer such as Dropout uses the same mask every time.
     seed   chooses R (from a random stream that no default_rng(seed) of yours shares).
 
-    Prints (verbose) and returns a GradientReport: {array name: relative error}, arrays named
-    by the layer's attributes ("input", "weights", ...; "layer 2 Dense weights" in a network),
-    with the verdict `.right`: every relative error |analytic - numerical| / (|analytic| +
-    |numerical|) below GRADIENT_THRESHOLD (1e-6), and nothing wrong with what backward returned.
-    The model itself is not changed: the check runs on a float64 copy. A central difference
-    (f(w + eps) - f(w - eps)) / (2 eps) is off by about eps^2 times the third derivative:
-    1e-12 here, far below any real mistake.
+    Prints (verbose) and returns a GradientReport, {array name: relative error} ("input",
+    "weights", ...; "layer 2 Dense weights" in a network), whose `.right` is the verdict. The
+    model is not changed: the check runs on a float64 copy. A central difference (f(w + eps) -
+    f(w - eps)) / (2 eps) is off by about eps^2 times the third derivative: 1e-12 here.
     """
     is_network = isinstance(model, Network)
     if not (is_network or isinstance(model, Layer)):
