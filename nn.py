@@ -1388,12 +1388,12 @@ def _check_targets(net, Y, P, name="Y"):
                          f"[0, 1], got values from {Y.min():g} to {Y.max():g}")
 
 
-def _checked_batch(net, X, Y, optimizer):
-    """X and Y for fit or train_on_batch, in the network's dtype, after checking them against
-    its output on a few examples, and the optimizer."""
+def _checked_batch(net, X, Y, optimizer, names=("X", "Y")):
+    """X and Y for fit (its validation_data too) or train_on_batch, in the network's dtype,
+    after checking them against its output on a few examples, and the optimizer."""
     _check_optimizer(optimizer)
-    X, Y = _checked_data(X, Y, _one_dtype(net))
-    _check_targets(net, Y, net.forward(X[:32]))
+    X, Y = _checked_data(X, Y, _one_dtype(net), names)
+    _check_targets(net, Y, net.forward(X[:32]), names[1])
     return X, Y
 
 
@@ -1431,8 +1431,7 @@ def _prepared_fit(net, X, Y, epochs, batch_size, optimizer, validation_data, see
     if validation_data is not None:
         if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
             raise ValueError("validation_data must be a pair (X_val, Y_val)")
-        validation_data = _checked_data(*validation_data, X.dtype, names=("X_val", "Y_val"))
-        _check_targets(net, validation_data[1], net.forward(validation_data[0][:32]), "Y_val")
+        validation_data = _checked_batch(net, *validation_data, optimizer, ("X_val", "Y_val"))
     for i, layer in enumerate(net.layers):   # a seeded fit: each random layer its own seed
         if seed is not None and callable(getattr(layer, "reseed", None)):
             layer.reseed([seed, i])
