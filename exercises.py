@@ -344,17 +344,25 @@ def cases_of(cls):
                  and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)}
     found = []
     for shape in ((5, 3), (3, 3, 4, 4)):
-        try:
-            layer = build(cls, arguments)
-            layer.training = True
-            layer.forward(np.random.default_rng(0).standard_normal(shape))
-        except (ValueError, IndexError, TypeError):      # it does not take this input
-            continue
-        found += [(arguments, shape, True)] + ([(arguments, shape, False)] if layer.buffers()
-                                               else [])
+        layer = _running(cls, arguments, shape)
+        if layer is not None:
+            found += [(arguments, shape, True)] + ([(arguments, shape, False)]
+                                                   if layer.buffers() else [])
     if not found:
         raise ValueError(f"cannot try {cls.__name__} on rows or on images: add it to CASES")
     return found
+
+
+def _running(cls, arguments, shape):
+    """A layer of class `cls` that has run forward in training on an x of `shape`, or None if
+    it does not take such an x."""
+    try:
+        layer = build(cls, arguments)
+        layer.training = True
+        layer.forward(np.zeros(shape))
+        return layer
+    except Exception:                            # Activation itself has no function
+        return None
 
 
 def build(cls, arguments):
@@ -371,17 +379,10 @@ def _concrete(exercise):
     first class of the chapter that inherits the method and runs."""
     owner = getattr(nn, exercise.owner)
     for name, cls in vars(nn).items():
-        if not (isinstance(cls, type) and issubclass(cls, owner) and next(
-                k for k in cls.__mro__ if exercise.method in vars(k)) is owner):
-            continue
-        try:
-            arguments, shape, _ = cases_of(cls)[0]
-            layer = build(cls, arguments)
-            layer.training = True
-            layer.forward(np.zeros(shape))
-        except Exception:                        # Activation itself has no function
-            continue
-        return name
+        if (isinstance(cls, type) and issubclass(cls, owner)
+                and next(k for k in cls.__mro__ if exercise.method in vars(k)) is owner
+                and _running(cls, *cases_of(cls)[0][:2]) is not None):
+            return name
     raise ValueError(f"no layer of the chapter can test {exercise.name}")
 
 
@@ -600,9 +601,11 @@ def run_apart(task, learner_path, time_limit):
             if len(text) > LARGEST_ANSWER:
                 return "it sent back more than check reads"
             answers = json.loads(text, object_hook=_decoded)
-        except (OSError, ValueError):
-            how = ("was killed by signal " + str(-code)) if code < 0 else f"exit status {code}"
-            return f"the process ended before it answered ({how}): sys.exit or os._exit?"
+        except (OSError, ValueError, TypeError):
+            if code < 0:
+                return f"its process was killed by signal {-code} before it answered"
+            return (f"its process ended before it answered (exit status {code}): sys.exit or "
+                    f"os._exit?")
     if (not isinstance(answers, list) or len(answers) not in (1, len(task["cases"]))
             or not all(isinstance(answer, dict) for answer in answers)):
         return "it sent back something else than its answers"
@@ -611,14 +614,13 @@ def run_apart(task, learner_path, time_limit):
 
 def _stop(process):
     """End the learner's process and whatever it started (its own process group)."""
-    if process.poll() is None or hasattr(os, "killpg"):
-        try:
-            if hasattr(os, "killpg"):
-                os.killpg(process.pid, signal.SIGKILL)
-            else:
-                process.kill()
-        except (ProcessLookupError, PermissionError):
-            pass
+    try:
+        if hasattr(os, "killpg"):
+            os.killpg(process.pid, signal.SIGKILL)
+        else:
+            process.kill()
+    except OSError:                              # ended already, with all it started
+        pass
     process.wait()
 
 
@@ -692,8 +694,14 @@ def grade(exercise, learner_path, time_limit=TIME_LIMIT, ends=None):
 
 
 def _said(raised, learner_path):
+    """What the learner's code raised, where, and whether it was writing a transposed array
+    into a gradient ("could not broadcast ... from shape (4, 3) into shape (3, 4)")."""
     line = f", at {learner_path}:{raised['line']}" if raised["line"] else ""
-    return raised["raised"] + line
+    shapes = re.findall(r"shape \(([\d, ]*)\)", raised["raised"])
+    sizes = [sorted(size.strip() for size in shape.split(",")) for shape in shapes]
+    transposed = len(shapes) == 2 and shapes[0] != shapes[1] and sizes[0] == sizes[1]
+    return raised["raised"] + line + (": its axes are in another order (transposed?)"
+                                      if transposed else "")
 
 
 def _layer_cases(exercise):

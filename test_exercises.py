@@ -297,6 +297,16 @@ class TestFeedback(CourseCase):
         self.assertEqual(grades["Adam.step"], "wrong (with the defaults: self.m and self.v must "
                                               "live from one step to the next)")
 
+    def test_a_transposed_gradient_written_in_place_is_named(self):
+        _, grades, _ = self.check(self.with_answers({"Dense.backward": [
+            "self.grad_weights[...] = grad_output.T @ self.input",
+            "self.grad_biases[...] = grad_output.sum(axis=0)",
+            "return grad_output @ self.weights.T"]}))
+        self.assertIn("it raised ValueError: could not broadcast input array from shape (4,3) "
+                      "into shape (3,4)", grades["Dense.backward"])
+        self.assertTrue(grades["Dense.backward"].endswith(
+            ": its axes are in another order (transposed?))"), grades["Dense.backward"])
+
     def test_answers_right_for_one_shape_alone_are_wrong(self):
         _, grades, _ = self.check(self.with_answers({
             "mse_prime": ["return 2 * (y_pred - y_true) / 15"],
@@ -331,8 +341,9 @@ class TestApart(CourseCase):
         passed, grades, _ = self.check(cheats + wrong)
         self.assertFalse(passed)
         self.assertIn("training: it raised SystemExit: 0, at ", grades["Dense.backward"])
-        self.assertEqual(grades["Tanh.derivative"], "wrong (the process ended before it answered "
-                                                    "(exit status 0): sys.exit or os._exit?)")
+        self.assertEqual(grades["Tanh.derivative"], "wrong (its process ended before it "
+                                                    "answered (exit status 0): sys.exit or "
+                                                    "os._exit?)")
         self.assertIn("is wrong (relative error 1.0e+00)", grades["mse_prime"])
         self.assertIn("RecursionError", grades["ReLU.derivative"])
         self.assertTrue(grades["Sigmoid.derivative"].startswith("wrong"))
