@@ -712,7 +712,9 @@ def _layer_cases(exercise):
 
 
 def _judge_layer(exercise, cases, answers, where):
-    wrong, right = None, []
+    """The first wrong case in words, then the other cases: which are wrong, which right (a
+    BatchNorm written for rows alone is wrong on images and in inference)."""
+    first, wrong, right = None, [], []
     for case, given in zip(cases, answers):
         expected = run_layer(nn, case)
         layer = build(getattr(nn, case["class"]), case["arguments"])
@@ -721,11 +723,14 @@ def _judge_layer(exercise, cases, answers, where):
                    _layer_problem(exercise, case, given, expected, layer, where["end"]))
         if problem is None:
             right.append(mode)
-        elif wrong is None:
-            wrong = f"{layer!r} on x of shape {mode}: {problem}"
-    if wrong is None:
+        elif first is None:
+            first = f"{layer!r} on x of shape {mode}: {problem}"
+        else:
+            wrong.append(mode)
+    if first is None:
         return "right"
-    return f"wrong ({wrong}" + (f"; right on {'; '.join(right)}" if right else "") + ")"
+    return (f"wrong ({first}" + (f"; also wrong on {'; '.join(wrong)}" if wrong else "")
+            + (f"; right on {'; '.join(right)}" if right else "") + ")")
 
 
 def _layer_problem(exercise, case, given, expected, layer, missing):
