@@ -653,7 +653,7 @@ def grade_all(folder, time_limit=TIME_LIMIT):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} does not exist: make it with "
                                 f"python exercises.py new {folder or '.'}")
-    imported = run_apart({"kind": "layer", "cases": []}, path, time_limit)
+    imported = run_apart({"kind": "import", "cases": []}, path, time_limit)   # no case: import
     if isinstance(imported, str) or imported and "raised" in imported[0]:
         why = imported if isinstance(imported, str) else _said(imported[0], path)
         raise ImportError(f"{path} does not import: {why}")
