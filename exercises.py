@@ -989,6 +989,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TRAIN_SCRIPT = os.path.join(HERE, "train_mnist.py")
 # Runs train_mnist.py with the learner's folder first on the path, so its `import nn` (and
 # every module's beside it) finds the learner's nn.py.
+# train_mnist.py's flags that read a model or write a file: two runs at once cannot share them.
+FILE_FLAGS = {"--save", "--history", "--plot", "--out", "--load", "--predict"}
 WITH_THEIR_NN = ("import runpy, sys; sys.path.insert(0, sys.argv[1]); sys.argv = sys.argv[2:]; "
                  "runpy.run_path(sys.argv[0], run_name='__main__')")
 
@@ -999,17 +1001,17 @@ def train(folder, options, out=sys.stdout, time_limit=TIME_LIMIT):
     path, grades = grade_all(folder, time_limit)
     unwritten = [name for name, verdict in grades if verdict == "not written"]
     if unwritten:
-        print(f"{path} cannot train yet: {len(unwritten)} exercises are not written "
+        print(f"{path} cannot train yet: {_count(unwritten)} not written "
               f"({', '.join(unwritten)}). Write them, then run: python exercises.py train "
               f"{folder}", file=out)
         return 1
     wrong = [name for name, verdict in grades if verdict != "right"]
     if wrong:
-        print(f"{path}: {len(wrong)} exercises are wrong ({', '.join(wrong)}; "
+        print(f"{path}: {_count(wrong)} wrong ({', '.join(wrong)}; "
               f"python exercises.py check {folder} says how): training anyway", file=out)
     settings = " ".join(options) or "its defaults"
-    print(f"training MNIST with {path} and with {os.path.join(HERE, 'nn.py')} at once, with "
-          f"train_mnist.py's settings ({settings}); this takes about as long as one run",
+    print(f"training MNIST with {path} and with {os.path.join(HERE, 'nn.py')}, both at once "
+          f"(each on half the cores), with train_mnist.py's settings ({settings})",
           file=out, flush=True)
     threads = str(max(1, (os.cpu_count() or 2) // 2))
     environment = dict(os.environ, OPENBLAS_NUM_THREADS=threads, OMP_NUM_THREADS=threads,
@@ -1039,6 +1041,10 @@ def train(folder, options, out=sys.stdout, time_limit=TIME_LIMIT):
     return status
 
 
+def _count(names):
+    return f"{len(names)} exercise{' is' if len(names) == 1 else 's are'}"
+
+
 # ----------------------------------------------------------------------------------------------
 # The command line
 # ----------------------------------------------------------------------------------------------
@@ -1053,6 +1059,10 @@ def main(argv=None):
     args, options = parser.parse_known_args(argv)
     if options and args.command != "train":
         parser.error(f"unrecognized arguments: {' '.join(options)}")
+    written = [option for option in options if option.split("=")[0] in FILE_FLAGS]
+    if written:
+        parser.error(f"train runs train_mnist.py twice at once, so it takes no flag that reads "
+                     f"a model or writes a file ({', '.join(written)})")
     try:
         if args.command == "new":
             exercises = new(args.folder)

@@ -405,13 +405,18 @@ class TestTrain(CourseCase):
                       f"SGD.step)", result.stdout)
         self.assertNotIn("test accuracy", result.stdout)
 
+    def test_flags_that_would_have_both_runs_write_one_file_are_refused(self):
+        result, _ = self.train(self.source, "--save", "model.npz")
+        self.assertEqual(result.returncode, 2)
+        self.assertIn("takes no flag that reads a model or writes a file (--save)", result.stderr)
+
     def test_it_trains_with_the_learners_updates(self):
         # An SGD.step that moves nothing: the learner's network stays untrained, the library's
         # learns, on the same seed and settings.
         result, path = self.train(self.with_answers({"SGD.step": ["pairs = list(pairs)"]}),
                                   "--limit", "2000", "--epochs", "1", "--val-size", "500")
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
-        self.assertIn("1 exercises are wrong (SGD.step", result.stdout)
+        self.assertIn("1 exercise is wrong (SGD.step", result.stdout)
         theirs = float(result.stdout.split("test accuracy ")[1].split("%")[0])
         ours = float(result.stdout.split("test accuracy ")[2].split("%")[0])
         self.assertIn(f"% with {path} (yours)", result.stdout)
