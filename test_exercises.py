@@ -379,7 +379,16 @@ class TestApart(CourseCase):
                 file.write(self.with_answers({"Dense.backward": ["while True:", "    pass"]}))
             process = subprocess.Popen(COMMAND + ["check", folder], cwd=ROOT, text=True,
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            time.sleep(5)                     # importing, then the endless Dense.backward
+            children = f"/proc/{process.pid}/task/{process.pid}/children"    # Linux's list
+            for _ in range(600):              # until check has started a learner's process
+                time.sleep(0.1)
+                if not os.path.exists(children):
+                    time.sleep(5)
+                    break
+                with open(children, encoding="ascii") as file:
+                    if file.read().strip():
+                        break
+            time.sleep(1)
             process.send_signal(signal.SIGINT)
             stdout, stderr = process.communicate(timeout=60)
         self.assertEqual((process.returncode, stderr), (130, "exercises.py: interrupted\n"))
