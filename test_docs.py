@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 import unittest
 
 import pandas as pd
@@ -155,6 +156,27 @@ class FirstHour(unittest.TestCase):
             shutil.copy(os.path.join(ROOT, "nn.py"), os.path.join(folder, "nn-repo"))
             found = run_block("import nn; print(nn.__file__)", folder)
         self.assertIn("No module named 'nn'", found.stderr)     # not a broken namespace
+
+    def test_the_walkthrough_clones_into_nn_repo_and_finds_it_again_after_a_restart(self):
+        # The first code cell as Colab runs it: google.colab loaded, an address typed in (this
+        # repository, cloned from its folder); then again after a restart, back in the folder
+        # the notebook started in.
+        cell = next(cell for cell in notebook_cells("code") if "FILES = [" in cell)
+        runs = textwrap.dedent(f"""
+            import builtins, os, sys, types
+            sys.modules["google.colab"] = types.ModuleType("google.colab")
+            builtins.input = lambda prompt: {ROOT!r}
+            start = os.getcwd()
+            for run in range(2):
+                os.chdir(start)
+                exec({cell!r})
+                print(os.path.relpath(os.getcwd(), start))
+            """)
+        with tempfile.TemporaryDirectory() as folder:
+            result = run_block(runs, folder)
+            self.assertEqual(result.returncode, 0, result.stderr)
+            self.assertEqual(result.stdout.split(), ["nn.py", "is", "here", "nn-repo"] * 2)
+            self.assertTrue(os.path.exists(os.path.join(folder, "nn-repo", "nn.py")))
 
     def test_readme_examples_run_in_colab_beside_nn_py_alone(self):
         # As in Colab: nn.py written into an empty folder (%%writefile), Colab's sample of MNIST
