@@ -1000,10 +1000,13 @@ def train(folder, options, out=sys.stdout, time_limit=TIME_LIMIT):
     and `options`): with folder/nn.py and with nn.py. Returns the exit status."""
     path, grades = grade_all(folder, time_limit)
     unwritten = [name for name, verdict in grades if verdict == "not written"]
-    if unwritten:
-        print(f"{path} cannot train yet: {_count(unwritten)} not written "
-              f"({', '.join(unwritten)}). Write them, then run: python exercises.py train "
-              f"{folder}", file=out)
+    unfinished = [name for name, verdict in grades  # would hang or end the training's process
+                  if verdict.startswith(("wrong (still running", "wrong (its process"))]
+    if unwritten or unfinished:
+        print(f"{path} cannot train yet: " + "; ".join(
+            f"{_count(names)} {what} ({', '.join(names)})" for names, what in
+            ((unwritten, "not written"), (unfinished, "hanging or exiting")) if names)
+            + f". Write them, then run: python exercises.py train {folder}", file=out)
         return 1
     wrong = [name for name, verdict in grades if verdict != "right"]
     if wrong:
@@ -1021,24 +1024,33 @@ def train(folder, options, out=sys.stdout, time_limit=TIME_LIMIT):
     runs = {}
     try:
         for name, command in commands.items():
-            runs[name] = subprocess.Popen(command + [TRAIN_SCRIPT, "--quiet"] + options,
-                                          cwd=HERE, env=environment, stdin=subprocess.DEVNULL,
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                          text=True, start_new_session=True)
-        results = {name: run.communicate() + (run.returncode,) for name, run in runs.items()}
+            printed = tempfile.TemporaryFile()
+            runs[name] = (subprocess.Popen(command + [TRAIN_SCRIPT, "--quiet"] + options,
+                                           cwd=HERE, env=environment, stdin=subprocess.DEVNULL,
+                                           stdout=printed, stderr=subprocess.STDOUT,
+                                           start_new_session=True), printed)
+        codes = {name: run.wait() for name, (run, _) in runs.items()}
+        results = {name: (_tail(printed), codes[name]) for name, (_, printed) in runs.items()}
     finally:
-        for run in runs.values():
+        for run, printed in runs.values():
             _stop(run)
+            printed.close()
     status = 0
-    for (name, (stdout, stderr, code)), whose in zip(results.items(), ("yours", "the library's")):
-        accuracy = re.search(r"test accuracy: ([0-9.]+%)", stdout)
+    for (name, (printed, code)), whose in zip(results.items(), ("yours", "the library's")):
+        accuracy = re.findall(r"test accuracy: ([0-9.]+%)", printed)
         if code == 0 and accuracy:
-            print(f"test accuracy {accuracy.group(1)} with {name} ({whose})", file=out)
+            print(f"test accuracy {accuracy[-1]} with {name} ({whose})", file=out)
         else:
-            last = (stderr.strip().splitlines() or ["no output"])[-1]
+            last = (printed.strip().splitlines() or ["no output"])[-1]
             print(f"with {name} ({whose}) training failed: {last}", file=out)
             status = 1
     return status
+
+
+def _tail(file, size=2 ** 16):
+    """The end of what a run printed into `file`, once the run is over (however much it was)."""
+    file.seek(max(0, file.seek(0, os.SEEK_END) - size))
+    return file.read().decode("utf-8", errors="replace")
 
 
 def _count(names):

@@ -414,6 +414,12 @@ class TestTrain(CourseCase):
                       f"SGD.step)", result.stdout)
         self.assertNotIn("test accuracy", result.stdout)
 
+    def test_an_exercise_that_never_returns_stops_the_training_before_it_starts(self):
+        result, path = self.train(self.with_answers({"Adam.step": ["import os", "os._exit(0)"]}))
+        self.assertEqual(result.returncode, 1, result.stderr)
+        self.assertIn(f"{path} cannot train yet: 1 exercise is hanging or exiting (Adam.step)",
+                      result.stdout)
+
     def test_flags_that_would_have_both_runs_write_one_file_are_refused(self):
         result, _ = self.train(self.source, "--save", "model.npz")
         self.assertEqual(result.returncode, 2)
