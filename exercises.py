@@ -284,6 +284,8 @@ def new(folder, source=None):
     bodies = {exercise.name: stub(exercise, describe(exercise)) for exercise in exercises}
     text = HEADER + replace_bodies(source, bodies)
     path = os.path.join(folder, "nn.py")
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise NotADirectoryError(f"{folder} is a file, not a folder: choose another")
     os.makedirs(folder, exist_ok=True)
     if os.path.lexists(path):
         raise FileExistsError(path)

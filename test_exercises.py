@@ -170,6 +170,11 @@ class TestExercises(CourseCase):
             self.assertEqual(graded.returncode, 1, graded.stderr)
             n = len(self.names)
             self.assertIn(f"0 right, 0 wrong, {n} not written (of {n})", graded.stdout)
+            on_a_file = subprocess.run(COMMAND + ["new", os.path.join(folder, "nn.py")],
+                                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+            self.assertEqual((on_a_file.returncode, on_a_file.stderr), (2, (
+                f"exercises.py: {os.path.join(folder, 'nn.py')} is a file, not a folder: choose "
+                f"another\n")))
             missing = subprocess.run(COMMAND + ["check", os.path.join(folder, "none")], cwd=ROOT,
                                      capture_output=True, text=True, timeout=120)
             self.assertEqual((missing.returncode, missing.stdout), (2, ""))
