@@ -458,7 +458,7 @@ def run_network(module, case):
     known.update((f"what layer {layer.index}'s backward returned", layer.hands_back)
                  for layer in layers)
     return {"called": [index for index, _ in calls], "received": [grad for _, grad in calls],
-            "known": known}
+            "known": known, "layers": len(layers)}
 
 
 def run_loss(module, case):
@@ -774,8 +774,7 @@ def _how_wrong(given, expected, factors, missing=None):
         if given.size == expected.size and _close(given.reshape(expected.shape), expected):
             return (f"holds the right numbers in the wrong shape: {given.shape}, where "
                     f"{expected.shape} is expected")
-        axes = _transposition(given, expected)
-        if axes:
+        if _transposition(given, expected):
             return f"is transposed: shape {given.shape}, where {expected.shape} is expected"
         return f"has shape {given.shape}, where {expected.shape} is expected"
     if not np.all(np.isfinite(given)):
@@ -836,7 +835,7 @@ def _judge_network(exercise, cases, answers, where):
 
 
 def _network_problem(given, expected):
-    called, wanted, last = given["called"], expected["called"], 3
+    called, wanted, last = given["called"], expected["called"], expected["layers"] - 1
     if called == sorted(wanted) and called != wanted:
         return "the layers' backward ran first to last: backpropagation runs from the last"
     if last in called and last not in wanted:
