@@ -26,7 +26,8 @@ What this asks of a layer, beyond the protocol of nn.Layer:
   gradients stays in its process (only parameters are shared): the buffers kept, such as
   BatchNorm's running statistics, are those of fit's own process, learned from the first part
   of every batch; the helpers' go with them. A random layer draws different numbers in each
-  process only through reseed(seed), as Dropout does.
+  process only through reseed(seed), as Dropout does: a seeded fit is reproducible for a
+  given N, not across different N.
 - It keeps its parameter and gradient arrays as attributes (self.weights, self.grad_weights),
   uses them only through those attributes, and writes into them (param -= ...,
   grad[...] = ...) rather than binding new arrays: fit swaps them for arrays in shared memory.
@@ -62,11 +63,10 @@ PR_SET_PDEATHSIG = 1             # prctl's option: the signal a process gets whe
 
 
 @contextlib.contextmanager
-def helper_processes(net, X, Y, workers, seed, nn):
-    """fit's helpers (workers > 1); they stop when fit ends, however it ends. `nn` holds the
-    functions of nn.py's appendix that this module uses (nn.py passes them: it may be a
-    notebook cell rather than a module)."""
-    helpers = Helpers(net, X, Y, workers, seed, nn)
+def helper_processes(net, X, Y, workers, seed, replace_arrays):
+    """fit's helpers (workers > 1); they stop when fit ends, however it ends. replace_arrays is
+    nn.replace_arrays, passed by fit (nn.py may be a notebook cell rather than a module)."""
+    helpers = Helpers(net, X, Y, workers, seed, replace_arrays)
     failed = True
     try:
         helpers.start()
@@ -77,26 +77,29 @@ def helper_processes(net, X, Y, workers, seed, nn):
 
 
 class Helpers:
-    def __init__(self, net, X, Y, workers, seed, nn):
-        self.net, self.X, self.Y, self.workers, self.seed, self.nn = net, X, Y, workers, seed, nn
-        self.pairs = [(layer, param, grad) for layer in net.layers
-                      for param, grad in layer.parameters()]
-        self.params = [param for _, param, _ in self.pairs]  # this process's arrays, which
-        self.grads = [grad for _, _, grad in self.pairs]     # the layers must keep
+    def __init__(self, net, X, Y, workers, seed, replace_arrays):
+        self.net, self.X, self.Y, self.workers, self.seed = net, X, Y, workers, seed
+        self.replace_arrays = replace_arrays
+        self._take_arrays()
         self.connections, self.pids, self.swapped, self.blas_limits = [], [], [], None
         self.pollers = []        # one per helper: waits until its connection has a reply
 
+    def _take_arrays(self):
+        """The layers' arrays as they are now, which the layers must keep."""
+        self.pairs = [(layer, param, grad) for layer in self.net.layers
+                      for param, grad in layer.parameters()]
+        self.params = [param for _, param, _ in self.pairs]
+        self.grads = [grad for _, _, grad in self.pairs]
+
     def start(self):
         self._check_arrays()
-        # The parameters move into shared memory (and back, in stop), beside one set of
-        # gradients per helper.
-        def shared_copy(param):
-            shared = _shared_like(param)
-            shared[...] = param
-            return shared
-        self.swapped = self.nn._swap_arrays([(layer, param) for layer, param, _ in self.pairs],
-                                            shared_copy)
-        self.params = [param for param, _ in self.net.parameters()]   # the shared ones now
+        # The parameters and gradients move into shared memory (and back, in stop), beside
+        # one set of gradients per helper. replace_arrays refuses, before it changes anything,
+        # an array that a layer does not keep as an attribute.
+        self.swapped = self.replace_arrays(
+            [(layer, array) for layer, param, grad in self.pairs for array in (param, grad)],
+            _shared_copy)
+        self._take_arrays()
         self.helper_grads = [[_shared_like(grad) for grad in self.grads]
                              for _ in range(self.workers - 1)]
         self.blas_limits = threadpool_limits(limits=1, user_api="blas")
@@ -136,8 +139,6 @@ class Helpers:
 
     def _check_arrays(self):
         """What sharing needs of the layers' arrays, checked before any process starts."""
-        for layer, _, grad in self.pairs:        # each helper will put its own gradients
-            self.nn._attribute_names(layer, grad)   # where the layer keeps these: can it?
         grads = [grad for _, _, grad in self.pairs]
         if len({id(grad) for grad in grads}) < len(grads):
             raise ValueError("fit(workers > 1) needs a gradient array of its own for each "
@@ -157,10 +158,13 @@ class Helpers:
         signal.signal(signal.SIGINT, signal.SIG_IGN)    # Ctrl-C is for fit, which stops us
         trouble = None
         try:
-            self.grads = self.helper_grads[k - 1]
-            for (layer, _, grad), own in zip(self.pairs, self.grads):
-                self.nn._replace_array(layer, grad, own)
-            self.nn._reseed_random_layers(self.net, self.seed, helper=k)
+            own = dict(zip(map(id, self.grads), self.helper_grads[k - 1]))
+            self.replace_arrays([(layer, grad) for layer, _, grad in self.pairs],
+                                lambda grad: own[id(grad)])
+            self._take_arrays()
+            for i, layer in enumerate(self.net.layers):    # random layers: seeds of their own
+                if callable(getattr(layer, "reseed", None)):
+                    layer.reseed(None if self.seed is None else [self.seed, i, k])
         except Exception as error:               # told to fit at its first message
             trouble = error
         with np.errstate(over="ignore", invalid="ignore"):
@@ -192,8 +196,8 @@ class Helpers:
                                  f"the Layer protocol asks and fit(workers > 1) needs")
         return loss, accuracy
 
-    def train_on_batch(self, rows, optimizer):
-        """Network.train_on_batch on X[rows], Y[rows], shared out between the processes."""
+    def compute_gradients(self, rows):
+        """Network.compute_gradients on X[rows], Y[rows], shared out between the processes."""
         parts = np.array_split(rows, self.workers)      # the first part is the largest
         for k, part in enumerate(parts[1:], start=1):
             if len(part):
@@ -216,10 +220,6 @@ class Helpers:
             for grad, theirs in zip(self.grads, self.helper_grads[k - 1]):
                 theirs *= share                  # the helper overwrites it at its next step
                 grad += theirs
-        if not np.isfinite(loss):
-            raise self.nn._divergence(f"the training loss became {loss}", optimizer, self.net,
-                                      self.X.take(rows, axis=0), self.Y.take(rows, axis=0))
-        optimizer.step(self.net.parameters())
         return float(loss), None if accuracy is None else float(accuracy)
 
     def _send(self, k, rows):
@@ -262,9 +262,10 @@ class Helpers:
         # parameters), so that nothing below, not even a second Ctrl-C, can leave the layers
         # on shared memory; and the helpers stop, whatever happens here.
         try:
-            for layer, param, shared_param in self.swapped:
-                param[...] = shared_param
-                self.nn._replace_array(layer, shared_param, param, required=False)
+            for layer, array, shared in self.swapped:
+                array[...] = shared
+                with contextlib.suppress(ValueError):    # a layer that bound an array of its
+                    self.replace_arrays([(layer, shared)], lambda _: array)   # own keeps it
             if self.blas_limits is not None:
                 self.blas_limits.restore_original_limits()
         finally:
@@ -295,6 +296,12 @@ def _process_state(pid):
             return file.read().rpartition(")")[2].split()[0]
     except (OSError, IndexError):
         return None
+
+
+def _shared_copy(array):
+    shared = _shared_like(array)
+    shared[...] = array
+    return shared
 
 
 def _shared_like(array):
@@ -362,6 +369,22 @@ class AdaptiveBlasThreads:
     def __init__(self, trial_steps=5, window=20, drift=1.5, give_up=3.0, recheck=4.0,
                  max_recheck=64.0, keep_choice=False, clock=time.perf_counter,
                  controller=None):
+        def whole(n):
+            return isinstance(n, int) and not isinstance(n, bool) and n >= 1
+
+        def number(x, least):
+            return isinstance(x, (int, float)) and not isinstance(x, bool) and least < x < math.inf
+        for ok, name, expected, value in (
+                (whole(trial_steps), "trial_steps", "a whole number >= 1", trial_steps),
+                (whole(window), "window", "a whole number >= 1", window),
+                (number(drift, 1), "drift", "a number > 1", drift),
+                (number(give_up, 1), "give_up", "a number > 1", give_up),
+                (number(recheck, 0), "recheck", "a number of seconds > 0", recheck),
+                (number(max_recheck, 0), "max_recheck", "a number of seconds > 0", max_recheck),
+                (keep_choice in (True, False), "keep_choice", "True or False", keep_choice),
+                (callable(clock), "clock", "a function that returns seconds", clock)):
+            if not ok:
+                raise ValueError(f"AdaptiveBlasThreads {name} must be {expected}, got {value!r}")
         self.trial_steps, self.window, self.drift = trial_steps, window, drift
         self.give_up, self.recheck, self.max_recheck = give_up, recheck, max_recheck
         self.keep_choice, self.clock, self.controller = keep_choice, clock, controller

@@ -1024,6 +1024,12 @@ class TestRandomShift(GradientCheck):
         self.assertGradientsRight("network with RandomShift", net, images(3, 16),
                                   one_hot([0, 1, 1], 2), training=True)
 
+    def test_shift_moves_each_image_by_its_own_offset(self):
+        x = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 1, 3, 4) + 1
+        moved = nn.shift(x, np.array([[1, 0], [0, -2]]), 2)
+        np.testing.assert_array_equal(moved[0, 0], np.vstack([np.zeros(4), x[0, 0, :2]]))
+        np.testing.assert_array_equal(moved[1, 0], np.hstack([x[1, 0, :, 2:], np.zeros((3, 2))]))
+
     def test_config_and_refusals(self):
         self.assertEqual(repr(RandomShift(3)), "RandomShift(pixels=3)")
         for make in (lambda: RandomShift(-1), lambda: RandomShift(1.5), lambda: RandomShift(65)):
@@ -1091,8 +1097,8 @@ class TestTraining(unittest.TestCase):
         X, Y = blobs(n=10)
         net = small_network()
         calls = []
-        original = net.train_on_batch
-        net.train_on_batch = lambda x, y, opt: calls.append(len(x)) or original(x, y, opt)
+        original = net.compute_gradients
+        net.compute_gradients = lambda x, y: calls.append(len(x)) or original(x, y)
         net.fit(X, Y, epochs=1, batch_size=4, verbose=0)
         self.assertEqual(calls, [4, 4, 2])
 
@@ -1118,17 +1124,17 @@ class TestTraining(unittest.TestCase):
     def fit_watching_dtypes(self, net, X, Y):
         """Fit one epoch; returns the set of dtypes every batch and every Dense layer saw."""
         seen = set()
-        backward, train_on_batch = Dense.backward, Network.train_on_batch
+        backward, compute_gradients = Dense.backward, Network.compute_gradients
 
         def watched_backward(layer, grad_output):
             seen.update((grad_output.dtype, layer.input.dtype))
             return backward(layer, grad_output)
 
-        def watched_step(net, X_batch, Y_batch, optimizer):
+        def watched_step(net, X_batch, Y_batch):
             seen.update((X_batch.dtype, Y_batch.dtype))
-            return train_on_batch(net, X_batch, Y_batch, optimizer)
+            return compute_gradients(net, X_batch, Y_batch)
         with mock.patch.object(Dense, "backward", watched_backward), \
-                mock.patch.object(Network, "train_on_batch", watched_step):
+                mock.patch.object(Network, "compute_gradients", watched_step):
             net.fit(X, Y, epochs=1, batch_size=64, optimizer=SGD(lr=0.01, momentum=0.9),
                     validation_data=(X, Y), verbose=0)
         return seen
@@ -1168,6 +1174,18 @@ class TestTraining(unittest.TestCase):
             self.assertEqual(net.predict(X).dtype, first)                # predict casts too
             self.assertParametersAre(net, first)
             self.assertEqual(self.fit_watching_dtypes(net, X, Y), {np.dtype(first)})
+
+    def test_astype_casts_every_parameter_gradient_and_buffer(self):
+        net = Network([Dense(5, 4, seed=0), BatchNorm(4), ReLU(), Dense(4, 3), Softmax()])
+        weights = net.layers[0].weights.copy()
+        self.assertIs(net.astype(np.float64), net)
+        self.assertParametersAre(net, np.float64)
+        self.assertEqual({array.dtype for array in net.layers[1].buffers()}, {np.dtype("f8")})
+        np.testing.assert_array_equal(net.layers[0].weights, weights)
+        self.assertEqual(net.predict(blobs(n=4)[0]).dtype, np.float64)
+        with self.assertRaises(ValueError) as caught:
+            net.astype(np.int32)
+        self.assertIn("Network.astype dtype must be np.float32", str(caught.exception))
 
     def test_a_network_without_parameters_computes_in_float32(self):
         net = Network([Softmax()])
@@ -1219,7 +1237,7 @@ class TestTraining(unittest.TestCase):
         X, Y = blobs()
         for every, counters in ((0.0, 2 * (300 // 32)), (3600.0, 0)):
             output = NotebookOutput()
-            with contextlib.redirect_stdout(output), mock.patch.object(nn._Progress, "every",
+            with contextlib.redirect_stdout(output), mock.patch.object(nn, "PROGRESS_SECONDS",
                                                                        every):
                 small_network().fit(X, Y, epochs=2, batch_size=32, verbose=1)
             text = output.getvalue()
@@ -1229,6 +1247,29 @@ class TestTraining(unittest.TestCase):
                                    r"\d\.\d{4}\n$")
             if counters:
                 self.assertIn("\rEpoch 1/2 - 64/300", text)   # the first batch shows nothing
+
+    def test_training_at_chance_says_what_the_data_shows(self):
+        rng = np.random.default_rng(0)
+        pixels = rng.integers(0, 256, size=(300, 5)).astype(np.float32)
+        labels = one_hot(rng.integers(0, 10, size=300), 10)       # labels as noise: chance
+
+        def net():
+            return Network([Dense(5, 16, seed=0), ReLU(), Dense(16, 10, seed=1), Softmax()])
+        for X, optimizer, said in ((pixels, SGD(lr=0.01), "the inputs go up to 255: scale them "
+                                                          "to [0, 1] (X / 255)"),
+                                   (pixels / 255, SGD(lr=5.0), "lr is 5, far above the usual "
+                                                               "0.1 for SGD")):
+            output = io.StringIO()
+            with contextlib.redirect_stdout(output), np.errstate(all="ignore"):
+                net().fit(X, labels, epochs=2, optimizer=optimizer, seed=0, verbose=1)
+            lines = output.getvalue().splitlines()
+            self.assertEqual(len(lines), 3, lines)                   # two epochs and the hint
+            self.assertRegex(lines[1], r"^Accuracy 0\.\d{4} after epoch 1 is chance for 10 "
+                                       r"classes: ")
+            self.assertIn(said, lines[1])
+            with contextlib.redirect_stdout(io.StringIO()) as quiet, np.errstate(all="ignore"):
+                net().fit(X, labels, epochs=1, optimizer=optimizer, seed=0, verbose=0)
+            self.assertEqual(quiet.getvalue(), "")
 
     def test_verbose_0_prints_nothing(self):
         X, Y = blobs()
@@ -1451,7 +1492,7 @@ class TestHonestMetrics(unittest.TestCase):
         self.assertIn("diverged", str(caught.exception))
 
 
-    def test_a_layer_that_makes_nan_is_named_not_the_learning_rate(self):
+    def test_a_layer_that_makes_nan_is_told_when_and_what_to_try(self):
         class LogForward(nn.Layer):                      # log of negative inputs: NaN
             def forward(self, x):
                 return np.log(x)
@@ -1467,14 +1508,13 @@ class TestHonestMetrics(unittest.TestCase):
                 return g * np.nan
 
         X, Y = blobs()
-        for layer, method in ((LogForward(), "forward"), (NanBackward(), "backward")):
+        for layer in (LogForward(), NanBackward()):
             net = Network([Dense(5, 8, seed=0), layer, Dense(8, 3, seed=1), Softmax()])
             with self.assertRaises(FloatingPointError) as caught, np.errstate(all="ignore"):
                 net.fit(X, Y, epochs=2, verbose=0)
             message = str(caught.exception)
-            self.assertIn(f"layer 1 ({layer!r}) returned", message)
-            self.assertIn(f"from its {method}", message)
-            self.assertNotIn("learning rate", message)
+            self.assertRegex(message, r"^in epoch 1, the training loss of batch \d+ became nan")
+            self.assertIn("check_gradients(layer, x)", message)
 
 
 class TestEarlyStopping(unittest.TestCase):
@@ -1568,6 +1608,16 @@ class TestSGD(unittest.TestCase):
                     g = v
                 w = w - 0.1 * g                            # p = p - lr * d_p
                 np.testing.assert_allclose(layer.weights, w, rtol=1e-14, atol=1e-15)
+
+    def test_state_for_keeps_each_parameters_state_while_the_parameters_stay(self):
+        layer = Dense(3, 2)
+        state = nn.state_for(layer.parameters(), None)
+        self.assertEqual([(s.shape, s.dtype, s.any()) for s in state],
+                         [((3, 2), np.float32, False), ((2,), np.float32, False)])
+        self.assertIs(nn.state_for(layer.parameters(), state), state)
+        self.assertIsNot(nn.state_for(Dense(3, 4).parameters(), state), state)
+        self.assertIsNot(nn.state_for(Network([layer]).astype(np.float64).parameters(), state),
+                         state)
 
     def test_lr_decay_multiplies_lr_after_each_epoch(self):
         X, Y = blobs()
@@ -1726,6 +1776,35 @@ class TestBadInput(unittest.TestCase):
         self.assertValueError(lambda: small_network().predict(X, batch_size=0), "batch_size")
         self.assertValueError(lambda: small_network().predict(X[0]), "one example per row")
 
+    def test_train_on_batch_checks_as_fit_does_and_changes_nothing(self):
+        X, Y = blobs(n=32)
+        net = small_network()
+        before = [param.copy() for param, _ in net.parameters()]
+        for x, y, optimizer, fragment in ((X, Y[:, :1], SGD(lr=0.1), "(examples, 3)"),
+                                          (X, Y * 5, SGD(lr=0.1), "sum to 1"),
+                                          (X, np.where(Y == 1, np.nan, Y), SGD(lr=0.1),
+                                           "Y must hold finite numbers"),
+                                          (X, Y, None, "optimizer must be"),
+                                          (X, Y, "sgd", "optimizer must be"),
+                                          (X, Y, SGD, "the class SGD")):
+            self.assertValueError(lambda: net.train_on_batch(x, y, optimizer), fragment)
+        for a, (b, _) in zip(before, net.parameters()):
+            np.testing.assert_array_equal(a, b)
+        listed, array = small_network(), small_network()        # a list is data too, as in fit
+        listed.train_on_batch(X.tolist(), Y.tolist(), SGD(lr=0.1))
+        array.train_on_batch(X, Y, SGD(lr=0.1))
+        for (a, _), (b, _) in zip(listed.parameters(), array.parameters()):
+            np.testing.assert_array_equal(a, b)
+
+    def test_backward_before_forward_names_the_layer(self):
+        for layer in (Dense(3, 2), Conv2D(1, 2, 3), MaxPool2D(), Flatten(), Reshape((3,)),
+                      BatchNorm(3), ReLU(), Softmax(), Dropout(0.5), RandomShift(1)):
+            grad_output = np.ones((2, 2, 1, 1) if isinstance(layer, Conv2D) else (2, 3))
+            with self.assertRaises(AttributeError) as caught:
+                layer.backward(grad_output.astype(np.float32))
+            self.assertIn(type(layer).__name__ + " has no attribute", str(caught.exception))
+            self.assertIn("call forward before backward", str(caught.exception))
+
     def test_optimizer_hyper_parameters(self):
         self.assertValueError(lambda: SGD(lr=0), "lr", "> 0")
         self.assertValueError(lambda: SGD(lr=-0.1), "lr")
@@ -1766,6 +1845,7 @@ class TestBadInput(unittest.TestCase):
         self.assertValueError(lambda: one_hot([-1], 3), "-1")
         self.assertValueError(lambda: one_hot([0.5], 3), "whole numbers")
         self.assertValueError(lambda: one_hot([[0]], 3), "1-D")
+        self.assertValueError(lambda: one_hot([0], 10 ** 12), "n_classes", "at most 50000000")
 
     def test_no_bare_asserts_for_user_errors(self):
         with open(nn.__file__, encoding="utf-8") as file:

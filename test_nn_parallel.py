@@ -182,7 +182,8 @@ class TestWorkers(unittest.TestCase):
                 for first in range(0, 40, 16):      # parts of 6, 5, 5; last batch 3, 3, 2
                     batch = rows[first:first + 16]
                     if helpers:
-                        helpers.train_on_batch(batch, optimizer)
+                        helpers.compute_gradients(batch)
+                        optimizer.step(net.parameters())
                     else:
                         net.train_on_batch(X[batch], Y[batch], optimizer)
             results.append([param.copy() for param, _ in net.parameters()])
@@ -454,6 +455,19 @@ class TestAdaptiveBlasThreads(unittest.TestCase):
         policy = machine.train(policy_on(machine), 50)
         self.assertEqual((policy.choices, machine.limits), ([], []))
         self.assertEqual(machine.threads, 1)
+
+    def test_bad_arguments_are_refused_by_name(self):
+        for arguments, fragment in (({"trial_steps": 0}, "trial_steps must be a whole number"),
+                                    ({"window": 2.5}, "window must be a whole number"),
+                                    ({"drift": 1}, "drift must be a number > 1"),
+                                    ({"give_up": float("nan")}, "give_up must be a number > 1"),
+                                    ({"recheck": "4"}, "recheck must be a number of seconds"),
+                                    ({"max_recheck": -1}, "max_recheck must be a number"),
+                                    ({"keep_choice": "yes"}, "keep_choice must be True or False"),
+                                    ({"clock": 3.0}, "clock must be a function")):
+            with self.assertRaises(ValueError) as caught:
+                nn_parallel.AdaptiveBlasThreads(**arguments)
+            self.assertIn("AdaptiveBlasThreads " + fragment, str(caught.exception))
 
     @unittest.skipUnless(nn.max_workers() >= 2, "fit(workers=2) needs Linux and two cores")
     def test_with_workers_it_leaves_blas_to_them(self):
