@@ -21,7 +21,6 @@ from nn import Conv2D, Dense, Flatten, MaxPool2D, Network, ReLU, Reshape, Softma
 
 if not hasattr(nn, "relative_error"):      # an nn.py from before relative_error was public
     nn.relative_error = nn._relative_error
-STATE_FOR = "state_for" if hasattr(nn, "state_for") else "_state_for"
 # The command line, run with this nn.py (and, for an older one, its relative_error as above).
 COMMAND = [sys.executable, "-c", "import nn; nn.relative_error = getattr(nn, 'relative_error', "
            "None) or nn._relative_error; import exercises, sys; sys.argv[0] = 'exercises.py'; "
@@ -221,8 +220,8 @@ class TestFeedback(CourseCase):
             "Network.backward": ["grad = self.loss_prime(Y, P)",
                                  "for layer in reversed(self.layers):",
                                  "    grad = layer.backward(grad)"],
-            "Adam.step": [f"self.m = {STATE_FOR}(pairs, self.m)",
-                          f"self.v = {STATE_FOR}(pairs, self.v)",
+            "Adam.step": ["self.m = state_for(pairs, self.m)",
+                          "self.v = state_for(pairs, self.v)",
                           "for (param, grad), m, v in zip(pairs, self.m, self.v):",
                           "    grad = grad + self.weight_decay * param",
                           "    m[...] = self.beta1 * m + (1 - self.beta1) * grad",
@@ -285,7 +284,7 @@ class TestFeedback(CourseCase):
 
     def test_sgd_without_weight_decay_and_a_velocity_that_does_not_last(self):
         _, grades, _ = self.check(self.with_answers({
-            "SGD.step": [f"self.velocities = {STATE_FOR}(pairs, self.velocities)",
+            "SGD.step": ["self.velocities = state_for(pairs, self.velocities)",
                          "for (param, grad), velocity in zip(pairs, self.velocities):",
                          "    velocity[...] = self.momentum * velocity + grad",
                          "    param -= self.lr * velocity"],
