@@ -11,7 +11,7 @@ import warnings
 
 import numpy as np
 
-from mnist_csv import DataError
+from mnist_csv import DataError, printable
 from pictures import predicts_images
 
 
@@ -80,7 +80,7 @@ def layer_widths(parameters, most):
 class OneLineParser(argparse.ArgumentParser):
     def error(self, message):
         """One line, exit status 2 (argparse's own prints the whole usage first)."""
-        self.exit(2, f"error: {message} (see --help)\n")
+        self.exit(2, f"error: {printable(message)} (see --help)\n")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -94,6 +94,12 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def check_flags(args):
     """Refuse, before any work starts, whatever could otherwise fail only after training."""
+    names = [(flag, getattr(args, flag[2:])) for flag in ("--train", "--test", "--load",
+                                                          "--save", "--history", "--plot", "--out")]
+    for flag, name in names + [("--predict", name) for name in args.predict or []]:
+        if name == "":
+            raise DataError(f"{flag} was given an empty file name (an unset shell variable?); "
+                            f"expected a file name")
     if args.out and not args.predict:
         raise DataError("--out names the predictions file of --predict; give --predict PATH too")
     if args.history and args.load:
@@ -116,6 +122,9 @@ def check_flags(args):
         for other_flag, other in destinations[:number]:
             if _same_file(path, other):
                 raise DataError(f"{flag} {path}: is also where {other_flag} writes")
+    if args.workers > 1:
+        _require("threadpoolctl", f"--workers {args.workers} (training in {args.workers} "
+                                  f"processes)", "threadpoolctl")
     if args.plot:
         _require("matplotlib", "--plot", "matplotlib")
         _check_figure_format(args.plot)
@@ -159,8 +168,8 @@ def _check_destination(flag, path):
 
 def _check_figure_format(path):
     """--plot's format is its file name's suffix: one that matplotlib writes."""
-    from outputs import pyplot
-    formats = pyplot().Figure().canvas.get_supported_filetypes()   # unregistered: nothing to close
+    drawing = _require("matplotlib.backend_bases", "--plot", "matplotlib")
+    formats = drawing.FigureCanvasBase.get_supported_filetypes()   # what a figure's savefig takes
     suffix = os.path.splitext(path)[1].lower().lstrip(".")
     if suffix not in formats:
         found = f".{suffix} files" if suffix else "a file without a suffix"
@@ -169,10 +178,23 @@ def _check_figure_format(path):
 
 
 def _require(module, needed_for, package):
+    """The module, imported; refused in one line saying how to install it if it is not."""
     try:
         with warnings.catch_warnings():   # deprecation notes among a package's own imports
             warnings.simplefilter("ignore", DeprecationWarning)    # are not the user's
-            importlib.import_module(module)
+            return importlib.import_module(module)
     except ImportError:
         raise DataError(f"{needed_for} needs {package}, which is not installed: "
                         f"pip install {package}") from None
+
+
+def check_batches(rows, args):
+    """--batchnorm normalises over the examples of a batch (in each process, its part): refuse,
+    before training, batches that would leave it one example."""
+    last = rows % args.batch_size or args.batch_size
+    smallest = min(args.batch_size, last) // args.workers
+    if args.batchnorm and smallest < 2:
+        parts = f" in {args.workers} processes" if args.workers > 1 else ""
+        raise DataError(f"--batchnorm needs 2 or more examples in every batch{parts}: "
+                        f"{rows:,} training rows in batches of {args.batch_size}{parts} leave "
+                        f"{smallest}; choose another --batch-size")

@@ -9,7 +9,6 @@ import csv
 import dataclasses
 import gzip
 import io
-import itertools
 import lzma
 import os
 import re
@@ -23,7 +22,6 @@ import numpy as np
 import pandas as pd
 
 from nn import Network
-from outputs import describe
 
 PIXELS = 784                     # 28 x 28
 CLASSES = 10
@@ -104,6 +102,8 @@ def _reading(path):
             raise DataError(f"{_where(path, line)}: found {found} columns, expected {expected}") \
                 from None
         raise DataError(f"{path}: not a well-formed CSV table ({detail})") from None
+    except csv.Error as error:           # read again to quote a cell: too long a field, ...
+        raise DataError(f"{path}: not a well-formed CSV table ({error})") from None
     except READ_ERRORS as error:         # damaged or truncated compression, unreadable files
         raise DataError(f"{path}: could not be read ({type(error).__name__}: {error})") from None
 
@@ -151,25 +151,32 @@ def _open(path):
 
 
 def _cells(raw):
-    """The cells of one line of CSV, given as bytes."""
+    """The cells of one line of CSV (bytes without its line end: nothing csv refuses)."""
     return next(csv.reader([raw.decode("utf-8-sig", errors="replace")]), [])
 
 
 class _BoundedLines(io.RawIOBase):
-    """A stream's bytes, passed on unchanged while every line stays within LONGEST_LINE bytes:
-    a longer line (a cell of a gigabyte, say) is refused as soon as its first 64 KB have gone
-    by, whatever line it is on, so pandas never holds more than that of it."""
+    """A stream's bytes, passed on while every line stays within LONGEST_LINE bytes: a longer
+    line (a cell of a gigabyte, say) is refused as soon as its first 64 KB have gone by,
+    whatever line it is on, so pandas never holds more than that of it. Lines ended the old
+    Mac way (\r) or Windows' (\r\n) are passed on ended by \n."""
 
     def __init__(self, path, stream):
         super().__init__()
         self.path, self.stream = path, stream
         self.line, self.line_length = 1, 0   # the line being read, and its bytes so far
+        self.after_cr = False                # the last piece ended with \r
 
     def readable(self):
         return True
 
     def readinto(self, buffer):
         data = self.stream.read(min(len(buffer), 1 << 18))
+        if self.after_cr and data[:1] == b"\n":     # the \n of a \r\n cut between two pieces
+            data = data[1:] or self.stream.read(min(len(buffer), 1 << 18))
+        self.after_cr = data.endswith(b"\r")
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         ends = np.flatnonzero(np.frombuffer(data, np.uint8) == ord("\n"))
         if len(ends):
             lengths = np.diff(ends, prepend=-1) - 1          # each line's bytes in this piece
@@ -196,6 +203,7 @@ def _first_line_cells(path):
         raw = stream.readline(LONGEST_LINE + 1)
     if not raw:
         raise DataError(f"{path}: the file is empty")
+    raw = (raw.splitlines() or [b""])[0]     # up to its end: \n, \r\n, or an old Mac's \r
     if b"\x00" in raw:
         raise DataError(f"{_where(path, 1)}: binary data, expected comma-separated numbers")
     if len(raw) > LONGEST_LINE:
@@ -208,7 +216,7 @@ WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
 MISSING = ("", "na", "nan", "n/a", "null", "none", "-", "?")   # how cells say "no value"
 
 
-def _is_number(text):
+def _reads_as_number(text):
     try:
         float(text)
         return True
@@ -243,8 +251,9 @@ def _layout(path, cells, labelled):
     # A header is a row of names, none of them a number; data is a row mostly of numbers (one
     # with a bad cell or two, "0a", "NA" or an empty cell, is data, and the checks below
     # refuse it). A row that is neither is refused rather than guessed.
-    numbers = sum(_is_number(cell) for cell in cells)
-    names = sum(not _is_number(cell) and cell.strip().lower() not in MISSING for cell in cells)
+    numbers = sum(_reads_as_number(cell) for cell in cells)
+    names = sum(not _reads_as_number(cell) and cell.strip().lower() not in MISSING
+                for cell in cells)
     header = numbers == 0 and names > columns / 2
     if not header and numbers <= columns / 2:
         raise DataError(f"{_where(path, 1)}: neither clearly a header (names) nor clearly data "
@@ -267,10 +276,20 @@ def _layout(path, cells, labelled):
 
 
 def _cells_of_line(path, line):
-    """Read one line of the file again, to quote what is in it."""
-    with _open(path) as stream:
-        raw = next(itertools.islice(stream, line - 1, None), b"")
-    return _cells(raw.rstrip(b"\r\n")) if raw.strip() else []
+    """Read the file's line `line` again, to quote what is in it: a row as pandas counts them,
+    a line break inside quotes going on with the same row (an odd number of quotes so far)."""
+    row, quotes, parts = 1, 0, []
+    with _open(path) as stream, io.TextIOWrapper(stream, "utf-8-sig", errors="replace",
+                                                 newline="") as lines:
+        for text in lines:
+            if row == line:
+                parts.append(text)
+            quotes += text.count('"')
+            if quotes % 2 == 0:              # the row ends with this line
+                if row == line:
+                    break
+                row, quotes = row + 1, 0
+        return next(csv.reader(parts), [])   # a cell over csv's limit: refused by _reading
 
 
 def _refuse_cell(path, line, column, layout):
@@ -292,8 +311,9 @@ def _column_numbers(cells):
     text = cells.astype(str)                 # whole numbers too large for int64 come as ints
     numbers = pd.to_numeric(text, errors="coerce").to_numpy(np.float64, na_value=np.nan)
     for row in np.flatnonzero(np.isnan(numbers)):
-        if WHOLE_NUMBER.fullmatch(text.iloc[row].strip()):     # NaN in older pandas
-            numbers[row] = -np.inf if text.iloc[row].strip().startswith("-") else np.inf
+        cell = str(text.iloc[row]).strip()   # pandas 3 keeps a missing cell missing
+        if WHOLE_NUMBER.fullmatch(cell):     # NaN in older pandas
+            numbers[row] = -np.inf if cell.startswith("-") else np.inf
     return numbers
 
 
@@ -366,20 +386,28 @@ def load_mnist_csv(path, nrows=None, labelled=True):
     return pixels, (np.concatenate(label_parts) if labelled else None)
 
 
-def load_model(path, say=print):
-    """A model saved by train_mnist.py --save, checked to map MNIST's 784 pixels to 10
-    probabilities; say(...) tells what was loaded."""
+def load_model(path):
+    """A model saved by train_mnist.py --save, checked to take MNIST's 784 pixels to 10
+    probabilities: the script's reports (confidence, the probability column) rely on them."""
     check_regular_file(path, expected="a model file saved by --save")
     try:
         net = Network.load(path)
     except ValueError as error:              # nn's message names the file and what is wrong
         raise DataError(str(error)) from None    # (nn never unpickles; the file exists)
+    expected = f"expected a model that takes MNIST's {PIXELS} pixels to {CLASSES} digit " \
+               f"probabilities"
+    takes = tuple(net.input_shape or ())     # as the file says
     try:
         outputs = net.predict(np.zeros((1, PIXELS), dtype=np.float32))
     except ValueError:
-        outputs = None
-    if outputs is None or outputs.shape != (1, CLASSES):
-        raise DataError(f"{path}: the model does not take MNIST's {PIXELS} pixels to {CLASSES} "
-                        f"digit probabilities ({describe(net)})")
-    say(f"model:  {describe(net)} loaded from {path}, {net.count_params():,} parameters")
+        raise DataError(f"{path}: the model does not take {PIXELS} pixels (it takes inputs of "
+                        f"shape {takes}); {expected}") from None
+    if outputs.shape != (1, CLASSES):
+        raise DataError(f"{path}: the model gives {outputs.size:,} outputs for an image; "
+                        f"{expected}")
+    total = float(outputs.sum())
+    if not (outputs.min() >= 0 and abs(total - 1) < 1e-3):
+        raise DataError(f"{path}: the model's {CLASSES} outputs are not probabilities (for a "
+                        f"blank image they sum to {total:.4g}, the lowest {outputs.min():.4g}); "
+                        f"{expected}, such as one ending in Softmax as --save writes")
     return net

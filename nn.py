@@ -411,7 +411,7 @@ class Conv2D(Layer):
         return col2im(kernels.T @ grad, self.input_shape, k, s, p)
 
     def _check_input(self, x):
-        c, k, s, p = self.in_channels, self.kernel_size, self.stride, self.padding
+        c, k, p = self.in_channels, self.kernel_size, self.padding
         if x.ndim != 4 or x.shape[1] != c:
             raise ValueError(f"{self!r} expects input of shape (batch, {c}, height, width), "
                              f"got shape {x.shape}")
@@ -419,10 +419,6 @@ class Conv2D(Layer):
         if min(height, width) < k:
             raise ValueError(f"{self!r}: its {k}x{k} kernel is larger than the input padded by "
                              f"{p} ({height}x{width}): input shape {x.shape}")
-        out_h, out_w = _conv_output_shape(x.shape[2], x.shape[3], k, s, p)
-        positions = out_h * out_w
-        _check_example_cost(self, x.shape, values=max(c * height * width, c * k * k * positions),
-                            work=self.out_channels * c * k * k * positions)
         return x.shape
 
     def parameters(self):
@@ -683,9 +679,6 @@ class RandomShift(Layer):
         if not self.training or self.pixels == 0:
             self.shifts = None
             return x
-        padded_size = [d + 2 * self.pixels for d in x.shape[-2:]]     # of each example's images
-        _check_example_cost(self, x.shape, values=int(np.prod(x.shape[1:-2] + tuple(padded_size))),
-                            work=0)
         # shifts[n] = (down, right) for image n: output[n, ..., y, x] = x[n, ..., y - down,
         # x - right], and 0 where that falls outside the image.
         self.shifts = self.rng.integers(-self.pixels, self.pixels + 1, size=(len(x), 2))
@@ -1180,14 +1173,13 @@ class Adam:
 
 import contextlib             # the appendix's own imports: Part I needs only NumPy and time
 import copy
+import inspect
 import io
 import json
 import math
 import os
-import signal
+import shutil
 import sys
-import tempfile
-import threading
 import zipfile
 import zlib
 
@@ -1201,9 +1193,6 @@ import zlib
 
 MAX_STORED_VALUES = 50_000_000   # parameters of a layer, and of a model file: 200 MB of float32
 MAX_WINDOW = 64                  # Conv2D kernel_size and stride, MaxPool2D size (padding < kernel)
-MAX_EXAMPLE_VALUES = 2 ** 20     # numbers of one example in any array of a layer's forward pass
-MAX_EXAMPLE_WORK = 2 ** 27       # multiply-adds of one layer's forward pass on one example
-MAX_EXAMPLE_BYTES = 2 ** 25      # all that a network's layers keep for one example (32 MB)
 
 
 def _is_number(value):
@@ -1282,19 +1271,6 @@ def _check_reshape(shape):
             for d in shape):
         raise ValueError(f"Reshape shape must be a tuple of positive whole numbers, "
                          f"got {shape!r}")
-    if math.prod(int(d) for d in shape) > MAX_EXAMPLE_VALUES:
-        raise ValueError(f"Reshape shape must hold at most {MAX_EXAMPLE_VALUES:,} numbers "
-                         f"(MAX_EXAMPLE_VALUES), got {shape!r}")
-
-
-def _check_example_cost(layer, shape, values, work):
-    """What one example of input `shape` costs a layer's forward pass, checked before it runs:
-    `values` numbers in its largest array, `work` multiply-adds."""
-    if values > MAX_EXAMPLE_VALUES or work > MAX_EXAMPLE_WORK:
-        raise ValueError(f"{layer!r}: one example of shape {tuple(shape[1:])} would take "
-                         f"{values:,} numbers and {work:,} multiply-adds, more than the "
-                         f"{MAX_EXAMPLE_VALUES:,} and {MAX_EXAMPLE_WORK:,} a layer may use "
-                         f"(MAX_EXAMPLE_VALUES, MAX_EXAMPLE_WORK)")
 
 
 def _check_optimizer_numbers(kind, lr, weight_decay, lr_decay, momentum=0.0, beta1=0.0,
@@ -1621,62 +1597,76 @@ def _say_early_stopping(history, patience, restore_best):
 #                    "layers": [{"type": "Dense", "config": {"n_in": 784, "n_out": 256}}, ...]}
 #   "layer{i}_{j}"   the j-th parameter array of layer i, in the order of its parameters();
 #   "layer{i}_buffer{j}"  the j-th array of its buffers() (BatchNorm's running statistics).
-# Saving writes to a temporary file and renames it over the target in one step, so a crash
-# never leaves half a model; it refuses to write NaN or infinite weights. Loading reads plain
-# arrays only (never pickles), reads every array's header, with a bounded reader, before its
-# data, so a file cannot make it allocate more than it really holds, and checks everything
-# against the architecture. Each layer's constructor bounds what it builds (section A's limits)
-# and each forward what one example costs it; load then runs one test example (of the shape
-# the file states) through the layers, one at a time, and refuses the model if what they keep
-# exceeds MAX_EXAMPLE_BYTES or its output is not finite.
+# Saving writes a temporary file and renames it over the target (atomic_file), so the target is
+# always the old model or the new one; it refuses NaN or infinite weights. Loading never
+# unpickles and, as safetensors does, checks what the file declares before it allocates: every
+# array's header against the archive's real sizes, all of them against one budget,
+# MAX_MODEL_BYTES, and each layer's settings against the arrays. Then it builds the layers one
+# at a time, fills each, and runs a test example through it, counting what a batch of
+# PREDICT_BATCH examples would keep: the model and that batch must fit in the budget.
 # ----------------------------------------------------------------------------------------------
 
 MODEL_FORMAT = "nn.Network v3"
 LAYER_TYPES = {cls.__name__: cls for cls in (Dense, ReLU, Sigmoid, Tanh, LeakyReLU, Softmax,
                                              Dropout, Conv2D, MaxPool2D, Flatten, Reshape,
                                              BatchNorm, RandomShift)}
-MAX_ARCHITECTURE_CHARACTERS = 1_000_000
+MAX_MODEL_BYTES = 2 ** 30        # the budget: loading a model, and a batch through it (1 GiB)
+PREDICT_BATCH = 128              # predict's batch, as the budget counts it
+LOAD_FACTOR = 4                  # loading holds at most 4x a file's arrays: each parameter
+                                 # with its gradient, and what its constructor drew first
 MAX_LAYERS = 1000
-MAX_HEADER_BYTES = 10_000        # an array's header (NumPy's own reader has the same limit)
+MAX_HEADER_BYTES = 10_000        # an array's .npy header (NumPy's own reader has this limit)
 
 
 def _save_network(net, path):
     path = _checked_path(path)
     arrays, architecture = {}, []
     for i, layer in enumerate(net.layers):
-        kind = type(layer).__name__
-        if kind in LAYER_TYPES and type(layer) is not LAYER_TYPES[kind]:
-            raise ValueError(f"cannot save layer {i} ({layer!r}): its class has the name of nn's "
-                             f"own {kind}, so loading would build nn's {kind}; rename the class")
-        config = layer.config()
-        try:
-            ok = isinstance(config, dict) and json.dumps(config, allow_nan=False)
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise ValueError(f"cannot save layer {i} ({layer!r}): its config() must return a dict "
-                             f"of numbers, strings and lists, got {config!r}")
-        architecture.append({"type": kind, "config": config})
+        architecture.append({"type": type(layer).__name__, "config": _saved_config(i, layer)})
         for name, what, array in _stored_arrays(i, layer):
             if not np.all(np.isfinite(array)):
                 raise ValueError(f"cannot save layer {i} ({layer!r}): its {what} holds NaN or "
                                  f"infinity, so the model is broken")
             arrays[name] = array
-    if net.input_shape is None:
+    input_shape = net.input_shape
+    if input_shape is None and isinstance(net.layers[0], Dense):    # known without a run
+        input_shape = (net.layers[0].n_in,)
+    if input_shape is None:
         raise ValueError("cannot save a network that has never seen an example: run it once "
                          "(fit, predict or evaluate), so that the file can say what it takes")
     description = {"format": MODEL_FORMAT, "loss": net.loss_name,
-                   "input_shape": [int(d) for d in net.input_shape], "layers": architecture}
+                   "input_shape": [int(d) for d in input_shape], "layers": architecture}
     arrays["architecture"] = np.array(json.dumps(description))   # a plain string array
-    _write_atomically(path, arrays)
+    with atomic_file(path, suffix=".npz") as file:
+        np.savez(file, **arrays)
+
+
+def _saved_config(i, layer):
+    """Layer i's config(), once it is sure that load can rebuild the layer from it."""
+    cls, kind, config = type(layer), type(layer).__name__, layer.config()
+    if kind in LAYER_TYPES and cls is not LAYER_TYPES[kind]:
+        raise ValueError(f"cannot save layer {i} ({layer!r}): its class has the name of nn's "
+                         f"own {kind}, so loading would build nn's {kind}; rename the class")
+    try:
+        ok = isinstance(config, dict) and json.dumps(config, allow_nan=False)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"cannot save layer {i} ({layer!r}): its config() must return a dict "
+                         f"of numbers, strings and lists, got {config!r}")
+    missing = [p.name for p in inspect.signature(cls).parameters.values() if p.name not in config
+               and p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if missing:
+        raise ValueError(f"cannot save layer {i} ({layer!r}): {kind}() needs "
+                         f"{', '.join(missing)}, which its config() does not give, so it "
+                         f"could not be loaded; return them from config()")
+    return config
 
 
 def _checked_path(path):
-    try:
-        return os.fspath(path)
-    except TypeError:
-        raise ValueError(f"path must be a file name (a str or a pathlib.Path), "
-                         f"got {path!r}") from None
+    if not isinstance(path, (str, os.PathLike)) or not isinstance(os.fspath(path), str):
+        raise ValueError(f"path must be a file name (a str or a pathlib.Path), got {path!r}")
+    return os.fspath(path)
 
 
 def _stored_arrays(i, layer):
@@ -1687,125 +1677,34 @@ def _stored_arrays(i, layer):
                for j, array in enumerate(layer.buffers())])
 
 
-class _Terminated(BaseException):
-    """Raised inside a save when SIGTERM or SIGHUP arrives, so the temporary file is removed."""
-
-    def __init__(self, signum):
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _write_atomically(path, arrays):
-    """np.savez to a temporary file in the same folder, then one atomic rename."""
-    with atomic_file(path, suffix=".npz") as file:
-        np.savez(file, **arrays)
-
-
 @contextlib.contextmanager
 def atomic_file(path, mode="wb", suffix="", **options):
     """Write a file all or nothing: `with atomic_file(path) as file:` writes to a temporary
-    file in the same folder, renamed over `path` in one step once the block ends well. An
-    exception, Ctrl-C (SIGINT), SIGTERM or SIGHUP (a closed terminal) removes the temporary
-    file and leaves any old `path` whole; only SIGKILL, which no program can catch, may leave
-    a '.nn-save-*' temporary file behind. `options` go to open (e.g. newline="")."""
+    file beside `path`, put on disk and renamed over `path` in one step once the block ends
+    well; an exception (Ctrl-C too) removes it and leaves any old `path` whole. An existing
+    `path` keeps its permissions; a new one gets what open() gives (0666 less the umask). No
+    signal handler is installed: a process killed while writing keeps its old `path`, and may
+    leave a '.nn-save-*' file behind. `options` go to open (e.g. newline="")."""
     folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".nn-save-", suffix=suffix)
-    # Python turns Ctrl-C into an exception, which the except clause below cleans up after;
-    # SIGTERM (what `kill` and most process managers send) and SIGHUP get the same while the
-    # file is written.
-    caught = (signal.SIGTERM,) + ((signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ())
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        def on_signal(signum, frame):
-            raise _Terminated(signum)
-        previous = {signum: signal.signal(signum, on_signal) for signum in caught}
-
-    def restore():
-        for signum, handler in previous.items():
-            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
-        previous.clear()
+    temporary = os.path.join(folder, f".nn-save-{os.urandom(6).hex()}{suffix}")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    handle = os.open(temporary, flags, 0o666)           # as open() makes a new file
     try:
         with os.fdopen(handle, mode, **options) as file:
+            if os.path.exists(path):
+                shutil.copymode(path, temporary)
             yield file
             file.flush()
             os.fsync(file.fileno())          # on disk before the rename makes it visible
-        os.chmod(temporary, 0o644)
         os.replace(temporary, path)          # atomic: readers see the old file or the new one
-    except BaseException as error:
-        if os.path.exists(temporary):
+    except BaseException:
+        with contextlib.suppress(OSError):
             os.remove(temporary)
-        if isinstance(error, _Terminated):   # cleaned up: now end as the signal would have
-            restore()
-            signal.raise_signal(error.signum)
         raise
-    finally:
-        restore()
 
 
 def _refuse(path, why):
     return ValueError(f"{path} is not a model saved by nn.Network.save: {why}")
-
-
-def _read_stored_arrays(path):
-    """Every array of an .npz file as a dict, after checking their headers: only float32,
-    float64 and one string, and at most MAX_STORED_VALUES values in all."""
-    try:
-        archive = zipfile.ZipFile(path)
-    except (OSError, zipfile.BadZipFile, ValueError) as error:
-        raise _refuse(path, f"not a NumPy .npz archive ({error})") from None
-    arrays, claimed = {}, 0
-    with archive:
-        try:
-            for member in archive.namelist():
-                if not member.endswith(".npy"):
-                    raise _refuse(path, f"unexpected member {member!r}")
-                name = member[:-len(".npy")]
-                with archive.open(member) as file:
-                    shape, fortran_order, dtype = _read_array_header(path, name, file)
-                    is_text = name == "architecture" and dtype.kind == "U" and shape == ()
-                    if not is_text and dtype not in (np.float32, np.float64):
-                        raise _refuse(path, f"array {name!r} has dtype {dtype}, expected float32 "
-                                            f"or float64")
-                    if is_text and dtype.itemsize > 4 * MAX_ARCHITECTURE_CHARACTERS:
-                        raise _refuse(path, "its architecture text is absurdly long")
-                    claimed += math.prod(shape)
-                    if claimed > MAX_STORED_VALUES:
-                        raise _refuse(path, f"it claims more than {MAX_STORED_VALUES:,} values")
-                    size = math.prod(shape) * dtype.itemsize
-                    data = file.read(size)
-                    if len(data) != size:
-                        raise _refuse(path, f"array {name!r} is shorter than its header says")
-                    arrays[name] = np.frombuffer(data, dtype).reshape(
-                        shape, order="F" if fortran_order else "C").copy()
-        except ValueError as error:
-            if "not a model" in str(error):
-                raise
-            raise _refuse(path, f"damaged array ({error})") from None
-        except (OSError, EOFError, zipfile.BadZipFile, NotImplementedError, zlib.error) as error:
-            raise _refuse(path, f"damaged archive ({error})") from None
-    return arrays
-
-
-def _read_array_header(path, name, file):
-    """(shape, fortran_order, dtype) from a .npy header, reading at most MAX_HEADER_BYTES:
-    NumPy's own reader first reads as many bytes as the header says it has (up to 4 GiB)."""
-    start = file.read(8)
-    if len(start) != 8 or start[:6] != b"\x93NUMPY" or start[6:] not in (b"\x01\x00", b"\x02\x00"):
-        raise _refuse(path, f"array {name!r} is not a .npy array of format 1.0 or 2.0")
-    length_bytes = file.read(2 if start[6] == 1 else 4)
-    length = int.from_bytes(length_bytes, "little")
-    if length > MAX_HEADER_BYTES:
-        raise _refuse(path, f"array {name!r} has a header of {length:,} bytes "
-                            f"(at most {MAX_HEADER_BYTES:,})")
-    header = file.read(length)
-    if len(header) != length:
-        raise _refuse(path, f"array {name!r} is shorter than its header says")
-    reader = (np.lib.format.read_array_header_1_0 if start[6] == 1
-              else np.lib.format.read_array_header_2_0)
-    try:
-        return reader(io.BytesIO(length_bytes + header))
-    except ValueError as error:
-        raise _refuse(path, f"array {name!r} has a damaged header ({error})") from None
 
 
 def _load_network(network_class, path, custom_objects):
@@ -1821,83 +1720,154 @@ def _load_network(network_class, path, custom_objects):
         known[name] = cls
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no model file at {path}")
-    arrays = _read_stored_arrays(path)
-    if "architecture" not in arrays:
-        raise _refuse(path, "it has no architecture")
     try:
-        description = json.loads(str(arrays.pop("architecture")))
-    except (ValueError, RecursionError) as error:
-        raise _refuse(path, f"its architecture is not valid JSON ({type(error).__name__})") \
-            from None
-    if isinstance(description, dict) and description.get("format") == "nn.Network v2":
-        raise _refuse(path, "it was saved by an earlier nn.py, which did not record the shape "
-                            "of an example; load it there, run it once and save it again")
-    if not isinstance(description, dict) or description.get("format") != MODEL_FORMAT:
-        raise _refuse(path, f"no {MODEL_FORMAT!r} format marker")
-    specs = description.get("layers")
-    if not isinstance(specs, list) or not specs or len(specs) > MAX_LAYERS:
-        raise _refuse(path, f"its architecture lists no layers, or more than {MAX_LAYERS}")
-    input_shape = description.get("input_shape")
-    if not (isinstance(input_shape, list) and input_shape and all(
-            isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in input_shape)
-            and math.prod(input_shape) <= MAX_EXAMPLE_VALUES):
-        raise _refuse(path, f"its input_shape must be a list of positive whole numbers holding "
-                            f"at most {MAX_EXAMPLE_VALUES:,} numbers, got {input_shape!r}")
-    loss = description.get("loss")
-    if not isinstance(loss, str) or loss not in LOSSES:
-        raise _refuse(path, f"unknown loss {loss!r}")
-    dtypes = {array.dtype for array in arrays.values()}
+        archive = zipfile.ZipFile(path)
+    except (OSError, EOFError, ValueError, NotImplementedError, zipfile.BadZipFile) as error:
+        raise _refuse(path, f"not a NumPy .npz archive ({error})") from None
+    with archive:
+        try:
+            headers = dict(_read_header(path, archive, member) for member in archive.infolist())
+            return _read_network(network_class, path, archive, headers, known)
+        except (OSError, EOFError, zipfile.BadZipFile, NotImplementedError, zlib.error) as error:
+            raise _refuse(path, f"damaged archive ({error})") from None
+
+
+def _read_header(path, archive, member):
+    """(name, (member, data offset, shape, fortran_order, dtype)) of a .npy member, its header
+    read (at most MAX_HEADER_BYTES: NumPy's reader reads all a header claims) and checked
+    against the member's real size and the dtypes a model file holds."""
+    name = member.filename[:-len(".npy")]
+    if not member.filename.endswith(".npy") or member.flag_bits & 1 or \
+            member.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise _refuse(path, f"unexpected member {member.filename!r} (expected .npy arrays, "
+                            f"stored or deflated, not encrypted)")
+    with archive.open(member) as file:
+        width = {b"\x93NUMPY\x01\x00": 2, b"\x93NUMPY\x02\x00": 4}.get(file.read(8), 0)
+        length_bytes = file.read(width)      # the header's length: 2 bytes (4 in format 2.0)
+        length = int.from_bytes(length_bytes, "little")
+        if not width or length > MAX_HEADER_BYTES:
+            raise _refuse(path, f"array {name!r} is not a .npy array with a header of at most "
+                                f"{MAX_HEADER_BYTES:,} bytes (it claims {length:,})")
+        reader = (np.lib.format.read_array_header_1_0 if width == 2
+                  else np.lib.format.read_array_header_2_0)
+        try:                                 # NumPy's parser raises what its tokenizer raises
+            shape, fortran_order, dtype = reader(io.BytesIO(length_bytes + file.read(length)))
+        except Exception as error:
+            raise _refuse(path, f"array {name!r} has a damaged header ({type(error).__name__})") \
+                from None
+    offset, size = 8 + width + length, math.prod(shape) * dtype.itemsize
+    if offset + size != member.file_size:
+        raise _refuse(path, f"array {name!r} claims {size:,} bytes of data; its member holds "
+                            f"{member.file_size - offset:,}")
+    if dtype not in (np.float32, np.float64) and not (        # or one text, under 4 MiB
+            name == "architecture" and dtype.kind == "U" and shape == () and size < 2 ** 22):
+        raise _refuse(path, f"array {name!r} has dtype {dtype}, expected float32 or float64")
+    return name, (member, offset, shape, fortran_order, dtype)
+
+
+def _read_data(path, archive, name, header):
+    """The array `name`, as its header (checked by _read_header) says; finite if of floats."""
+    member, offset, shape, fortran_order, dtype = header
+    with archive.open(member) as file:
+        data = file.read(member.file_size)[offset:]
+    if len(data) != math.prod(shape) * dtype.itemsize:      # a zip that lies about its sizes
+        raise _refuse(path, f"array {name!r} is shorter than its header says")
+    array = np.frombuffer(data, dtype).reshape(shape, order="F" if fortran_order else "C")
+    if dtype.kind == "f" and not np.all(np.isfinite(array)):
+        raise _refuse(path, f"array {name!r} holds NaN or infinity")
+    return array
+
+
+def _read_network(network_class, path, archive, headers, known):
+    """The network of the archive whose headers were read: its arrays checked against the
+    budget, then its layers built one at a time, each filled and run on a test example."""
+    architecture = headers.pop("architecture", None)
+    dtypes = {dtype for *_, dtype in headers.values()}
     if len(dtypes) > 1:
         raise _refuse(path, f"its arrays mix dtypes {sorted(map(str, dtypes))}")
-    for name, array in arrays.items():
-        if not np.all(np.isfinite(array)):
-            raise _refuse(path, f"array {name!r} holds NaN or infinity")
-    stored_values = sum(array.size for array in arrays.values())
-    layers = [_rebuild_layer(path, i, spec, known, arrays, stored_values)
-              for i, spec in enumerate(specs)]
-    if arrays:
-        raise _refuse(path, f"it holds arrays no layer uses: {sorted(arrays)}")
+    dtype = dtypes.pop() if dtypes else np.dtype(np.float32)
+    stored = sum(math.prod(shape) for _, _, shape, *_ in headers.values())
+    if LOAD_FACTOR * stored * dtype.itemsize > MAX_MODEL_BYTES:
+        raise _over_budget(path, f"its arrays, {stored * dtype.itemsize:,} bytes, held "
+                                 f"{LOAD_FACTOR} times over while loading")
+    if architecture is None:
+        raise _refuse(path, "it has no architecture")
+    description = _checked_architecture(path, str(_read_data(path, archive, "architecture",
+                                                             architecture)))
+    # Each layer, once built and filled, runs on a test example (random numbers in [0, 1), like
+    # pixels), in inference. What it keeps for it (its output, and the arrays it holds besides
+    # those it was built with), times a batch, counts against the budget with the layers' own
+    # arrays; a Conv2D's im2col matrix (k * k numbers per input number) before it is made.
+    x = np.random.default_rng(0).random((1, *description["input_shape"])).astype(dtype)
+    layers, used = [], 0                     # bytes
+    for i, spec in enumerate(description["layers"]):
+        layer = _rebuild_layer(path, i, spec, known, archive, headers, dtype, stored)
+        own = [value for value in vars(layer).values() if isinstance(value, np.ndarray)]
+        used += sum(array.nbytes for array in own)
+        columns = 0
+        if isinstance(layer, Conv2D) and x.ndim == 4:
+            k = layer.kernel_size
+            out_h, out_w = _conv_output_shape(*x.shape[2:], k, layer.stride, layer.padding)
+            columns = PREDICT_BATCH * x.itemsize * x.shape[1] * k * k * out_h * out_w
+        if used + columns > MAX_MODEL_BYTES:
+            raise _over_budget(path, f"layer {i} ({layer!r}) and those before it, with a batch "
+                                     f"of {PREDICT_BATCH} examples")
+        layer.training = False
+        try:
+            with np.errstate(all="ignore"):
+                output = layer.forward(x)
+            used += PREDICT_BATCH * (output.nbytes + sum(
+                value.nbytes for value in vars(layer).values()
+                if isinstance(value, np.ndarray) and not any(value is array for array in own)))
+        except (ValueError, IndexError, TypeError, AttributeError, MemoryError) as error:
+            raise _refuse(path, f"layer {i} ({layer!r}) cannot take an example of shape "
+                                f"{x.shape[1:]} ({error})") from None
+        x = output
+        layers.append(layer)
+    if used > MAX_MODEL_BYTES:
+        raise _over_budget(path, f"its layers, with a batch of {PREDICT_BATCH} examples")
+    if not np.all(np.isfinite(x)):
+        raise _refuse(path, "its output for an example is NaN or infinite (weights too large?), "
+                            "so its answers would mean nothing")
+    if headers:
+        raise _refuse(path, f"it holds arrays no layer uses: {sorted(headers)}")
     try:
-        net = network_class(layers, loss=loss)
+        net = network_class(layers, loss=description["loss"])
     except ValueError as error:
         raise _refuse(path, str(error)) from None
-    _check_test_example(path, net, tuple(input_shape), dtypes.pop() if dtypes else np.float32)
+    net.input_shape = tuple(description["input_shape"])
     return net
 
 
-def _check_test_example(path, net, input_shape, dtype):
-    """Run a test example of input_shape (random numbers in [0, 1), like pixels) through the
-    layers one at a time: each layer's forward bounds its own cost before computing (as ours
-    do); what the layers keep is added up as they go, and the model is refused past
-    MAX_EXAMPLE_BYTES or if its output is not finite."""
-    x = np.random.default_rng(0).random((1,) + input_shape).astype(dtype)
-    kept = 0
-    with np.errstate(all="ignore"):
-        for i, layer in enumerate(net.layers):
-            layer.training = False
-            try:
-                x = layer.forward(x)
-            except (ValueError, IndexError, TypeError, MemoryError) as error:
-                raise _refuse(path, f"layer {i} ({layer!r}) cannot take an example of shape "
-                                    f"{input_shape} ({error})") from None
-            if not isinstance(x, np.ndarray):
-                raise _refuse(path, f"layer {i} ({layer!r}) returned {type(x).__name__}, "
-                                    f"not an array")
-            parameters = {id(array) for pair in layer.parameters() for array in pair}
-            kept += x.nbytes + sum(value.nbytes for value in vars(layer).values()
-                                   if isinstance(value, np.ndarray)
-                                   and id(value) not in parameters)
-            if kept > MAX_EXAMPLE_BYTES:
-                raise _refuse(path, f"one example of shape {input_shape} takes more than "
-                                    f"{MAX_EXAMPLE_BYTES:,} bytes by layer {i} ({layer!r})")
-    if not np.all(np.isfinite(x)):
-        raise _refuse(path, f"its output for an example is NaN or infinite (weights too "
-                            f"large?), so its answers would mean nothing")
-    net.input_shape = input_shape
+def _checked_architecture(path, text):
+    """The file's description of the network, after checking its form (not yet its sizes)."""
+    try:
+        description = json.loads(text)
+    except (ValueError, RecursionError) as error:
+        raise _refuse(path, f"its architecture is not valid JSON ({type(error).__name__})") \
+            from None
+    if not isinstance(description, dict) or description.get("format") != MODEL_FORMAT:
+        earlier = isinstance(description, dict) and description.get("format") == "nn.Network v2"
+        raise _refuse(path, "it was saved by an earlier nn.py, which did not record the shape "
+                            "of an example; load it there, run it once and save it again"
+                      if earlier else f"no {MODEL_FORMAT!r} format marker")
+    specs, shape = description.get("layers"), description.get("input_shape")
+    if not isinstance(specs, list) or not specs or len(specs) > MAX_LAYERS:
+        raise _refuse(path, f"its architecture lists no layers, or more than {MAX_LAYERS}")
+    if not (isinstance(shape, list) and shape and all(
+            isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)
+            and PREDICT_BATCH * math.prod(shape) * 8 <= MAX_MODEL_BYTES):
+        raise _refuse(path, f"its input_shape must be a list of positive whole numbers, a batch "
+                            f"of which fits in MAX_MODEL_BYTES, got {shape!r}")
+    if not isinstance(description.get("loss"), str) or description["loss"] not in LOSSES:
+        raise _refuse(path, f"unknown loss {description.get('loss')!r}")
+    return description
 
 
-def _rebuild_layer(path, i, spec, known, arrays, stored_values):
-    """Layer i from its spec {"type", "config"}, its parameters taken out of `arrays`."""
+def _rebuild_layer(path, i, spec, known, archive, headers, dtype, stored):
+    """Layer i from its spec {"type", "config"}, its arrays read from the archive (their
+    headers taken out of `headers`). A constructor allocates what its settings say (Dense(10**6,
+    10**6) would take 4 TB), so their product must first stay near what the file stores."""
     if not (isinstance(spec, dict) and isinstance(spec.get("type"), str)
             and isinstance(spec.get("config"), dict)):
         raise _refuse(path, f"layer {i} is not described as {{'type': ..., 'config': {{...}}}}")
@@ -1906,33 +1876,31 @@ def _rebuild_layer(path, i, spec, known, arrays, stored_values):
         raise ValueError(f"{path}: layer {i} is a {kind!r}, which nn.py does not know; if it is "
                          f"a layer class of your own, pass it: Network.load(path, "
                          f"custom_objects={{{kind!r}: {kind}}})")
-    # A constructor allocates what its config says (Dense(10**6, 10**6) would take 4 TB). Ours
-    # check their sizes against section A's limits; for any layer, the product of its
-    # whole-number settings must also stay within what the file really stores.
-    numbers = [v for value in config.values()
-               for v in (value if isinstance(value, list) else [value])]
-    size = math.prod(abs(v) for v in numbers
-                     if isinstance(v, int) and not isinstance(v, bool) and v != 0)
-    if size > 4 * max(stored_values, 1_000_000):
+    numbers = [v for value in config.values() for v in (value if isinstance(value, list) else
+                                                         [value])]
+    if math.prod(abs(v) for v in numbers if isinstance(v, int) and not isinstance(v, bool)
+                 and v != 0) > 4 * max(stored, 2 ** 20):
         raise _refuse(path, f"layer {i} ({kind}) claims sizes {config} far beyond its arrays")
     try:
         layer = known[kind](**config)
     except (TypeError, ValueError, MemoryError) as error:
         raise _refuse(path, f"layer {i} ({kind} with {config}) cannot be built: {error}") \
             from None
-    if not isinstance(layer, Layer):
-        raise _refuse(path, f"layer {i} ({kind}) is not a Layer")
-    if arrays:
-        _cast_parameters([layer], next(iter(arrays.values())).dtype)
+    _cast_parameters([layer], dtype)
     for name, what, array in _stored_arrays(i, layer):
-        stored = arrays.pop(name, None)
-        if stored is None:
+        if name not in headers:
             raise _refuse(path, f"layer {i} ({layer!r}) has no {what}")
-        if stored.shape != array.shape:
-            raise _refuse(path, f"layer {i} ({layer!r}) {what} has shape {stored.shape}, "
+        if headers[name][2] != array.shape:
+            raise _refuse(path, f"layer {i} ({layer!r}) {what} has shape {headers[name][2]}, "
                                 f"expected {array.shape}")
-        array[...] = stored
+        array[...] = _read_data(path, archive, name, headers.pop(name))
     return layer
+
+
+def _over_budget(path, what):
+    return ValueError(f"{path} is a model larger than nn loads: {what}, would take more than "
+                      f"nn.MAX_MODEL_BYTES ({MAX_MODEL_BYTES:,} bytes); if you trust the file "
+                      f"and have the memory, raise nn.MAX_MODEL_BYTES")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1941,7 +1909,7 @@ def _rebuild_layer(path, i, spec, known, arrays, stored_values):
 # An array's gradient is right when its relative error |analytic - numerical| / (|analytic| +
 # |numerical|) (norms over the whole array) is below GRADIENT_THRESHOLD. A right backward
 # gives about 1e-10 in float64, a real mistake (a wrong element, a missing factor 2, the input
-# and grad_output swapped) 1e-4 to 1. Three things keep a mistake from hiding:
+# and grad_output swapped) 1e-4 to 1. No x passes a mistake that it cannot show:
 # - A layer is checked on the loss sum(output * R) with R drawn from a random stream of its
 #   own: were R the learner's x (both the first draws of default_rng(0)), any mix-up of the
 #   input with grad_output would cancel out.
@@ -1949,6 +1917,9 @@ def _rebuild_layer(path, i, spec, known, arrays, stored_values):
 #   comes out twice as large the second time.
 # - What backward returns is checked before any number is: None, a wrong shape or dtype, NaN
 #   or inf is named, and counts as wrong (never as an error of 0).
+# - A float array that changes the output but is not listed is named; numbers too large for
+#   a step of eps are refused; and a check that passed looks again at two or more examples of
+#   random numbers of both signs, which show what the learner's x could not.
 # ----------------------------------------------------------------------------------------------
 
 GRADIENT_THRESHOLD = 1e-6        # relative error: below it right, at or above it wrong
@@ -2045,21 +2016,48 @@ def check_gradients(model, x, y=None, eps=1e-6, training=False, verbose=True, se
                         f"an array (is a `return` missing?)")
         return _report(title, {name: math.inf for name, *_ in checks}, problems, verbose)
     upstream = np.random.default_rng([_UPSTREAM_STREAM, seed]).standard_normal(out.shape)
-    twins = target.layers if is_network else [target]
-    passes = []                              # per pass: {name: the gradient backward gave}
-    for _ in range(2):
-        try:
-            if is_network:
-                target.backward(y, out)
-                given = {}
-            else:
-                given = {"input": _copied(target.backward(upstream.copy()))}
-        except LayerError as error:          # a Network names the layer that returned it
-            problems.append(str(error))
-            return _report(title, {name: math.inf for name, *_ in checks}, problems, verbose)
+    largest = max(float(np.abs(out).max(initial=0)), float(np.abs(x).max()))
+    if math.isfinite(largest) and largest * np.finfo(np.float64).eps > eps / 100:
+        raise ValueError(f"check_gradients cannot trust finite differences here: the numbers "
+                         f"reach {largest:.1e}, where a step of eps={eps:g} is lost in rounding; "
+                         f"scale x to ordinary sizes (or choose a larger eps)")
+
+    def gradients(target, out):              # {name: the gradient one backward gave}
+        if is_network:
+            target.backward(y, out)
+            given = {}
+        else:
+            given = {"input": _copied(target.backward(upstream.copy()))}
+        twins = target.layers if is_network else [target]
         for name, _, (i, j), *_ in checks[0 if is_network else 1:]:
             given[name] = _copied(twins[i].parameters()[j][1])
-        passes.append(given)
+        return given
+
+    try:
+        passes = [gradients(target, out) for _ in range(2)]
+    except LayerError as error:              # a Network names the layer that returned it
+        problems.append(str(error))
+        return _report(title, {name: math.inf for name, *_ in checks}, problems, verbose)
+
+    # A float array of a layer that changes the output though neither parameters() nor
+    # buffers() lists it would never train (nor be saved): nudge each and watch the output.
+    listed = [array for layer in layers for pair in layer.parameters() for array in pair]
+    listed += [array for layer in layers for array in layer.buffers()] + [x]
+    before = forward(run()).copy()         # a copy: a layer may keep its output and return it
+    for i, layer in enumerate(layers):
+        for name, value in list(vars(layer).items()):
+            if not (isinstance(value, np.ndarray) and value.dtype.kind == "f" and value.size
+                    and value.flags.writeable) or any(np.may_share_memory(value, array)
+                                                      for array in listed):
+                continue
+            kept = value.copy()
+            value += 1e-3 * (1 + np.abs(value))
+            changed = not np.array_equal(forward(run()), before)
+            value[...] = kept
+            if changed:
+                problems.append(f"{f'layer {i} ({layer!r})' if is_network else title}: {name} "
+                                f"changes the output but is not in parameters(): it will never "
+                                f"train (or, if it must not, list it in buffers())")
 
     def loss():
         target = run()
@@ -2087,13 +2085,56 @@ def check_gradients(model, x, y=None, eps=1e-6, training=False, verbose=True, se
             errors[name] = math.inf
             continue
         first, second = passes[0][name], passes[1][name]
-        errors[name] = max(_relative_error(first, numerical), _relative_error(second, numerical))
-        if not _relative_error(first, second) < GRADIENT_THRESHOLD:
+        errors[name] = max(relative_error(first, numerical), relative_error(second, numerical))
+        if not relative_error(first, second) < GRADIENT_THRESHOLD:
             problems.append(
                 f"{title}.backward returned another dL/d(input) when run again with the same "
                 f"grad_output: does it change what forward remembered?" if name == "input" else
                 f"{said} not the same when backward runs again with the same grad_output: "
                 f"overwrite a gradient (grad[...] = ...), never add to it (+=)")
+    if problems or not all(error < GRADIENT_THRESHOLD for error in errors.values()):
+        return _report(title, errors, problems, verbose)
+
+    # A second look, at two or more examples of random numbers of both signs in place of x: a
+    # backward right only at x (a ReLU's mask forgotten, on positive x; a mean for a sum, on
+    # one example; anything, on an x whose gradient is 0) shows in the derivative along one
+    # random direction per array: two forward passes per array.
+    rng = np.random.default_rng([_UPSTREAM_STREAM, seed, 1])
+    x = rng.standard_normal((max(2, len(x)),) + x.shape[1:])    # what every pass reads
+    y = None if y is None else np.concatenate([y, y])[:len(x)]
+    with np.errstate(all="ignore"):
+        try:
+            target = run()
+            out = forward(target)
+        except Exception:                    # a layer of yours that takes only some inputs:
+            out = None                       # your x was the check
+        if not (isinstance(out, np.ndarray) and np.all(np.isfinite(out))):
+            return _report(title, errors, problems, verbose)
+        upstream = rng.standard_normal(out.shape)
+        try:
+            given = gradients(target, out)
+        except LayerError as error:          # a Network names the layer that returned it
+            return _report(title, errors, problems + [f"{error} (at other examples)"], verbose)
+        for name, array, _, said, meaning in checks:
+            array = x if name == "input" else array
+            found = _gradient_problem(said, meaning, given[name], array.shape)
+            if found is None:
+                direction, kept = rng.standard_normal(array.shape), array.copy()
+                array += eps * direction
+                plus = loss()
+                array[...] = kept - eps * direction
+                minus = loss()
+                array[...] = kept
+                numerical = (plus - minus) / (2 * eps)
+                error = abs(float(np.sum(given[name] * direction)) - numerical) / (
+                    np.linalg.norm(given[name]) * np.linalg.norm(direction) + abs(numerical))
+                if not error >= GRADIENT_THRESHOLD:      # right, or not defined there (NaN)
+                    continue
+                errors[name], found = error, "does backward hold for every input and batch?"
+            else:
+                errors[name] = math.inf
+            problems.append(f"{name}: right at this x, but not at other examples (random "
+                            f"numbers of both signs): {found}")
     return _report(title, errors, problems, verbose)
 
 
@@ -2105,6 +2146,8 @@ def _report(title, errors, problems, verbose):
 
 
 def _checked_float64(values, name):
+    if np.iscomplexobj(values):
+        raise ValueError(f"check_gradients {name} must hold real numbers, got complex ones")
     try:
         values = np.array(values, dtype=np.float64)
     except (TypeError, ValueError):
@@ -2146,11 +2189,19 @@ def _gradient_problem(said, meaning, gradient, shape):
     return None
 
 
-def _relative_error(analytic, numerical):
-    """|a - n| / (|a| + |n|) over whole arrays: 0 when equal, 1 when one of them is 0."""
+def relative_error(analytic, numerical):
+    """check_gradients' measure: |a - n| / (|a| + |n|), norms over whole arrays; 0 when they are
+    equal, 1 when one of them is 0. Computed on the arrays divided by their largest number, so
+    that no norm overflows."""
+    largest = max(float(np.abs(analytic).max(initial=0)), float(np.abs(numerical).max(initial=0)))
+    if largest == 0:
+        return 0.0
+    analytic, numerical = np.divide(analytic, largest), np.divide(numerical, largest)
     difference = np.linalg.norm(analytic - numerical)
-    scale = np.linalg.norm(analytic) + np.linalg.norm(numerical)
-    return float(difference / scale) if scale > 0 else 0.0
+    return float(difference / (np.linalg.norm(analytic) + np.linalg.norm(numerical)))
+
+
+_relative_error = relative_error         # the name exercises.py still uses
 
 
 # ----------------------------------------------------------------------------------------------

@@ -3,20 +3,26 @@ matrix, digits drawn as text, the figure of --plot (learning curves, mistakes, f
 weights), and the CSV files of --history and --predict. matplotlib is imported only when a
 figure is drawn."""
 
+import contextlib
 import csv
 import dataclasses
 import io
 import itertools
+import math
 import os
+import signal
 import sys
+import threading
 import warnings
 
 import numpy as np
 import pandas as pd
 
+from mnist_csv import printable
 from nn import atomic_file
 
-def describe(net):
+
+def layer_chain(net):
     """The network's layers in one line: 'Dense(784, 256) -> ReLU() -> ...'."""
     return " -> ".join(repr(layer) for layer in net.layers)
 
@@ -35,12 +41,18 @@ class Scored:
         return wrong[np.argsort(-self.probabilities[wrong, predicted[wrong]], kind="stable")]
 
 
-def confusion_matrix(true_labels, predicted_labels, classes):
-    """classes x classes table: rows are the true digits, columns what the network said."""
+def show_confusion(true_labels, predicted_labels, classes, say):
+    """The confusion matrix (rows: the true digits, columns: what the network said), then the
+    accuracy for each digit."""
     digits = pd.CategoricalDtype(range(classes))
-    return pd.crosstab(pd.Series(true_labels, name="true").astype(digits),
-                       pd.Series(predicted_labels, name="predicted").astype(digits),
-                       dropna=False)
+    matrix = pd.crosstab(pd.Series(true_labels, name="true").astype(digits),
+                         pd.Series(predicted_labels, name="predicted").astype(digits),
+                         dropna=False)
+    say("\nconfusion matrix (rows: true digit, columns: predicted digit)")
+    say(matrix.to_string())
+    per_digit = np.diag(matrix) / np.maximum(matrix.sum(axis=1).to_numpy(), 1)
+    say("\nper-digit accuracy: " + "  ".join(f"{digit}: {100 * accuracy:.1f}%"
+                                             for digit, accuracy in enumerate(per_digit)))
 
 
 def silence_stdout():
@@ -51,6 +63,34 @@ def silence_stdout():
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
         pass                             # not a real file (a test's StringIO): nothing to flush
+
+
+@contextlib.contextmanager
+def signals_held():
+    """SIGTERM and SIGHUP (`kill`, a closed terminal) held back while an output is written,
+    and sent again once it is whole: the file is written, and the signal then does what the
+    process's policy says (ends the run; one ignored, as under nohup, stays ignored). Ctrl-C
+    still stops at once, and nn's atomic_file then leaves the old file as it was."""
+    arrived, previous = [], {}
+    if threading.current_thread() is threading.main_thread():   # where handlers can be set
+        for name in ("SIGTERM", "SIGHUP"):
+            signum = getattr(signal, name, None)                  # no SIGHUP on Windows
+            if signum and signal.getsignal(signum) is not signal.SIG_IGN:
+                previous[signum] = signal.signal(signum, lambda got, _: arrived.append(got))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():      # None: set outside Python
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        for signum in dict.fromkeys(arrived):
+            signal.raise_signal(signum)
+
+
+def save_model(net, path, say):
+    """--save: the network written whole (nn's save writes all or nothing)."""
+    with signals_held():
+        net.save(path)
+    say(f"saved the model to {printable(path)}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -144,15 +184,20 @@ def plot(path, net, say, history=None, scored=None):
 
     weights = _first_weights(net)
     explain = "red: ink there raises the output, blue: lowers it"
-    if weights.ndim == 4:                    # a convolution's (filters, channels, k, k)
+    side = math.isqrt(len(weights)) if weights is not None and weights.ndim == 2 else 0
+    if weights is not None and weights.ndim == 4:   # a convolution's (filters, channels, k, k)
         images, name = weights[:, 0], "filter"
         bottom.suptitle(f"the first convolution's {len(images)} filters, "
                         f"{images.shape[1]}×{images.shape[2]} ({explain})")
-    else:                                    # a Dense layer's (784, units): a 28×28 image a unit
-        images, name = weights.T.reshape(-1, 28, 28), "unit"
-        bottom.suptitle(f"first-layer weights of hidden units as 28×28 images ({explain})\nthe "
-                        f"border stays near its random start: those pixels are blank in nearly "
-                        f"every image, so their weights get almost no gradient")
+    elif side and side * side == len(weights):  # a Dense layer's (784, units): an image a unit
+        images, name = weights.T.reshape(-1, side, side), "unit"
+        bottom.suptitle(f"first-layer weights of hidden units as {side}×{side} images ({explain})"
+                        + ("\nthe border stays near its random start: those pixels are blank in "
+                           "nearly every image, so their weights get almost no gradient"
+                           if side == 28 else ""))
+    else:                                       # a layer of the model's own: nothing to draw
+        images, name = [], ""
+        bottom.suptitle("the first layer's weights are not images: not drawn")
     for number, axes in enumerate(bottom.subplots(weight_rows, columns).flat):
         axes.axis("off")
         if number < len(images):
@@ -160,26 +205,27 @@ def plot(path, net, say, history=None, scored=None):
             axes.imshow(images[number], cmap="RdBu_r", vmin=-limit, vmax=limit)
             axes.set_title(f"{name} {number}", fontsize=9)
 
-    with atomic_file(path) as file:          # the format from the name (checked before training)
+    with signals_held(), atomic_file(path) as file:    # the format: the name's (checked first)
         figure.savefig(file, dpi=72, format=os.path.splitext(path)[1][1:].lower())
     plt.close(figure)
-    say(f"saved the figure to {path}")
+    say(f"saved the figure to {printable(path)}")
 
 
 # ----------------------------------------------------------------------------------------------
 # 3. CSV files: the history, and predictions
 #
-# Each is written whole or not at all (nn's atomic_file): an error or a signal while writing
-# leaves the old file as it was. A cell that a spreadsheet would run as a formula (one starting
-# with =, +, -, @, a tab or a carriage return: a file named "=HYPERLINK(...).png") is written
-# with a ' before it, and every text cell in quotes, as OWASP's advice on CSV injection says.
+# Each is written whole or not at all (nn's atomic_file): an error or Ctrl-C while writing
+# leaves the old file as it was; SIGTERM or SIGHUP wait until the new one is whole. A cell
+# that a spreadsheet would run as a formula (one starting with =, +, -, @, a tab or a carriage
+# return: a file named "=HYPERLINK(...).png") is written with a ' before it, and every text
+# cell in quotes, as OWASP's advice on CSV injection says.
 # ----------------------------------------------------------------------------------------------
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _write_csv(table, path, **options):
-    with atomic_file(path, "w", newline="") as file:
+    with signals_held(), atomic_file(path, "w", newline="") as file:
         table.to_csv(file, **options)
 
 
@@ -207,7 +253,7 @@ def write_history(history, path, say):
     columns = {key: values for key, values in history.items() if isinstance(values, list)}
     epochs = pd.RangeIndex(1, len(history["loss"]) + 1, name="epoch")
     _write_csv(pd.DataFrame(columns, index=epochs), path)
-    say(f"wrote the history to {path}")
+    say(f"wrote the history to {printable(path)}")
 
 
 def write_kaggle_predictions(net, pixels, path, out, say):
@@ -217,7 +263,8 @@ def write_kaggle_predictions(net, pixels, path, out, say):
     labels = probabilities.argmax(axis=1)
     table = pd.DataFrame({"ImageId": np.arange(1, len(labels) + 1), "Label": labels})
     _write_csv(table, out, index=False)
-    say(f"wrote {len(labels):,} predictions of {path} to {out} (ImageId,Label)")
+    say(f"wrote {len(labels):,} predictions of {printable(path)} to {printable(out)} "
+        f"(ImageId,Label)")
 
 
 def predict_images(net, paths, digits, out, say):
@@ -227,12 +274,12 @@ def predict_images(net, paths, digits, out, say):
                                          lambda rows: ", ".join(paths[row] for row in rows))
     for path, digit, p in zip(paths, digits, probabilities):
         first, second, third = np.argsort(-p, kind="stable")[:3]
-        print(f"{path}: {first} ({100 * p[first]:.1f}%), then {second} ({100 * p[second]:.1f}%), "
-              f"{third} ({100 * p[third]:.1f}%)")
+        print(f"{printable(path)}: {first} ({100 * p[first]:.1f}%), "
+              f"then {second} ({100 * p[second]:.1f}%), {third} ({100 * p[third]:.1f}%)")
         say(text_art(digit))
     if out:
         table = pd.DataFrame({"path": [spreadsheet_safe(path) for path in paths],
                               "label": probabilities.argmax(axis=1),
                               "probability": probabilities.max(axis=1)})
         _write_csv(table, out, index=False, float_format="%.4f", quoting=csv.QUOTE_NONNUMERIC)
-        say(f"wrote {len(paths):,} predictions to {out} (path,label,probability)")
+        say(f"wrote {len(paths):,} predictions to {printable(out)} (path,label,probability)")

@@ -153,6 +153,13 @@ class TestReadingCsv(Files):
     def test_headerless_keeps_the_first_example(self):
         self.check(self.write("plain.csv", self.lines))
 
+    def test_line_ends_of_old_macs_and_of_windows(self):
+        for name, end in (("mac.csv", b"\r"), ("windows.csv", b"\r\n")):
+            with self.subTest(end=end):                    # 40 rows: more than 64 KB
+                with open(self.path(name), "wb") as file:
+                    file.write(end.join(line.encode() for line in self.lines) + end)
+                self.check(self.path(name))
+
     def test_kaggle_header(self):
         self.check(self.write("kaggle.csv", self.lines, header="label," + ",".join(PIXEL_NAMES)))
 
@@ -371,6 +378,14 @@ class TestRefusingBadCsv(Files):
     def test_a_short_row(self):
         path = self.write("row.csv", self.with_line(5, self.lines[4].rsplit(",", 3)[0]))
         self.assertRefused(path, "found only 782 columns, expected 785 columns", line=5)
+
+    def test_a_line_break_inside_a_quoted_number(self):
+        path = self.write("quoted.csv", self.with_cell(3, '"1\n2"'))
+        self.assertRefused(path, "found '1\\n2', expected a number", line=3, column=2)
+        mac = self.path("mac.csv")
+        with open(mac, "wb") as file:
+            file.write(b"\r".join(line.encode() for line in self.with_cell(4, 'x"1\r')))
+        self.assertRefused(mac, line=4)
 
     def test_an_empty_line(self):
         self.assertRefused(self.write("gap.csv", self.with_line(5, "")), "an empty line", line=5)
@@ -659,15 +674,15 @@ class TestTheModel(Files):
         # trained on images moved by up to a pixel, so that a digit placed a pixel away from
         # where MNIST centres its digits still reads as itself
         net = train_mnist.build_mlp(train_mnist.parse_args([]))
-        self.assertEqual(train_mnist.describe(net), "Reshape((1, 28, 28)) -> RandomShift(pixels=1) "
-                                                    "-> Flatten() -> Dense(784, 256) -> ReLU() -> "
-                                                    "Dense(256, 128) -> ReLU() -> Dense(128, 10) "
-                                                    "-> Softmax()")
+        self.assertEqual(train_mnist.layer_chain(net),
+                         "Reshape((1, 28, 28)) -> RandomShift(pixels=1) -> Flatten() -> "
+                         "Dense(784, 256) -> ReLU() -> Dense(256, 128) -> ReLU() -> "
+                         "Dense(128, 10) -> Softmax()")
         self.assertEqual(net.count_params(), train_mnist.mlp_parameters([256, 128]))
         plain = train_mnist.build_mlp(train_mnist.parse_args(["--augment", "0"]))
-        self.assertEqual(train_mnist.describe(plain), "Dense(784, 256) -> ReLU() -> "
-                                                      "Dense(256, 128) -> ReLU() -> "
-                                                      "Dense(128, 10) -> Softmax()")
+        self.assertEqual(train_mnist.layer_chain(plain), "Dense(784, 256) -> ReLU() -> "
+                                                         "Dense(256, 128) -> ReLU() -> "
+                                                         "Dense(128, 10) -> Softmax()")
 
     def test_a_network_too_large_to_build_is_refused_in_one_line(self):
         status, output, errors = run_main("--hidden", "1000000000")
@@ -698,7 +713,23 @@ class TestTheModel(Files):
         net.save(path)
         status, output, errors = run_main("--load", path)
         self.assertEqual(status, 2)
-        self.assertIn("does not take MNIST's 784 pixels to 10 digit probabilities", errors)
+        self.assertIn("does not take 784 pixels (it takes inputs of shape (2,)); expected a "
+                      "model that takes MNIST's 784 pixels to 10 digit probabilities", errors)
+
+    def test_load_refuses_a_model_whose_outputs_are_not_probabilities(self):
+        from nn import Dense, Network
+        path = self.path("scores.npz")        # trained with mse, without Softmax: scores
+        net = Network([Dense(784, 10, seed=0)], loss="mse")
+        net.layers[0].biases[...] = 5
+        net.predict(np.zeros((1, 784), dtype=np.float32))
+        net.save(path)
+        for flags in ([], ["--predict", self.write("p.csv", self.pixel_lines[:2])]):
+            with self.subTest(flags=flags):
+                status, output, errors = run_main("--load", path, *flags)
+                self.assertEqual((status, output), (2, ""))
+                self.assertRegex(errors, r"^error: \S+scores.npz: the model's 10 outputs are not "
+                                         r"probabilities \(for a blank image they sum to 50, "
+                                         r"the lowest 5\); expected [^\n]*Softmax[^\n]*\n$")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -720,7 +751,7 @@ class TestModelAndTrainingFlags(Files):
                                  ("tanh", "Tanh()"), ("leaky_relu", "LeakyReLU(")):
             args = train_mnist.parse_args(["--activation", activation, "--dropout", "0.25",
                                            "--augment", "0"])
-            layers = train_mnist.describe(train_mnist.build_mlp(args)).split(" -> ")
+            layers = train_mnist.layer_chain(train_mnist.build_mlp(args)).split(" -> ")
             self.assertEqual(layers[1:3], [layers[1], "Dropout(rate=0.25)"])
             self.assertTrue(layers[1].startswith(name) and layers[4].startswith(name), layers)
         status, output, errors = self.run_tiny("--activation", "tanh", "--dropout", "0.2")
@@ -728,12 +759,12 @@ class TestModelAndTrainingFlags(Files):
         self.assertIn("Tanh() -> Dropout(rate=0.2)", output)
 
     def test_batchnorm_and_augment_build_the_layers_asked_for_in_both_models(self):
-        mlp = train_mnist.describe(train_mnist.build_mlp(train_mnist.parse_args(
+        mlp = train_mnist.layer_chain(train_mnist.build_mlp(train_mnist.parse_args(
             ["--batchnorm", "--augment", "--hidden", "64,32"])))
         self.assertEqual(mlp, "Reshape((1, 28, 28)) -> RandomShift(pixels=2) -> Flatten() -> "
                               "Dense(784, 64) -> BatchNorm(64) -> ReLU() -> Dense(64, 32) -> "
                               "BatchNorm(32) -> ReLU() -> Dense(32, 10) -> Softmax()")
-        cnn = train_mnist.describe(train_mnist.build_cnn(train_mnist.parse_args(
+        cnn = train_mnist.layer_chain(train_mnist.build_cnn(train_mnist.parse_args(
             ["--model", "cnn", "--batchnorm", "--augment", "1"])))
         self.assertTrue(cnn.startswith("Reshape((1, 28, 28)) -> RandomShift(pixels=1) -> "
                                        "Conv2D(1, 16, 5) -> MaxPool2D() -> BatchNorm(16) -> "
@@ -741,7 +772,7 @@ class TestModelAndTrainingFlags(Files):
                                        "BatchNorm(32) -> ReLU()"), cnn)
         self.assertIn("Dense(800, 128) -> BatchNorm(128) -> ReLU()", cnn)
         for flags in ([], ["--augment", "0"]):
-            plain = train_mnist.describe(train_mnist.build_cnn(train_mnist.parse_args(
+            plain = train_mnist.layer_chain(train_mnist.build_cnn(train_mnist.parse_args(
                 ["--model", "cnn", *flags])))
             self.assertNotIn("BatchNorm", plain)
             self.assertNotIn("RandomShift", plain)
@@ -879,7 +910,7 @@ class TestTraining(Files):
                 status, output, errors = run_main("--limit", "200", "--epochs", "1",
                                                   "--hidden", "8")
             self.assertEqual(status, 1)
-            self.assertEqual(errors, f"error: {error or type(error).__name__}\n")
+            self.assertEqual(errors, f"error: {str(error) or 'MemoryError'}\n")
 
     def test_initial_loss_is_about_ln_10(self):
         status, output, errors = run_main("--limit", "600", "--epochs", "1", "--val-size", "0",
@@ -912,6 +943,24 @@ class TestSharedMachine(unittest.TestCase):
 
 class TestReporting(Files):
     """Text art of mistakes, and --load evaluating a saved model."""
+
+    def test_outputs_keep_a_file_s_permissions_and_new_ones_follow_the_umask(self):
+        model, _ = small_model()
+        digits = self.write("p.csv", self.pixel_lines[:1])
+        saved, out = self.write("m.npz", ["private"]), self.write("o.csv", ["private"])
+        os.chmod(saved, 0o600)
+        os.chmod(out, 0o640)
+        umask = os.umask(0o077)
+        try:
+            status, output, errors = run_main("--load", model, "--predict", digits, "--out", out,
+                                              "--save", saved, "--quiet")
+            self.assertEqual(status, 0, errors)
+            status, output, errors = run_main("--load", model, "--predict", digits, "--out",
+                                              self.path("new.csv"), "--quiet")
+        finally:
+            os.umask(umask)
+        modes = [os.stat(path).st_mode & 0o777 for path in (saved, out, self.path("new.csv"))]
+        self.assertEqual(modes, [0o600, 0o640, 0o600])
 
     def test_text_art_has_28_framed_rows_of_28_pixels(self):
         image = np.zeros(784, dtype=np.float32)
@@ -1127,32 +1176,50 @@ class TestWritingResults(Files):
         self.assertEqual(digest(out), before)
         self.assertEqual(os.listdir(self.folder.name), ["predictions.csv"])
 
-    @unittest.skipIf(sys.platform == "win32", "POSIX signals")
-    def test_a_signal_while_writing_leaves_the_old_file_whole(self):
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            with self.subTest(signal=signum.name):
-                out = self.write("history.csv", ["the old history"])
-                before = digest(out)
+    def signal_while_writing(self, cases):
+        """A run that writes --out (CSV) and --save (a model), one of them slowed, gets each
+        (signal, ignored by the run, slowed function, exit status, whether the file is new)."""
+        model, digits = small_model()[0], self.write("p.csv", self.pixel_lines[:2])
+        for signum, ignored, slowed, status, written in cases:
+            with self.subTest(signal=signum.name, ignored=ignored, slowed=slowed):
+                out, saved = self.write("p.out", ["old"]), self.write("saved.npz", ["old"])
+                target = out if slowed.endswith("to_csv") else saved
+                before = digest(target)
+                flags = ["--load", model, "--predict", digits, "--out", out, "--save", saved,
+                         "--quiet"]
                 script = textwrap.dedent(f"""
-                    import time, pandas as pd, outputs
-                    real = pd.DataFrame.to_csv
-                    def slow(table, file, **options):
-                        real(table.head(1), file, **options)
-                        file.flush()
+                    import signal, sys, time, numpy, pandas, train_mnist
+                    if {ignored}:
+                        signal.signal(signal.SIGHUP, signal.SIG_IGN)      # as nohup does
+                    real = {slowed}
+                    def slow(*args, **options):
+                        real(*args, **options)
                         print("writing", flush=True)
-                        time.sleep(30)
-                    pd.DataFrame.to_csv = slow
-                    outputs.write_history({{"loss": [1.0, 0.5]}}, {out!r}, print)
+                        time.sleep({1 if written else 30})    # until the signal stops it
+                    {slowed} = slow
+                    sys.exit(train_mnist.main({flags!r}))
                 """)
                 child = subprocess.Popen([sys.executable, "-c", script], cwd=HERE, text=True,
-                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
                 self.assertEqual(child.stdout.readline().strip(), "writing")
                 child.send_signal(signum)
-                child.wait(timeout=30)
-                child.stdout.close()
-                self.assertNotEqual(child.returncode, 0)
-                self.assertEqual(digest(out), before)
-                self.assertEqual(os.listdir(self.folder.name), ["history.csv"])
+                errors = child.communicate(timeout=60)[1]
+                self.assertEqual(child.returncode, status, errors)
+                self.assertNotIn("Traceback", errors)
+                self.assertEqual(digest(target) != before, written)
+                if written and target == saved:
+                    mnist_csv.load_model(saved)
+                self.assertFalse([name for name in os.listdir(self.folder.name)
+                                  if name.startswith(".")])
+
+    @unittest.skipIf(sys.platform == "win32", "POSIX signals")
+    def test_ctrl_c_while_writing_leaves_the_old_file_whole(self):
+        self.signal_while_writing([(signal.SIGINT, False, "pandas.DataFrame.to_csv", 130, False)])
+
+    @unittest.skipIf(sys.platform == "win32", "POSIX signals")
+    def test_sigterm_while_saving_waits_for_the_model_and_nohup_goes_on(self):
+        self.signal_while_writing([(signal.SIGTERM, False, "numpy.savez", -signal.SIGTERM, True),
+                                   (signal.SIGHUP, True, "numpy.savez", 0, True)])
 
     def test_cells_a_spreadsheet_would_run_are_neutralised(self):
         names = ["=HYPERLINK(\"http://x\",\"y\").png", "+cmd.png", "-2+3.png",
@@ -1182,23 +1249,30 @@ class TestPictures(Files):
             import matplotlib  # noqa: F401
         except ImportError:
             self.skipTest("matplotlib is not installed (it is optional; .ci/run installs it)")
-        path = self.path("figure.png")
+        path, test = self.path("figure.png"), self.write("t.csv", self.lines)
         status, output, errors = run_main("--limit", "600", "--epochs", "2", "--hidden", "16",
-                                          "--plot", path, "--show-mistakes", "0")
+                                          "--test", test, "--plot", path, "--show-mistakes", "0")
         self.assertEqual(status, 0, errors)
         with open(path, "rb") as file:
             self.assertEqual(file.read(8), b"\x89PNG\r\n\x1a\n")
         self.assertGreater(os.path.getsize(path), 10_000)
+        # loaded: a model whose first layer with weights takes 196 inputs (14 x 14), not 784
+        from nn import Dense, Flatten, MaxPool2D, Network, Reshape, Softmax
+        net = Network([Reshape((1, 28, 28)), MaxPool2D(2), Flatten(), Dense(196, 10), Softmax()])
+        net.predict(np.zeros((1, 784), dtype=np.float32))
+        net.save(self.path("pooled.npz"))
         loaded = self.path("loaded.png")
-        status, output, errors = run_main("--load", small_model()[0], "--plot", loaded,
-                                          "--show-mistakes", "0")
+        status, output, errors = run_main("--load", self.path("pooled.npz"), "--test", test,
+                                          "--plot", loaded, "--show-mistakes", "0")
         self.assertEqual(status, 0, errors)
         self.assertGreater(os.path.getsize(loaded), 10_000)
 
     def test_matplotlib_and_pillow_are_imported_only_when_needed(self):
-        code = ("import sys, train_mnist; train_mnist.main(['--load', sys.argv[1], '--quiet']); "
+        code = ("import sys, train_mnist; train_mnist.main(['--load', sys.argv[1], '--test', "
+                "sys.argv[2], '--quiet']); "
                 "print('matplotlib' in sys.modules, 'PIL' in sys.modules)")
-        result = subprocess.run([sys.executable, "-c", code, small_model()[0]],
+        result = subprocess.run([sys.executable, "-c", code, small_model()[0],
+                                 self.write("t.csv", self.lines)],
                                 capture_output=True, text=True, cwd=HERE, timeout=120)
         self.assertEqual(result.stdout.splitlines()[-1], "False False", result.stderr)
 
@@ -1217,8 +1291,11 @@ class TestCommandLine(Files):
                 self.assertRegex(errors, f"^error: [^\n]*{re.escape(message)}[^\n]*\n$")
 
     def test_help_explains_every_flag_and_each_default_once(self):
-        result = run_cli("--help")
-        self.assertEqual(result.returncode, 0)
+        code = ("import runpy, sys; sys.modules['threadpoolctl'] = None; "   # it is optional
+                "runpy.run_path('train_mnist.py', run_name='__main__')")
+        result = subprocess.run([sys.executable, "-c", code, "--help"], capture_output=True,
+                                text=True, cwd=HERE, timeout=120)
+        self.assertEqual((result.returncode, result.stderr), (0, ""))
         for flag in ("--train", "--test", "--epochs", "--batch-size", "--lr", "--momentum",
                      "--weight-decay", "--lr-decay", "--hidden", "--activation", "--loss",
                      "--val-size", "--limit", "--seed", "--save", "--history", "--quiet",
@@ -1257,7 +1334,61 @@ class TestCommandLine(Files):
                  (["--save", missing], "there is no folder"),
                  (["--plot", self.folder.name], "is a folder"),
                  (["--out", "x.csv"], "give --predict PATH too")]
+        cases += [([flag, ""], f"{flag} was given an empty file name (an unset shell variable?)")
+                  for flag in ("--out", "--save", "--history", "--plot", "--load", "--predict")]
         self.assert_refused_before_any_work(cases)
+
+    def test_batchnorm_is_refused_a_batch_of_one_before_training(self):
+        status, output, errors = run_main("--batchnorm", "--limit", "601", "--val-size", "0",
+                                          "--batch-size", "100", "--hidden", "8", "--quiet")
+        self.assertEqual((status, output), (2, ""))
+        self.assertEqual(errors, "error: --batchnorm needs 2 or more examples in every batch: "
+                                 "601 training rows in batches of 100 leave 1; choose another "
+                                 "--batch-size\n")
+
+    def test_without_threadpoolctl_one_process_works(self):     # --help too: see above
+        with mock.patch.dict(sys.modules, {"threadpoolctl": None, "nn_parallel": None}):
+            status, output, errors = run_main("--limit", "600", "--epochs", "1", "--hidden", "8",
+                                              "--val-size", "0", "--test",
+                                              self.write("t.csv", self.lines), "--quiet")
+            self.assertEqual(status, 0, errors)
+            if train_mnist.max_workers() > 1:
+                status, output, errors = run_main("--quiet", "--workers", "2")
+                self.assertEqual((status, output), (2, ""))
+                self.assertEqual(errors, "error: --workers 2 (training in 2 processes) needs "
+                                         "threadpoolctl, which is not installed: pip install "
+                                         "threadpoolctl\n")
+
+    def test_names_from_outside_never_reach_the_terminal_raw(self):
+        names = ["x\033]0;pwned\a\033[2J.png", "a\rfake line.png"]
+        digits = [self.rows[0, 1:].astype(np.float32) / 255] * 2
+        net = train_mnist.Network([train_mnist.Dense(784, 10, seed=0), train_mnist.Softmax()])
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            outputs.predict_images(net, names, digits, None, lambda *parts: None)
+        self.assertTrue(out.getvalue().startswith("x\\x1b]0;pwned\\x07\\x1b[2J.png: "))
+        self.assertIn("\na\\rfake line.png: ", out.getvalue())
+        latin1 = os.fsencode(self.folder.name) + b"/caf\xe9.csv"   # not UTF-8
+        with open(latin1, "wb") as file:
+            file.write(b"not,a,table\n")
+        strict = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict")
+        with contextlib.redirect_stderr(strict):
+            status = train_mnist.main(["--train", os.fsdecode(latin1), "--quiet"])
+        strict.flush()
+        self.assertEqual(status, 2)
+        self.assertRegex(strict.buffer.getvalue(),
+                         rb"^error: \S+/caf\\udce9.csv, line 1: [^\n]+\n$")
+
+    def test_says_which_nn_py_it_uses_when_not_the_one_beside_it(self):
+        import nn
+        model, _ = small_model()
+        digits = self.write("p.csv", self.pixel_lines[:1])
+        flags = ("--load", model, "--predict", digits, "--out", self.path("o.csv"), "--quiet")
+        self.assertEqual(run_main(*flags)[2], "")
+        with mock.patch.object(nn, "__file__", os.path.join(self.folder.name, "nn.py")):
+            status, output, errors = run_main(*flags)
+        self.assertEqual(errors, f"note: using {self.folder.name}/nn.py, not the nn.py beside "
+                                 f"train_mnist.py\n")
 
     def test_destinations_that_cannot_be_written_are_refused_before_any_work(self):
         cases = [(["--save", "/proc/x.npz"], "--save /proc/x.npz: cannot write in /proc"),
@@ -1343,6 +1474,34 @@ class TestCommandLine(Files):
         with mock.patch.multiple(train_mnist, COLAB_TRAIN=__file__, COLAB_TEST=__file__):
             self.assertEqual(train_mnist.choose_files(args, print)[0], "mine.csv")
 
+
+
+class TestBenchmarkFlags(unittest.TestCase):
+    def test_bad_flags_are_refused_in_one_line(self):
+        sys.path.insert(0, os.path.join(HERE, "benchmarks"))
+        import bench_cnn, bench_mlp, bench_shared, compare
+        cases = [(bench_mlp, ["--rounds", "0"]), (bench_mlp, ["--batch-sizes", "64,0"]),
+                 (bench_mlp, ["--models", "784-x-10"]), (bench_cnn, ["--rounds", "0"]),
+                 (bench_cnn, ["--batch-size", "0"]), (bench_cnn, ["--workers", "1,0"]),
+                 (bench_shared, ["--rounds", "0"]), (bench_shared, ["--limit", "0"]),
+                 (bench_shared, ["--root", self.id()]),
+                 (compare, [HERE, "--rows", "0"]), (compare, [HERE, "--batch-size", "0"]),
+                 (compare, [HERE, "--rounds", "0"]), (compare, [self.id()])]
+        for module, flags in cases + [(bench_cnn, {"OPENBLAS_NUM_THREADS": "abc"})]:
+            with self.subTest(module=module.__name__, flags=flags):
+                errors = io.StringIO()
+                argv = [module.__file__] + (flags if isinstance(flags, list) else [])
+                with mock.patch.object(sys, "argv", argv), contextlib.redirect_stderr(errors), \
+                        mock.patch.dict(os.environ, {} if isinstance(flags, list) else flags), \
+                        self.assertRaises(SystemExit) as exit:
+                    module.main()
+                self.assertEqual(exit.exception.code, 2)
+                self.assertRegex(errors.getvalue(), r"^error: [^\n]+\n$")
+        result = subprocess.run([sys.executable, compare.__file__, HERE, "--rows", "0"],
+                                capture_output=True, text=True, timeout=120)
+        self.assertEqual((result.returncode, result.stderr),
+                         (2, "error: argument --rows: expected a whole number >= 1, got '0' "
+                             "(see --help)\n"))
 
 
 class TestTheSource(unittest.TestCase):

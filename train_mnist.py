@@ -10,23 +10,22 @@ flags.py read (or refuse) the files, pictures and flag values a user gives; outp
 and writes the results.
 """
 
+import contextlib
 import os
 import sys
 import time
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from nn import (MAX_STORED_VALUES, SGD, Adam, BatchNorm, Conv2D, Dense, Dropout, Flatten,
                 LeakyReLU, MaxPool2D, Network, RandomShift, ReLU, Reshape, Sigmoid, Softmax, Tanh,
                 max_workers, one_hot)
-from nn_parallel import load_aware_callbacks
-from outputs import (Scored, confusion_matrix, describe, finite_probabilities, plot,
-                     predict_images, show_mistakes, silence_stdout, write_history,
+from outputs import (Scored, finite_probabilities, layer_chain, plot, predict_images, save_model,
+                     show_confusion, show_mistakes, silence_stdout, write_history,
                      write_kaggle_predictions)
-from flags import (HelpFormatter, OneLineParser, bounded_number, check_flags, fraction,
-                   layer_widths, whole_number)
-from mnist_csv import CLASSES, PIXELS, DataError, load_mnist_csv, load_model
+from flags import (HelpFormatter, OneLineParser, bounded_number, check_batches, check_flags,
+                   fraction, layer_widths, whole_number)
+from mnist_csv import CLASSES, PIXELS, DataError, load_mnist_csv, load_model, printable
 from pictures import MAX_PICTURE_PIXELS, read_to_predict, refused_summary
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -43,10 +42,14 @@ def run(args):
     say = (lambda *parts: None) if args.quiet else print
     # Arguments: refuse now whatever could otherwise fail only after training.
     check_flags(args)
-    net = load_model(args.load, say) if args.load else None
+    note_another_nn()
+    net = load_model(args.load) if args.load else None
+    if net is not None:
+        say(f"model:  {layer_chain(net)} loaded from {printable(args.load)}, "
+            f"{net.count_params():,} parameters")
     csv_pixels, image_paths, digits, refused = read_to_predict(args.predict, args.background)
     if refused and not digits:           # no picture left to predict: no work to do
-        print(refused_summary(refused, len(refused)), file=sys.stderr)
+        print(printable(refused_summary(refused, len(refused))), file=sys.stderr)
         return 1
 
     # Data: the training rows, split into training and validation, and the test rows (none
@@ -55,6 +58,7 @@ def run(args):
     if net is None:
         X, Y, validation, split = split_training_rows(
             train_path, *load_mnist_csv(train_path, nrows=args.limit), args.val_size)
+        check_batches(len(X), args)
     test = None if args.load and args.predict else load_mnist_csv(test_path)
 
     history = scored = None
@@ -82,37 +86,41 @@ def run(args):
     if digits:
         predict_images(net, image_paths, digits, args.out, say)
     if args.save:
-        net.save(args.save)
-        say(f"saved the model to {args.save}")
+        save_model(net, args.save, say)
     if args.history:
         write_history(history, args.history, say)
     if args.plot:
         plot(args.plot, net, say, history=history, scored=scored)
     say(f"total time: {time.perf_counter() - started:.1f}s")
     if refused:                          # each named as it was read; all listed again here
-        print(refused_summary(refused, len(refused) + len(digits)), file=sys.stderr)
+        print(printable(refused_summary(refused, len(refused) + len(digits))), file=sys.stderr)
         return 1
     return 0
 
 
 def main(argv=None):
     args = parse_args(argv)
+    try:                                 # after the run, BLAS's threads as they were
+        from threadpoolctl import threadpool_limits
+        threads_kept = threadpool_limits(limits=None, user_api="blas")
+    except ImportError:                  # optional: nothing then changes them
+        threads_kept = contextlib.nullcontext()
     try:
-        with threadpool_limits(limits=None, user_api="blas"):   # after the run, BLAS's
-            return run(args)                                      # threads as they were
-    except (DataError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        with threads_kept:
+            return run(args)
     except BrokenPipeError:              # `| head` closed the pipe: stop quietly, as Python's
         silence_stdout()                 # documentation recommends
-        return 1
-    except (FloatingPointError, OSError, RuntimeError, MemoryError) as error:
-        # diverged; the disk full when saving; a helper process killed; out of memory...
-        print(f"error: {error or type(error).__name__}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
+    except (DataError, ValueError) as caught:
+        error, status = caught, 2
+    except (FloatingPointError, OSError, RuntimeError, MemoryError) as caught:
+        # diverged; the disk full when saving; a helper process killed; out of memory...
+        error, status = caught, 1
+    print(f"error: {printable(str(error) or type(error).__name__)}", file=sys.stderr)
+    return status
 
 
 # ----------------------------------------------------------------------------------------------
@@ -135,6 +143,15 @@ def _defaults_text(name):
     return f" (default: {mlp})" if mlp == cnn else f" (default: {mlp}; {cnn} with --model cnn)"
 
 
+def note_another_nn():
+    """Name the nn.py imported when it is not the one beside this script (a folder first on
+    PYTHONPATH holds another, a course's, say): its code is what trains."""
+    imported = os.path.realpath(sys.modules["nn"].__file__)
+    if os.path.dirname(imported) != os.path.realpath(HERE):
+        print(f"note: using {printable(imported)}, not the nn.py beside train_mnist.py",
+              file=sys.stderr)
+
+
 def parse_args(argv=None):
     parser = OneLineParser(
         description="Train a neural network (nn.py) on MNIST CSV files: train, validate, test.",
@@ -154,7 +171,7 @@ def parse_args(argv=None):
     model.add_argument("--model", choices=list(BUILDERS), default="mlp",
                        help="mlp: Dense layers (--hidden, --activation); cnn: a small "
                             "convolutional network")
-    model.add_argument("--hidden", type=layer_widths(mlp_parameters, MAX_PARAMETERS),
+    model.add_argument("--hidden", type=layer_widths(mlp_parameters, MAX_STORED_VALUES),
                        metavar="WIDTHS",
                        help="the mlp's hidden layer widths, comma-separated ('none' for no "
                             "hidden layer; default: 256,128)")
@@ -244,10 +261,7 @@ MLP_DEFAULTS = {"hidden": [256, 128], "activation": "relu"}
 def _with_defaults(args):
     """Fill in the defaults that depend on other flags: the mlp's layers, the --model's
     training defaults, then the optimizer's learning rate and SGD's momentum."""
-    for name, value in MLP_DEFAULTS.items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
-    for name, value in TRAINING_DEFAULTS[args.model].items():
+    for name, value in {**MLP_DEFAULTS, **TRAINING_DEFAULTS[args.model]}.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
     args.workers = min(args.workers, max_workers())   # a default this machine can run
@@ -267,7 +281,7 @@ def choose_files(args, say):
     defaults_missing = not os.path.exists(args.train) and not os.path.exists(args.test)
     if (args.train, args.test) == (DEFAULT_TRAIN, DEFAULT_TEST) and defaults_missing \
             and os.path.exists(COLAB_TRAIN) and os.path.exists(COLAB_TEST):
-        say(f"{DEFAULT_TRAIN} is missing: using Colab's {COLAB_TRAIN} and {COLAB_TEST}")
+        say(f"{printable(DEFAULT_TRAIN)} is missing: using Colab's {COLAB_TRAIN} and {COLAB_TEST}")
         return COLAB_TRAIN, COLAB_TEST
     return args.train, args.test
 
@@ -283,14 +297,13 @@ def split_training_rows(path, pixels, labels, val_size):
     split = len(pixels) - val_size
     validation = (pixels[split:], one_hot(labels[split:], CLASSES)) if val_size else None
     return (pixels[:split], one_hot(labels[:split], CLASSES), validation,
-            f"{path}: {len(pixels):,} rows -> {split:,} train, {val_size:,} validation")
+            f"{printable(path)}: {len(pixels):,} rows -> {split:,} train, {val_size:,} validation")
 
 
 # ----------------------------------------------------------------------------------------------
 # 3. Model
 # ----------------------------------------------------------------------------------------------
 
-MAX_PARAMETERS = MAX_STORED_VALUES   # what Network.load accepts, so a model saved can be loaded
 ACTIVATIONS = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh, "leaky_relu": LeakyReLU}
 
 
@@ -354,12 +367,22 @@ def build_optimizer(args):
 # 4. Fit
 # ----------------------------------------------------------------------------------------------
 
+def load_aware_callbacks(workers, say):
+    """nn_parallel's callbacks for a machine other programs share, when threadpoolctl is
+    installed (check_flags asks for it with --workers 2 or more); training is the same without."""
+    try:
+        import nn_parallel
+    except ImportError:
+        return []
+    return nn_parallel.load_aware_callbacks(workers, say)
+
+
 def say_before_training(net, optimizer, X, Y, args, say):
     """The model and the training plan, and the loss before any training on 1,000 rows: a
     check that the network starts as an untrained one should, cheap on a busy machine."""
     if args.quiet:
         return
-    say(f"model:  {describe(net)}, {net.count_params():,} parameters, loss {args.loss}")
+    say(f"model:  {layer_chain(net)}, {net.count_params():,} parameters, loss {args.loss}")
     say(f"train:  {args.epochs} epochs, batch {args.batch_size}, {optimizer!r}, "
         f"seed {args.seed}" + (f", early stopping with patience {args.patience}"
                                if args.patience else "")
@@ -385,12 +408,7 @@ def report_test(net, pixels, labels, say):
     predicted = probabilities.argmax(axis=1)
     print(f"test accuracy: {100 * np.mean(predicted == labels):.2f}% (test loss {test_loss:.4f}, "
           f"{len(pixels):,} images)")
-    matrix = confusion_matrix(labels, predicted, CLASSES)
-    say("\nconfusion matrix (rows: true digit, columns: predicted digit)")
-    say(matrix.to_string())
-    per_digit = np.diag(matrix) / np.maximum(matrix.sum(axis=1).to_numpy(), 1)
-    say("\nper-digit accuracy: " + "  ".join(f"{digit}: {100 * accuracy:.1f}%"
-                                             for digit, accuracy in enumerate(per_digit)))
+    show_confusion(labels, predicted, CLASSES, say)
     return Scored(pixels, labels, probabilities)
 
 

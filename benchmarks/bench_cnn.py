@@ -40,6 +40,7 @@ sys.path.insert(0, ROOT)
 import nn  # noqa: E402
 import train_mnist  # noqa: E402
 import outputs  # noqa: E402
+from flags import OneLineParser, whole_number  # noqa: E402
 from nn import SGD, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Reshape, Softmax  # noqa: E402
 # bench_mlp.py, in this folder, imports torch if it is installed (else torch is None)
 from bench_mlp import mnist_and_header, summary, torch, torch_epoch  # noqa: E402
@@ -153,17 +154,21 @@ def torch_epoch_runner(layers, X, labels, batch_size, lr, momentum, seed):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "),
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=5, help="timed epochs of each kind")
+    parser = OneLineParser(description=__doc__.split("\n\n")[0].replace("\n", " "),
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--rounds", type=whole_number(1), default=5,
+                        help="timed epochs of each kind")
     parser.add_argument("--models", default="small,cnn", help=f"among {', '.join(MODELS)}")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=whole_number(1), default=64)
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
-    cores = int(os.environ.get("OPENBLAS_NUM_THREADS", os.cpu_count()))
-    parser.add_argument("--workers", default=str(min(cores, nn.max_workers())),
-                        help="nn.py's fit(workers=...), processes sharing each batch; several "
-                             "(e.g. 1,2) time nn.py once for each, in the same rounds")
+    parser.add_argument("--workers", help="nn.py's fit(workers=...), processes sharing each "
+                                          "batch; several (e.g. 1,2) time nn.py once for each, "
+                                          "in the same rounds (default: the cores BLAS may use)")
     args = parser.parse_args()
+    try:
+        cores = whole_number(1)(os.environ.get("OPENBLAS_NUM_THREADS", str(os.cpu_count())))
+    except argparse.ArgumentTypeError as error:
+        parser.error(f"OPENBLAS_NUM_THREADS: {error}")
     use_torch = torch is not None and not args.no_torch
     if use_torch:
         torch.set_num_threads(cores)
@@ -171,10 +176,12 @@ def main():
     unknown = [name for name in names if name not in MODELS]
     if unknown:
         parser.error(f"unknown model(s) {', '.join(unknown)}; choose among {', '.join(MODELS)}")
+    workers = args.workers or str(min(cores, nn.max_workers()))
     try:
-        worker_counts = [int(text) for text in args.workers.split(",")]
-    except ValueError:
-        parser.error(f"--workers takes whole numbers separated by commas, got {args.workers!r}")
+        worker_counts = [whole_number(1, nn.max_workers(), "(the cores here)")(text)
+                         for text in workers.split(",")]
+    except argparse.ArgumentTypeError as error:
+        parser.error(f"--workers: {error}")
 
     lr, momentum = 0.01, 0.9
     X, labels, Y = mnist_and_header(
@@ -211,7 +218,7 @@ def main():
             cells += [summary(times[key] / times["PyTorch"]) for key in nn_keys]
         if len(nn_keys) > 1:
             cells.append(summary(times[nn_keys[-1]] / times[nn_keys[0]]))
-        print(f"| {name}: {outputs.describe(nn.Network(layers))} | " + " | ".join(cells)
+        print(f"| {name}: {outputs.layer_chain(nn.Network(layers))} | " + " | ".join(cells)
               + " |", flush=True)
 
 

@@ -29,6 +29,7 @@ sys.path.insert(0, ROOT)
 
 from nn import SGD, Dense, Network, ReLU, Softmax, one_hot  # noqa: E402
 from mnist_csv import load_mnist_csv                          # noqa: E402
+from flags import OneLineParser, whole_number                 # noqa: E402
 from train_mnist import DEFAULT_TRAIN                       # noqa: E402
 
 try:
@@ -37,8 +38,22 @@ except ImportError:
     torch = None
 
 
-def widths_of(text):
-    return [int(width) for width in text.split("-")]
+def batch_sizes(text):
+    """--batch-sizes: whole numbers >= 1 separated by commas."""
+    return [whole_number(1)(part) for part in text.split(",")]
+
+
+def models_of(text):
+    """--models: each model's layer widths from 784 to 10 (784-128-10), separated by commas."""
+    try:
+        models = [[whole_number(1)(width) for width in model.split("-")]
+                  for model in text.split(",")]
+    except argparse.ArgumentTypeError:
+        models = [[]]
+    if any(len(widths) < 2 or (widths[0], widths[-1]) != (784, 10) for widths in models):
+        raise argparse.ArgumentTypeError(f"expected layer widths from 784 to 10 such as "
+                                         f"784-128-10, got {text!r}")
+    return models
 
 
 def nn_network(widths, seed=0):
@@ -174,11 +189,13 @@ def default_run():
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=5, help="timed epochs of each kind")
-    parser.add_argument("--models", default="784-128-10,784-256-128-10", help="layer widths")
-    parser.add_argument("--batch-sizes", default="32,64,128")
+    parser = OneLineParser(description=__doc__.splitlines()[0],
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--rounds", type=whole_number(1), default=5,
+                        help="timed epochs of each kind")
+    parser.add_argument("--models", type=models_of, default="784-128-10,784-256-128-10",
+                        help="layer widths")
+    parser.add_argument("--batch-sizes", type=batch_sizes, default="32,64,128")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
     parser.add_argument("--no-default-run", action="store_true",
                         help="skip timing the default train_mnist.py run")
@@ -194,9 +211,9 @@ def main():
         rule += " --- | --- |"
     print(header)
     print(rule, flush=True)
-    for model in args.models.split(","):
-        widths = widths_of(model)
-        for batch_size in (int(b) for b in args.batch_sizes.split(",")):
+    for widths in args.models:
+        model = "-".join(map(str, widths))
+        for batch_size in args.batch_sizes:
             net = nn_network(widths)
             optimizer = SGD(lr=lr, momentum=momentum)
             gemm = gemm_only_epoch(widths, len(X), batch_size)

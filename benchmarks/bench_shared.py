@@ -35,6 +35,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+from flags import OneLineParser, whole_number  # noqa: E402
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 POLICIES = {     # name: (what runs, thread variables set in every process, table label)
     "all": ("nn", {"OPENBLAS_NUM_THREADS": str(os.cpu_count())},
@@ -96,20 +99,24 @@ def has_torch(python):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=3, help="runs of each kind")
+    parser = OneLineParser(description=__doc__.splitlines()[0],
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--rounds", type=whole_number(1), default=3, help="runs of each kind")
     parser.add_argument("--policies", default="all,one,adaptive,torch,torch-one",
                         help=f"comma-separated, of: {', '.join(POLICIES)}")
     parser.add_argument("--torch-python", default=sys.executable,
                         help="a Python with torch and pandas installed; the torch policies are "
                              "skipped if it has none")
-    parser.add_argument("--limit", type=int, default=20000, help="training rows read")
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--val-size", type=int, default=2000)
+    parser.add_argument("--limit", type=whole_number(2), default=20000, help="training rows read")
+    parser.add_argument("--epochs", type=whole_number(1), default=2)
+    parser.add_argument("--val-size", type=whole_number(1), default=2000)
     parser.add_argument("--root", default=ROOT, help="the checkout whose train_mnist.py runs")
     parser.add_argument("--torch-run", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.val_size >= args.limit:
+        parser.error(f"--val-size {args.val_size} leaves nothing of --limit {args.limit} to train")
+    if not os.path.isfile(os.path.join(args.root, "train_mnist.py")):
+        parser.error(f"--root {args.root} holds no train_mnist.py")
     if args.torch_run:
         return torch_run(args)
     policies = args.policies.split(",")

@@ -30,6 +30,10 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 WARM_UP_BATCHES = 10
+sys.path.insert(0, ROOT)      # this checkout's flags.py and mnist_csv.py; the nn.py timed is
+                              # imported in a child process, from the folder it is given
+
+from flags import OneLineParser, whole_number  # noqa: E402
 
 
 def build(nn, model):
@@ -46,7 +50,9 @@ def build(nn, model):
 def one_epoch(folder, data, model, batch_size, workers):
     """In a child process: seconds for one epoch of the nn.py in `folder`, after a warm-up."""
     sys.path.insert(0, folder)
-    import nn
+    sys.modules.pop("nn", None)    # this checkout's, which its flags.py brought in: not the one
+    import nn                      # timed
+    assert os.path.samefile(nn.__file__, os.path.join(folder, "nn.py"))
     arrays = np.load(data)
     X, Y = arrays["X"], nn.one_hot(arrays["labels"], 10)
     net = nn.Network(build(nn, model))
@@ -71,15 +77,16 @@ def timed(folder, data, args):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = OneLineParser(description=__doc__.splitlines()[0],
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("before", help="folder of the nn.py to compare with")
     parser.add_argument("after", nargs="?", default=ROOT, help="folder of the other nn.py")
     parser.add_argument("--model", choices=["mlp", "small"], default="mlp")
-    parser.add_argument("--rows", type=int, default=60_000, help="training images per epoch")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=1, help="fit(workers=...)")
-    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--rows", type=whole_number(1), default=60_000,
+                        help="training images per epoch")
+    parser.add_argument("--batch-size", type=whole_number(1), default=64)
+    parser.add_argument("--workers", type=whole_number(1), default=1, help="fit(workers=...)")
+    parser.add_argument("--rounds", type=whole_number(1), default=9)
     parser.add_argument("--data", help=argparse.SUPPRESS)      # in a child process: the
     args = parser.parse_args()                                  # images, saved by the parent
     if args.data:                # a child process: `before` is the one folder it times
@@ -88,7 +95,6 @@ def main():
     for folder in (args.before, args.after):
         if not os.path.isfile(os.path.join(folder, "nn.py")):
             parser.error(f"{folder} holds no nn.py")
-    sys.path.insert(0, ROOT)
     from mnist_csv import load_mnist_csv
     X, labels = load_mnist_csv(os.path.join(ROOT, "data", "mnist_train.csv.gz"), nrows=args.rows)
     print(f"{args.model}, {len(X):,} rows, batch {args.batch_size}, workers={args.workers}, "
