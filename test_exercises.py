@@ -19,12 +19,7 @@ import exercises
 import nn
 from nn import Conv2D, Dense, Flatten, MaxPool2D, Network, ReLU, Reshape, Softmax
 
-if not hasattr(nn, "relative_error"):      # an nn.py from before relative_error was public
-    nn.relative_error = nn._relative_error
-# The command line, run with this nn.py (and, for an older one, its relative_error as above).
-COMMAND = [sys.executable, "-c", "import nn; nn.relative_error = getattr(nn, 'relative_error', "
-           "None) or nn._relative_error; import exercises, sys; sys.argv[0] = 'exercises.py'; "
-           "sys.exit(exercises.main())"]
+COMMAND = [sys.executable, exercises.__file__]
 ROOT = os.path.dirname(os.path.abspath(__file__))
 QUICK = 10                # seconds an exercise may run in these tests (TIME_LIMIT is for learners)
 
@@ -144,8 +139,7 @@ class TestExercises(CourseCase):
             code = ("import resource, signal, sys\n"
                     "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
                     "resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))\n"
-                    + COMMAND[2].replace("sys.exit(exercises.main())",
-                                         f"sys.exit(exercises.main(['new', {course!r}]))"))
+                    f"import exercises\nsys.exit(exercises.main(['new', {course!r}]))")
             full = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                                   text=True, timeout=120)
             self.assertEqual(full.returncode, 2, full.stderr)
