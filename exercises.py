@@ -1041,6 +1041,9 @@ def train(folder, options, out=sys.stdout, time_limit=TIME_LIMIT):
         accuracy = re.findall(r"test accuracy: ([0-9.]+%)", printed)
         if code == 0 and accuracy:
             print(f"test accuracy {accuracy[-1]} with {name} ({whose})", file=out)
+            # train_mnist.py's own word on the nn.py it imported, when not the one beside it
+            for note in re.findall(r"^note: using .*", printed, re.M)[:1]:
+                print(f"  ({note[len('note: '):]})", file=out)
         else:
             last = (printed.strip().splitlines() or ["no output"])[-1]
             print(f"with {name} ({whose}) training failed: {last}", file=out)

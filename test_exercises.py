@@ -432,7 +432,8 @@ class TestTrain(CourseCase):
         self.assertIn("1 exercise is wrong (SGD.step", result.stdout)
         theirs = float(result.stdout.split("test accuracy ")[1].split("%")[0])
         ours = float(result.stdout.split("test accuracy ")[2].split("%")[0])
-        self.assertIn(f"% with {path} (yours)", result.stdout)
+        self.assertIn(f"% with {path} (yours)\n  (using {os.path.realpath(path)}, not the nn.py "
+                      f"beside train_mnist.py)", result.stdout)
         self.assertLess(theirs, 30)
         self.assertGreater(ours, 60)
 
