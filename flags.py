@@ -5,6 +5,7 @@ written, refused before any work starts."""
 import argparse
 import importlib
 import os
+import socket
 import stat
 import tempfile
 import warnings
@@ -130,6 +131,11 @@ def check_flags(args):
         _check_figure_format(args.plot)
     if args.predict and predicts_images(args.predict):
         _require("PIL", "--predict with images", "pillow")
+    if args.port and not args.draw:
+        raise DataError("--port is where --draw serves its page: give --draw too")
+    if args.draw:
+        _require("PIL", "--draw", "pillow")
+        _check_port(args.port)
 
 
 def _inputs(args):
@@ -164,6 +170,16 @@ def _check_destination(flag, path):
         os.remove(temporary)
     except OSError as error:
         raise DataError(f"{flag} {path}: cannot write in {folder} ({error.strerror})") from None
+
+
+def _check_port(port):
+    """--port: refused now if something already serves there (none given: a free one)."""
+    if port:
+        try:
+            socket.create_server(("127.0.0.1", port)).close()
+        except OSError as error:
+            raise DataError(f"--port {port}: cannot serve there "
+                            f"({os.strerror(error.errno) if error.errno else error})") from None
 
 
 def _check_figure_format(path):

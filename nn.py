@@ -1024,6 +1024,31 @@ class Network:
         return np.concatenate([self.forward(X[i:i + batch_size])
                                for i in range(0, len(X), batch_size)])
 
+    def input_gradient(self, X, target):
+        """d P[b, target[b]] / d X[b]: how each input number moves the output `target` (the
+        probability of that class) for each example b of X, in inference mode; the shape of X.
+        Positive where more of the input (more ink on that pixel) raises it: why the network
+        answers what it does. target: a class for every row, or one for all of them.
+
+        The same backward pass as training, started from L = sum_b P[b, target[b]] instead of
+        the loss. P[b] is the network's output for example b alone (in inference no layer
+        mixes the examples), so dL/dX[b] = dP[b, target[b]]/dX[b]; and dL/dP is 1 at each
+        row's target and 0 elsewhere. Every layer then hands dL/d(its input) back as in
+        backward, down to the first layer's input, which training never needs. Overwrites the
+        layers' gradient arrays, as compute_gradients does."""
+        X = _checked_inputs(X, _one_dtype(self))
+        P = self.forward(X)
+        grad = np.zeros_like(P)
+        grad[np.arange(len(P)), target] = 1             # dL/dP
+        with np.errstate(under="ignore"):
+            for layer in reversed(self.layers):
+                needed, layer.input_gradient_needed = layer.input_gradient_needed, True
+                try:
+                    grad = layer.backward(grad)
+                finally:
+                    layer.input_gradient_needed = needed
+        return grad
+
     def evaluate(self, X, Y, batch_size=128):
         """(mean loss, accuracy) on X and targets Y; accuracy is None for a regression."""
         X, Y = _checked_data(X, Y, _one_dtype(self))

@@ -25,6 +25,7 @@ from outputs import (Scored, finite_probabilities, layer_chain, plot, predict_im
                      write_kaggle_predictions)
 from flags import (HelpFormatter, OneLineParser, bounded_number, check_batches, check_flags,
                    fraction, layer_widths, whole_number)
+from draw import serve
 from mnist_csv import CLASSES, PIXELS, DataError, load_mnist_csv, load_model, printable
 from pictures import MAX_PICTURE_PIXELS, read_to_predict, refused_summary
 
@@ -92,6 +93,8 @@ def run(args):
     if args.plot:
         plot(args.plot, net, say, history=history, scored=scored)
     say(f"total time: {time.perf_counter() - started:.1f}s")
+    if args.draw:                        # the drawing page, until Ctrl-C
+        serve(net, args.port or 0)
     if refused:                          # each named as it was read; all listed again here
         print(printable(refused_summary(refused, len(refused) + len(digits))), file=sys.stderr)
         return 1
@@ -229,6 +232,11 @@ def parse_args(argv=None):
     output.add_argument("--plot", metavar="PATH.png",
                         help="save a figure: learning curves, misclassified test digits and "
                              "first-layer weights or filters (needs matplotlib)")
+    output.add_argument("--draw", action="store_true",
+                        help="at the end, serve a page on this machine (127.0.0.1) to draw "
+                             "digits on and watch the network read them, until Ctrl-C")
+    output.add_argument("--port", type=whole_number(1, 65535, "(the highest port)"), metavar="N",
+                        help="the port --draw serves on (default: a free one)")
     use = parser.add_argument_group("using a saved model")
     use.add_argument("--load", metavar="PATH",
                      help="skip training: evaluate the model saved at PATH (by --save) on --test; "
