@@ -2166,9 +2166,6 @@ def relative_error(analytic, numerical):
     return float(difference / (np.linalg.norm(analytic) + np.linalg.norm(numerical)))
 
 
-_relative_error = relative_error         # the name exercises.py still uses
-
-
 # ----------------------------------------------------------------------------------------------
 # E. The convolutional layers' helpers: memory layout
 #
