@@ -1,8 +1,11 @@
-"""nn.py as a course: write every gradient and update yourself, and be graded.
+"""nn.py as a course: write every gradient and update yourself, be graded, then train it.
 
     python exercises.py new FOLDER     FOLDER/nn.py: nn.py with the exercises left to write
     python exercises.py check FOLDER   grades FOLDER/nn.py: one line per exercise, in the
                                        chapter's order; exits 0 only when all are right
+    python exercises.py train FOLDER   trains MNIST with FOLDER/nn.py and with nn.py side by
+                                       side (train_mnist.py, the same seed and settings) and
+                                       reports both test accuracies
 
 The exercises are found in nn.py itself: the backward of every layer of the chapter (and of
 Network), the derivative of every activation, every loss gradient (the functions named
@@ -10,41 +13,69 @@ Network), the derivative of every activation, every loss gradient (the functions
 NotImplementedError, with comments saying what to compute and the shapes; everything else
 (forward passes, predict, save and load, check_gradients) works as in nn.py.
 
-check grades each exercise alone, with the rest of the library taken from nn.py (the answer
-key), so one mistake does not spoil the grades of the others:
-- a layer's backward or an activation's derivative: nn.check_gradients on the layer, built
-  with small arguments and checked as it trains;
-- Network.backward: nn.check_gradients on two small networks (a fused loss and mse);
-- a loss gradient: nn.check_gradients on the loss seen as a layer (finite differences);
-- an optimizer's step: three steps side by side with nn.py's, with its defaults and with every
-  option that defaults to 0 switched on; each update must match.
-Right means what it means for check_gradients: a relative error below nn.GRADIENT_THRESHOLD.
+check runs your code apart from itself: each exercise in a Python process of its own, with a
+time limit, which imports FOLDER/nn.py (and not nn.py, the answer key) and sends back only
+numbers: what your code returned and what it left in the gradients. check compares them, in
+its own process, with what nn.py gives on the same inputs, so nothing your code does (exit,
+hang, print, patch) changes a grade but its answers. Each exercise is tried on inputs of two
+shapes or more, in every layout and mode its layer serves (rows and images, training and
+inference), and on its own: an activation's backward gets the derivative from check, and
+Network.backward runs on layers that report what reaches them. A wrong answer is named by its
+kind: the opposite sign, a constant factor (and which), transposed, the right numbers in the
+wrong shape, a gradient added to (+=) or bound to a new array instead of written in place, a
+missing `return` (with its line); for an optimizer, which part of its rule is missing, each
+option tried alone. Right means a relative error below nn.GRADIENT_THRESHOLD, check_gradients'
+measure.
 """
 
 import argparse
 import ast
 import functools
+import importlib.util
 import inspect
-import math
+import itertools
+import json
 import os
 import re
+import signal
+import subprocess
 import sys
+import tempfile
 import textwrap
 import traceback
-import types
 
 import numpy as np
 
 import nn
 
 METHODS = ("backward", "derivative", "step")     # a class's methods that are exercises
-FEATURES = 3                                     # features or channels of the example inputs
+TIME_LIMIT = 30         # seconds one exercise may take in its process (all its inputs together)
+LARGEST_ANSWER = 2 ** 24         # bytes of answers an exercise's process may send back
 
-# The arguments an example layer is built with, by the name of its __init__'s argument; any
-# other argument without a default gets FEATURES (a layer's size: BatchNorm(n), ...).
-EXAMPLE_ARGUMENTS = {"n_in": FEATURES, "n_out": 4, "in_channels": FEATURES, "out_channels": 2,
-                     "kernel_size": 3, "padding": 1, "rate": 0.5, "slope": 0.1, "size": 2,
-                     "shape": (FEATURES, 4, 4), "seed": 0}
+# The layers each exercise is tried on: (the class's arguments, the input's shape, training),
+# every layout and mode the layer serves, two shapes at least, so that no answer is right for
+# one shape alone. Looked up by the class or its nearest base (ReLU: Activation). A layer of the
+# chapter not listed here is tried on rows and on images, as it trains.
+CASES = {
+    "Dense": [({"n_in": 3, "n_out": 4}, (5, 3), True), ({"n_in": 6, "n_out": 2}, (4, 6), True)],
+    "Activation": [({}, (5, 3), True), ({}, (2, 3, 4, 4), True)],
+    "LeakyReLU": [({"slope": 0.1}, (5, 3), True), ({"slope": 0.3}, (2, 3, 4, 4), True)],
+    "Softmax": [({}, (5, 3), True), ({}, (4, 6), True)],
+    "Dropout": [({"rate": 0.5, "seed": 0}, (5, 3), True),
+                ({"rate": 0.3, "seed": 1}, (2, 3, 4, 4), True),
+                ({"rate": 0.5, "seed": 0}, (5, 3), False)],
+    "Conv2D": [({"in_channels": 2, "out_channels": 3, "kernel_size": 3}, (3, 2, 5, 5), True),
+               ({"in_channels": 1, "out_channels": 2, "kernel_size": 3, "stride": 2,
+                 "padding": 1}, (3, 1, 6, 5), True)],
+    "MaxPool2D": [({"size": 2}, (3, 3, 4, 4), True), ({"size": 3}, (1, 2, 6, 9), True)],
+    "Flatten": [({}, (3, 3, 4, 4), True), ({}, (4, 2, 5), True)],
+    "Reshape": [({"shape": [3, 4, 4]}, (3, 48), True), ({"shape": [2, 6]}, (4, 12), True)],
+    "BatchNorm": [({"n": 3}, (5, 3), True), ({"n": 3}, (3, 3, 4, 4), True),
+                  ({"n": 3}, (5, 3), False), ({"n": 2}, (3, 2, 3, 3), False)],
+    "RandomShift": [({"pixels": 2, "seed": 0}, (3, 1, 5, 5), True),
+                    ({"pixels": 1, "seed": 1}, (4, 2, 4, 6), True),
+                    ({"pixels": 2, "seed": 0}, (3, 1, 5, 5), False)],
+}
 
 # What to think about, for the exercises nn.py has today (questions, not answers). A new layer
 # of the chapter becomes an exercise without an entry here: it then gets the shapes alone.
@@ -56,7 +87,7 @@ HINTS = {
                           "the running statistics are constants.",
     "RandomShift.backward": "Each output number is one input number moved, or a 0. self.shifts "
                             "holds each image's (down, right): where does each gradient go "
-                            "back to? _shifted moves images.",
+                            "back to? shift(x, shifts, pixels) moves images.",
     "Dense.backward": "output = input @ weights + biases. Every example uses every weight: "
                       "which sum over the batch gives dL/dweights[i, j], and dL/dbiases[j]? "
                       "Which product gives dL/dinput? (When self.input_gradient_needed is "
@@ -93,7 +124,7 @@ HINTS = {
                         "down to layer self.first_trained.",
     "SGD.step": "Follow the rule in the class docstring for each (param, grad) pair, changing "
                 "param in place (param -= ...). The velocity of each parameter lives from "
-                "one step to the next (self.velocities; _state_for(pairs, state) makes zeros).",
+                "one step to the next (self.velocities; state_for(pairs, state) makes zeros).",
     "Adam.step": "Follow the rule in the class docstring. m and v live from one step to the "
                  "next, one per parameter; count the steps in self.t; change param in place.",
 }
@@ -241,33 +272,47 @@ def stub(exercise, example):
             + [f'raise NotImplementedError("exercise {exercise.name}: not written yet")'])
 
 
+
 def new(folder, source=None):
-    """Write folder/nn.py, the exercises' nn.py; never over an existing file. Returns the
-    exercises."""
+    """Write folder/nn.py, the exercises' nn.py, all or nothing (nn.atomic_file: a full disk
+    leaves no half-written file, so `new` can simply run again); never over an existing file.
+    Returns the exercises."""
     if source is None:
         with open(nn.__file__, encoding="utf-8") as file:
             source = file.read()
     exercises = find_exercises(source)
     bodies = {exercise.name: stub(exercise, describe(exercise)) for exercise in exercises}
     text = HEADER + replace_bodies(source, bodies)
+    path = os.path.join(folder, "nn.py")
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise NotADirectoryError(f"{folder} is a file, not a folder: choose another")
     os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "nn.py"), "x", encoding="utf-8") as file:   # never over
-        file.write(text)
+    if os.path.lexists(path):
+        raise FileExistsError(path)
+    try:
+        with nn.atomic_file(path, "w", encoding="utf-8") as file:
+            file.write(text)
+    except OSError as error:
+        raise OSError(f"cannot write {path}: {error.strerror or error}; nothing was written, "
+                      f"so `new` can run again once there is room") from None
     return exercises
 
 
 def describe(exercise):
-    """The shapes of an exercise, from its example in nn.py."""
+    """The shapes of an exercise, from its first example in nn.py."""
     if exercise.kind == "layer":
-        layer, x = example_layer(getattr(nn, _concrete(exercise, nn)))
+        name = _concrete(exercise)
+        arguments, shape, _ = cases_of(getattr(nn, name))[0]
+        layer = build(getattr(nn, name), arguments)
         layer.training = True
-        output = layer.forward(x)
+        output = layer.forward(np.random.default_rng(0).standard_normal(shape))
         if exercise.method == "derivative":
-            return (f"Shapes, for example for {layer!r} on x of shape {x.shape}: return one "
-                    f"slope per number of the input, shape {x.shape}, from self.output.")
-        written = "; ".join(f"{name} {grad.shape}" for name, grad in _gradient_names(layer))
-        return (f"Shapes, for example for {layer!r} on x of shape {x.shape}: grad_output is "
-                f"dL/d(output), shape {output.shape}; return dL/d(input), shape {x.shape}"
+            return (f"Shapes, for example for {layer!r} on x of shape {shape}: return one "
+                    f"slope per number of the input, shape {shape}, from self.output.")
+        written = "; ".join(f"self.{_name_of(layer, grad)} {grad.shape}"
+                            for _, grad in layer.parameters())
+        return (f"Shapes, for example for {layer!r} on x of shape {shape}: grad_output is "
+                f"dL/d(output), shape {output.shape}; return dL/d(input), shape {shape}"
                 + (f"; write in place (grad[...] = ..., never +=): {written}." if written
                    else "."))
     if exercise.kind == "network":
@@ -285,175 +330,647 @@ def describe(exercise):
             f"{activation.__name__}, then simplify.")
 
 
-def _gradient_names(layer):
-    for j, (param, grad) in enumerate(layer.parameters()):
-        yield (nn._attribute_names(layer, grad, required=False) or [f"gradient {j}"])[0], grad
+def _name_of(layer, array):
+    """The name of the attribute of `layer` that holds `array` (the Layer protocol keeps every
+    parameter and gradient as self.<name>)."""
+    return next((name for name, value in vars(layer).items() if value is array), "a gradient")
+
+
+def cases_of(cls):
+    """[(arguments, input shape, training), ...]: what a layer of class `cls` is tried on."""
+    for base in cls.__mro__:
+        if base.__name__ in CASES:
+            return CASES[base.__name__]
+    arguments = {name: 3 for name, parameter in inspect.signature(cls).parameters.items()
+                 if parameter.default is parameter.empty
+                 and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)}
+    found = []
+    for shape in ((5, 3), (3, 3, 4, 4)):
+        layer = _running(cls, arguments, shape)
+        if layer is not None:
+            found += [(arguments, shape, True)] + ([(arguments, shape, False)]
+                                                   if layer.buffers() else [])
+    if not found:
+        raise ValueError(f"cannot try {cls.__name__} on rows or on images: add it to CASES")
+    return found
+
+
+def _running(cls, arguments, shape):
+    """A layer of class `cls` that has run forward in training on an x of `shape`, or None if
+    it does not take such an x."""
+    try:
+        layer = build(cls, arguments)
+        layer.training = True
+        layer.forward(np.zeros(shape))
+        return layer
+    except Exception:                            # Activation itself has no function
+        return None
+
+
+def build(cls, arguments):
+    """A layer of class `cls`, in float64 when its class takes a dtype (then a relative error
+    of 1e-6 is far above rounding)."""
+    arguments = dict(arguments)
+    if "dtype" in inspect.signature(cls).parameters:
+        arguments["dtype"] = np.float64
+    return cls(**arguments)
+
+
+def _concrete(exercise):
+    """The class whose instances test the exercise: its own, or (Activation.backward) the
+    first class of the chapter that inherits the method and runs."""
+    owner = getattr(nn, exercise.owner)
+    for name, cls in vars(nn).items():
+        if (isinstance(cls, type) and issubclass(cls, owner)
+                and next(k for k in cls.__mro__ if exercise.method in vars(k)) is owner
+                and _running(cls, *cases_of(cls)[0][:2]) is not None):
+            return name
+    raise ValueError(f"no layer of the chapter can test {exercise.name}")
 
 
 # ----------------------------------------------------------------------------------------------
-# check: grade each exercise alone, with the rest from nn.py
+# What an exercise computes on the inputs check chooses. The same functions run twice: in the
+# learner's process, on their module (their nn.py), and in check's own, on nn (the answer key).
+# Every input comes from a generator seeded by the case, so both sides see the same numbers.
 # ----------------------------------------------------------------------------------------------
 
-def check(folder, out=sys.stdout):
+def run_layer(module, case):
+    """A layer's backward (or derivative) on one case: what it returned, and each gradient
+    array as the layer holds it afterwards (and any new array bound in its place)."""
+    rng = np.random.default_rng(case["seed"])
+    layer = build(getattr(module, case["class"]), case["arguments"])
+    for param, _ in layer.parameters():          # parameters away from their start (gamma 1)
+        param[...] = rng.standard_normal(param.shape)
+    if not case["training"] and layer.buffers():  # inference: statistics learned first
+        layer.training = True
+        layer.forward(rng.standard_normal(case["shape"]) * 2 + 1)
+    layer.training, layer.input_gradient_needed = case["training"], True
+    output = layer.forward(rng.standard_normal(case["shape"]))
+    if case["method"] == "derivative":
+        return {"returned": layer.derivative()}
+    if hasattr(layer, "derivative"):             # an activation's backward: f' comes from here
+        slopes = rng.standard_normal(np.shape(output))
+        layer.derivative = slopes.copy
+    grad_output = rng.standard_normal(np.shape(output))
+    held = [grad for _, grad in layer.parameters()]
+    for grad in held:                            # what a gradient held before: to be written over
+        grad[...] = rng.standard_normal(grad.shape)
+    stale = [grad.copy() for grad in held]
+    returned = layer.backward(grad_output)
+    now = [grad for _, grad in layer.parameters()]
+    return {"returned": returned, "held": held, "stale": stale,
+            "bound": [new if new is not old else None for new, old in zip(now, held)]}
+
+
+def run_network(module, case):
+    """Network.backward on layers that report what reaches their backward: (the layers called,
+    in order, and what each received)."""
+    rng = np.random.default_rng(case["seed"])
+    calls = []
+
+    class Probe(module.Layer):
+        """Passes its input on; its backward records what it gets and hands back a known array
+        (None where nobody needs it, as Dense does)."""
+
+        def __init__(self, index, trained):
+            self.index, self.hands_back = index, rng.standard_normal((4, 3))
+            self.weight, self.grad_weight = np.zeros(1), np.zeros(1)
+            self.trained = trained
+
+        def forward(self, x):
+            return x
+
+        def backward(self, grad_output):
+            calls.append((self.index, grad_output))
+            return self.hands_back if self.input_gradient_needed else None
+
+        def parameters(self):
+            return [(self.weight, self.grad_weight)] if self.trained else []
+
+    layers = [Probe(0, False), Probe(1, True), Probe(2, False), Probe(3, False)]
+    net = module.Network(layers, loss="mse")
+    known = {"loss_prime(Y, P)": rng.standard_normal((4, 3)),
+             "fused_prime(Y, P)": rng.standard_normal((4, 3))}
+    net.loss_prime = lambda Y, P: known["loss_prime(Y, P)"].copy()
+    net.fused_prime = (lambda Y, P: known["fused_prime(Y, P)"].copy()) if case["fused"] else None
+    X, Y = rng.standard_normal((4, 3)), rng.standard_normal((4, 3))
+    net.backward(Y, net.forward(X, training=True))
+    known.update((f"what layer {layer.index}'s backward returned", layer.hands_back)
+                 for layer in layers)
+    return {"called": [index for index, _ in calls], "received": [grad for _, grad in calls],
+            "known": known, "layers": len(layers)}
+
+
+def run_loss(module, case):
+    """A loss gradient at predictions (probabilities where the loss needs them) for targets."""
+    loss, activation, fused = _loss_of(case["name"], module)
+    rng = np.random.default_rng(case["seed"])
+    z = rng.standard_normal(case["shape"])
+    y = (rng.standard_normal(z.shape) if activation is None else
+         module.one_hot(rng.integers(0, z.shape[1], len(z)), z.shape[1], np.float64))
+    p = z if activation is None else activation().function(z)
+    return {"returned": getattr(module, case["name"])(y, p)}
+
+
+def run_optimizer(module, case, change=None):
+    """Three steps of an optimizer from the same start with the same gradients: each step's
+    update of each parameter. `change(optimizer, step)` (check's own, to build the rule with
+    a part missing) returns the optimizer to step with."""
+    rng = np.random.default_rng(case["seed"])
+    optimizer = getattr(module, case["class"])(**case["settings"])
+    params = [rng.standard_normal((3, 2)), rng.standard_normal(2)]
+    updates = []
+    for step in range(3):
+        grads = [rng.standard_normal(param.shape) for param in params]
+        before = [param.copy() for param in params]
+        if change is not None:
+            optimizer = change(optimizer, step)
+        optimizer.step(list(zip(params, grads)))
+        updates.append([param - old for param, old in zip(params, before)])
+    return {"updates": updates}
+
+
+RUNNERS = {"layer": run_layer, "network": run_network, "loss gradient": run_loss,
+           "optimizer": run_optimizer}
+
+
+# ----------------------------------------------------------------------------------------------
+# The learner's process: import their nn.py, run the cases, send back numbers
+# ----------------------------------------------------------------------------------------------
+
+# Started as `python -E -c BOOT exercises.py FOLDER/nn.py task.json answer.json` in an empty
+# folder, so that `import nn` finds nothing but the learner's file, registered as nn.
+BOOT = """\
+import importlib.util, sys, types
+sys.modules["nn"] = types.ModuleType("nn")       # this file's `import nn`: not the answer key
+spec = importlib.util.spec_from_file_location("exercises_apart", sys.argv[1])
+grader = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(grader)
+grader.answer(*sys.argv[2:5])
+"""
+
+
+def answer(learner_path, task_path, answer_path):
+    """In the learner's process: the task's cases run on their nn.py; writes what came back.
+    (Here `nn` is not the answer key: these functions use the learner's module alone.)"""
+    with open(task_path, encoding="utf-8") as file:
+        task = json.load(file)
+    try:
+        spec = importlib.util.spec_from_file_location("nn", learner_path)
+        learner = importlib.util.module_from_spec(spec)
+        sys.modules["nn"] = learner
+        spec.loader.exec_module(learner)
+        answers = [_answered(RUNNERS[task["kind"]], learner, case, learner_path)
+                   for case in task["cases"]]
+    except BaseException as error:               # at import, or sys.exit
+        answers = [_raised(error, learner_path)]
+    with open(answer_path + ".part", "w", encoding="utf-8") as file:
+        json.dump(_encoded(answers), file)
+    os.replace(answer_path + ".part", answer_path)
+    os._exit(0)                                  # nothing of theirs runs after this
+
+
+def _answered(runner, learner, case, learner_path):
+    try:
+        return runner(learner, case)
+    except NotImplementedError:
+        return {"not written": True}
+    except BaseException as error:
+        return _raised(error, learner_path)
+
+
+def _raised(error, learner_path):
+    message = str(error).splitlines()[0] if str(error) else ""
+    frames = [frame for frame in traceback.extract_tb(error.__traceback__)
+              if os.path.abspath(frame.filename) == os.path.abspath(learner_path)]
+    return {"raised": f"{type(error).__name__}{': ' if message else ''}{message}"[:300],
+            "line": frames[-1].lineno if frames else None}
+
+
+def _encoded(value):
+    """What the runners give, as JSON: an array of numbers as its shape and numbers; ints,
+    booleans and strings as they are; anything else as a word on what it is."""
+    if isinstance(value, dict):
+        return {str(key): _encoded(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_encoded(item) for item in value]
+    if isinstance(value, np.ndarray) and value.dtype.kind in "biuf" and value.size <= 10 ** 6:
+        return {"shape": list(value.shape), "numbers": value.astype(np.float64).ravel().tolist()}
+    if isinstance(value, np.ndarray):
+        return {"other": f"an array of shape {value.shape} and dtype {value.dtype}"}
+    if type(value) in (int, bool, str):            # the layers called; check's own words
+        return value
+    return {"other": "None" if value is None else f"a {type(value).__name__}"}
+
+
+def _decoded(value):
+    if isinstance(value, dict) and set(value) == {"shape", "numbers"}:
+        return np.array(value["numbers"], dtype=np.float64).reshape(value["shape"])
+    if isinstance(value, dict) and set(value) == {"other"}:
+        return Other(value["other"])
+    return value
+
+
+class Other(str):
+    """What the learner's code gave that is not an array of numbers: "None", "a list"..."""
+
+
+def run_apart(task, learner_path, time_limit):
+    """Run `task` in a process of its own on the learner's file: its answers, one per case,
+    or a sentence saying why there are none (it ran out of time, or ended the process)."""
+    with tempfile.TemporaryDirectory() as folder:
+        task_path, answer_path = (os.path.join(folder, name) for name in ("task.json",
+                                                                          "answer.json"))
+        with open(task_path, "w", encoding="utf-8") as file:
+            json.dump(task, file)
+        environment = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",
+                           MKL_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
+        process = subprocess.Popen(
+            [sys.executable, "-E", "-c", BOOT, os.path.abspath(__file__),
+             os.path.abspath(learner_path), task_path, answer_path],
+            cwd=folder, env=environment, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            code = process.wait(timeout=time_limit)
+        except subprocess.TimeoutExpired:
+            return (f"still running after {time_limit:g} s, and stopped: an endless loop, or "
+                    f"a sleep?")
+        finally:
+            _stop(process)
+        try:
+            with open(answer_path, encoding="utf-8") as file:
+                text = file.read(LARGEST_ANSWER + 1)
+            if len(text) > LARGEST_ANSWER:
+                return "it sent back more than check reads"
+            answers = json.loads(text, object_hook=_decoded)
+        except (OSError, ValueError, TypeError):
+            if code < 0:
+                return f"its process was killed by signal {-code} before it answered"
+            return (f"its process ended before it answered (exit status {code}): sys.exit or "
+                    f"os._exit?")
+    if (not isinstance(answers, list) or len(answers) not in (1, len(task["cases"]))
+            or not all(isinstance(answer, dict) for answer in answers)):
+        return "it sent back something else than its answers"
+    return answers
+
+
+def _stop(process):
+    """End the learner's process and whatever it started (its own process group)."""
+    try:
+        if hasattr(os, "killpg"):
+            os.killpg(process.pid, signal.SIGKILL)
+        else:
+            process.kill()
+    except OSError:                              # ended already, with all it started
+        pass
+    process.wait()
+
+
+# ----------------------------------------------------------------------------------------------
+# check: grade each exercise, in the chapter's order
+# ----------------------------------------------------------------------------------------------
+
+def check(folder, out=sys.stdout, time_limit=TIME_LIMIT):
     """Grade folder/nn.py; print one line per exercise; return True when every one is right."""
-    path = os.path.join(folder, "nn.py")
-    learner = _import(path)
-    grades = [(exercise.name, grade(exercise, learner)) for exercise in chapter_exercises()]
+    path, grades = grade_all(folder, time_limit)
     width = max(len(name) for name, _ in grades)
     print(f"Exercises in {path}, in the order of the chapter "
           f"(right: a relative error below {nn.GRADIENT_THRESHOLD:g}):", file=out)
     for number, (name, verdict) in enumerate(grades, 1):
         print(f"{number:4d}  {name:{width}s}  {verdict}", file=out)
+    print(summary(grades), file=out)
+    return all(verdict == "right" for _, verdict in grades)
+
+
+def summary(grades):
     right = sum(verdict == "right" for _, verdict in grades)
     unwritten = sum(verdict == "not written" for _, verdict in grades)
-    print(f"{right} right, {len(grades) - right - unwritten} wrong, {unwritten} not written "
-          f"(of {len(grades)})", file=out)
-    return right == len(grades)
+    return (f"{right} right, {len(grades) - right - unwritten} wrong, {unwritten} not written "
+            f"(of {len(grades)})")
 
 
-def _import(path):
-    """The learner's nn.py as a module, compiled afresh (no cached bytecode: a file edited
-    twice in a second is still read as it is now)."""
+def grade_all(folder, time_limit=TIME_LIMIT):
+    """(folder/nn.py, [(exercise, verdict), ...]); ImportError if the file does not import."""
+    path = os.path.join(folder, "nn.py")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} does not exist: make it with "
-                                f"python exercises.py new {os.path.dirname(path) or '.'}")
-    module = types.ModuleType("learners_nn")
-    module.__file__ = path
-    try:
-        with open(path, encoding="utf-8") as file:
-            exec(compile(file.read(), path, "exec"), module.__dict__)
-    except Exception as error:
-        raise ImportError(f"{path} does not run: {type(error).__name__}: {error}") from None
-    return module
+                                f"python exercises.py new {folder or '.'}")
+    imported = run_apart({"kind": "import", "cases": []}, path, time_limit)   # no case: import
+    if isinstance(imported, str) or imported and "raised" in imported[0]:
+        why = imported if isinstance(imported, str) else _said(imported[0], path)
+        raise ImportError(f"{path} does not import: {why}")
+    with open(path, encoding="utf-8") as file:
+        ends = _function_ends(file.read())
+    return path, [(exercise.name, grade(exercise, path, time_limit, ends))
+                  for exercise in chapter_exercises()]
 
 
-def grade(exercise, learner):
-    """'right', 'not written' or 'wrong (...)' for one exercise of the `learner` module."""
-    if not _written_in(exercise, learner):
+def _function_ends(source):
+    """{"Dense.backward": its last line} in the learner's source, for 'a `return` missing?'."""
+    ends = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.FunctionDef):
+            ends[node.name] = node.end_lineno
+        elif isinstance(node, ast.ClassDef):
+            ends.update((f"{node.name}.{item.name}", item.end_lineno) for item in node.body
+                        if isinstance(item, ast.FunctionDef))
+    return ends
+
+
+def grade(exercise, learner_path, time_limit=TIME_LIMIT, ends=None):
+    """'right', 'not written' or 'wrong (...)' for one exercise of the learner's nn.py."""
+    cases = CASE_MAKERS[exercise.kind](exercise)
+    answers = run_apart({"kind": exercise.kind, "cases": cases}, learner_path, time_limit)
+    if isinstance(answers, str):
+        return f"wrong ({answers})"
+    if any(answer.get("not written") for answer in answers):
         return "not written"
+    raised = next((answer for answer in answers if "raised" in answer), None)
+    if raised is not None and (exercise.kind != "layer" or len(answers) == 1):
+        return f"wrong (it raised {_said(raised, learner_path)})"
+    where = {"path": learner_path, "end": f"{learner_path}:{(ends or {}).get(exercise.name)}"}
     try:
-        return {"layer": _grade_layer, "network": _grade_network, "optimizer": _grade_optimizer,
-                "loss gradient": _grade_loss}[exercise.kind](exercise, learner)
-    except NotImplementedError:                  # the stub, or a part still to write
-        return "not written"
-    except Exception as error:                   # the learner's code raised: that is the grade
-        message = str(error).splitlines()[0] if str(error) else ""
-        return (f"wrong (it raised {type(error).__name__}{': ' if message else ''}{message}"
-                f"{_where_in(learner, error)})")
+        return JUDGES[exercise.kind](exercise, cases, answers, where)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+        return "wrong (what its process sent back is not answers to check's questions)"
 
 
-def _where_in(learner, error):
-    """", at FILE:LINE": the last place in the learner's own file that the error went
-    through, so they know which line to look at ("" if it did not go through it)."""
-    frames = [frame for frame in traceback.extract_tb(error.__traceback__)
-              if frame.filename == learner.__file__]
-    return f", at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+def _said(raised, learner_path):
+    """What the learner's code raised, where, and whether it was writing a transposed array
+    into a gradient ("could not broadcast ... from shape (4, 3) into shape (3, 4)")."""
+    line = f", at {learner_path}:{raised['line']}" if raised["line"] else ""
+    shapes = re.findall(r"shape \(([\d, ]*)\)", raised["raised"])
+    sizes = [sorted(size.strip() for size in shape.split(",")) for shape in shapes]
+    transposed = len(shapes) == 2 and shapes[0] != shapes[1] and sizes[0] == sizes[1]
+    return raised["raised"] + line + (": its axes are in another order (transposed?)"
+                                      if transposed else "")
 
 
-def _written_in(exercise, learner):
-    """Whether the learner's module still has the function or method (it may be a stub)."""
-    if exercise.owner is None:
-        return callable(getattr(learner, exercise.name, None))
-    return exercise.method in vars(getattr(learner, exercise.owner, object))
+def _layer_cases(exercise):
+    name = _concrete(exercise)
+    return [{"class": name, "method": exercise.method, "arguments": arguments, "shape": shape,
+             "training": training, "seed": seed}
+            for seed, (arguments, shape, training) in enumerate(cases_of(getattr(nn, name)))]
 
 
-def _verdict(report):
-    """check_gradients' report as a grade: right, or wrong with the worst error and why."""
-    if report.right:
+def _judge_layer(exercise, cases, answers, where):
+    """The first wrong case in words, then the other cases: which are wrong, which right (a
+    BatchNorm written for rows alone is wrong on images and in inference)."""
+    first, wrong, right = None, [], []
+    for case, given in zip(cases, answers):
+        expected = run_layer(nn, case)
+        layer = build(getattr(nn, case["class"]), case["arguments"])
+        mode = f"{tuple(case['shape'])}, {'training' if case['training'] else 'inference'}"
+        problem = (f"it raised {_said(given, where['path'])}" if "raised" in given else
+                   _layer_problem(exercise, case, given, expected, layer, where["end"]))
+        if problem is None:
+            right.append(mode)
+        elif first is None:
+            first = f"{layer!r} on x of shape {mode}: {problem}"
+        else:
+            wrong.append(mode)
+    if first is None:
         return "right"
-    name, error = max(report.items(), key=lambda item: item[1])
-    why = f"; {report.problems[0]}" if report.problems else ""
-    return f"wrong ({name}: relative error {error:.1e}{why})"
+    return (f"wrong ({first}" + (f"; also wrong on {'; '.join(wrong)}" if wrong else "")
+            + (f"; right on {'; '.join(right)}" if right else "") + ")")
 
 
-def answer_key_class(learner, name, graded=None):
-    """The learner's class `name`, with every exercise it inherits taken from nn.py except
-    `graded` ("ReLU.derivative"), and nn's class as a base too, so nn's tools accept it."""
-    cls = getattr(learner, name)
-    keys = {exercise.name for exercise in chapter_exercises()}
-    swapped = {}
-    for method in METHODS:
-        owner = next((k for k in cls.__mro__ if method in vars(k)), None)
-        key = f"{owner.__name__}.{method}" if owner is not None else None
-        if key in keys and key != graded:
-            swapped[method] = vars(getattr(nn, owner.__name__))[method]
-    return type(name, (cls, getattr(nn, name)), swapped)
+def _layer_problem(exercise, case, given, expected, layer, missing):
+    factors = [("the batch size N", case["shape"][0]), ("2", 2)]
+    what = "derivative()" if exercise.method == "derivative" else "backward's dL/d(input)"
+    problem = _how_wrong(given["returned"], expected["returned"], factors, missing)
+    if problem:
+        return f"{what} {problem}"
+    names = [_name_of(layer, grad) for _, grad in layer.parameters()]
+    for name, held, bound, right, stale in zip(names, given.get("held", []),
+                                               given.get("bound", []), expected.get("held", []),
+                                               expected.get("stale", [])):
+        if not isinstance(bound, Other):
+            problem = _how_wrong(bound, right, factors)
+            return (f"self.{name} was bound to a new array (self.{name} = ...) instead of "
+                    f"being written into (the optimizer holds the old one, left as it was)"
+                    + (f", and that array {problem}" if problem else ""))
+        if isinstance(held, np.ndarray) and held.shape == stale.shape:
+            if _close(held, stale):
+                return f"self.{name} was not written (it holds what it held before backward)"
+            if _close(held - stale, right):
+                return (f"self.{name} was added to (+=) instead of written over: it must not "
+                        f"depend on what it held before")
+        problem = _how_wrong(held, right, factors)
+        if problem:
+            return f"self.{name} {problem}"
+    return None
 
 
-def _concrete(exercise, learner):
-    """The class whose instances test the exercise: its own, or (Activation.backward) the
-    first class of the chapter that inherits the method and can be built and run."""
-    for candidate in [exercise.owner] + [name for name, cls in vars(nn).items()
-                                         if isinstance(cls, type) and name != exercise.owner
-                                         and issubclass(cls, getattr(nn, exercise.owner))]:
-        real = getattr(nn, candidate)
-        owner = next(k for k in real.__mro__ if exercise.method in vars(k))
-        if owner.__name__ == exercise.owner and hasattr(learner, candidate):
-            try:
-                example_layer(real)
-            except Exception:
-                continue
-            return candidate
-    raise ValueError(f"no layer of the chapter can test {exercise.name}")
+def _how_wrong(given, expected, factors, missing=None):
+    """None when `given` is `expected` (a relative error below the threshold), else what kind
+    of wrong it is, as words that follow its name: "has the opposite sign"."""
+    if not isinstance(given, np.ndarray):
+        what = _kind(given)
+        hint = (f": is a `return` missing? (the method ends at {missing})"
+                if what == "None" and missing else "")
+        return f"is {what}, not an array of shape {expected.shape}{hint}"
+    if given.shape != expected.shape:
+        if given.size == expected.size and _close(given.reshape(expected.shape), expected):
+            return (f"holds the right numbers in the wrong shape: {given.shape}, where "
+                    f"{expected.shape} is expected")
+        if _transposition(given, expected):
+            return f"is transposed: shape {given.shape}, where {expected.shape} is expected"
+        return f"has shape {given.shape}, where {expected.shape} is expected"
+    if not np.all(np.isfinite(given)):
+        return "holds NaN or inf"
+    if _close(given, expected):
+        return None
+    if given.ndim >= 2 and _transposition(given, expected):
+        return "is transposed (its axes are in the wrong order)"
+    scale = float(np.sum(given * expected) / np.sum(expected * expected)) if np.any(expected) \
+        else 0.0
+    if scale != 0 and _close(given, scale * expected):
+        return _factor_words(scale, factors)
+    return f"is wrong (relative error {nn.relative_error(given, expected):.1e})"
 
 
-def _grade_layer(exercise, learner):
-    cls = answer_key_class(learner, _concrete(exercise, learner), graded=exercise.name)
-    layer, x = example_layer(cls)
-    return _verdict(nn.check_gradients(layer, x, training=True, verbose=False))
+def _close(given, expected):
+    return bool(nn.relative_error(given, expected) < nn.GRADIENT_THRESHOLD)
 
 
-def _grade_network(exercise, learner):
-    rng = np.random.default_rng(7)
-    x = rng.standard_normal((5, FEATURES))
-    network = answer_key_class(learner, exercise.owner, graded=exercise.name)
+def _transposition(given, expected):
+    """The order of axes that makes `given` `expected`, if one does (not the identity)."""
+    for axes in itertools.permutations(range(given.ndim)):
+        if (axes != tuple(range(given.ndim)) and given.transpose(axes).shape == expected.shape
+                and _close(given.transpose(axes), expected)):
+            return axes
+    return None
 
-    def layer(name, *arguments, **options):
-        return answer_key_class(learner, name)(*arguments, **options)
 
-    cases = [([layer("Dense", FEATURES, 4, seed=0), layer("Tanh"), layer("Dense", 4, 3, seed=1),
-               layer("Softmax")], "categorical_crossentropy", nn.one_hot([0, 2, 1, 1, 0], 3)),
-             ([layer("Dense", FEATURES, 4, seed=2), layer("Tanh"), layer("Dense", 4, 2, seed=3)],
-              "mse", rng.standard_normal((5, 2)))]
-    for layers, loss, y in cases:
-        net = network(layers, loss=loss)
-        net.loss, net.loss_prime, _, net.fused_prime = nn.LOSSES[loss]    # nn's, not theirs
-        verdict = _verdict(nn.check_gradients(net, x, y, verbose=False))
-        if verdict != "right":
-            return verdict.replace("wrong (", f"wrong (loss {loss}: ", 1)
+def _factor_words(scale, factors):
+    """"has the opposite sign", "is 5 times too large: off by a factor of the batch size N
+    (5)"... for an answer that is `scale` times the right one."""
+    sign = "has the opposite sign" if scale < 0 else ""
+    size = abs(scale)
+    if abs(size - 1) < 1e-6:
+        return sign
+    how = (f"{size:.3g} times too large" if size > 1 else f"{1 / size:.3g} times too small")
+    named = next((name if name == f"{value:g}" else f"{name} ({value:g})"
+                  for name, value in factors
+                  if min(abs(size - value), abs(size - 1 / value)) < 1e-6 * max(size, 1 / size)),
+                 None)
+    words = f"is {how}: off by a factor of {named}" if named else f"is {how} (a constant factor)"
+    return f"{sign} and {words}" if sign else words
+
+
+def _network_cases(exercise):
+    return [{"fused": False, "seed": 0}, {"fused": True, "seed": 1}]
+
+
+def _judge_network(exercise, cases, answers, where):
+    for case, given in zip(cases, answers):
+        expected = run_network(nn, case)
+        problem = _network_problem(given, expected)
+        if problem:
+            with_what = ("a fused loss gradient (self.fused_prime not None)" if case["fused"]
+                         else "self.fused_prime None")
+            return f"wrong (with {with_what}: {problem})"
     return "right"
 
 
-def _grade_loss(exercise, learner):
-    loss, activation, fused = _loss_of(exercise.name, nn)
-    prime = getattr(learner, exercise.name)
-    rng = np.random.default_rng(11)
-    z = rng.standard_normal((4, FEATURES))
-    if activation is None:
-        y = rng.standard_normal(z.shape)
-    else:                                        # targets of a classifier: one-hot rows
-        y = nn.one_hot(rng.integers(0, FEATURES, len(z)), FEATURES, np.float64)
-    # A loss gradient is checked at the predictions p (probabilities if the loss needs them);
-    # a fused one at z, the input of the final activation p = activation(z).
-    squash = activation().function if fused else (lambda p: p)
-    x = z if fused or activation is None else activation().function(z)
+def _network_problem(given, expected):
+    called, wanted, last = given["called"], expected["called"], expected["layers"] - 1
+    if called == sorted(wanted) and called != wanted:
+        return "the layers' backward ran first to last: backpropagation runs from the last"
+    if last in called and last not in wanted:
+        return (f"layer {last} (the last) ran backward: the fused gradient is already at its "
+                f"input")
+    if 0 in called and 0 not in wanted:
+        return ("layer 0's backward ran: it comes before self.first_trained, the first layer "
+                "with parameters, and nothing uses its gradient")
+    for index in wanted:
+        if index not in called:
+            return f"layer {index}'s backward never ran"
+    if called != wanted:
+        return f"the layers' backward ran in the order {called}, not {wanted}"
+    for index, received, right in zip(called, given["received"], expected["received"]):
+        if _named(received, expected["known"]) != _named(right, expected["known"]):
+            return (f"layer {index}'s backward received {_named(received, expected['known'])}, "
+                    f"where it needs {_named(right, expected['known'])}")
+    return None
 
-    class Loss(nn.Layer):                        # the loss as a layer: x -> [[loss]]
-        def forward(self, x):
-            self.x = x
-            return np.array([[loss(y, squash(x))]])
 
-        def backward(self, grad_output):
-            return grad_output[0, 0] * prime(y, squash(self.x))
+def _named(array, known):
+    """Which of the `known` arrays `array` is ("loss_prime(Y, P)", ...), or "another array"."""
+    return next((name for name, value in known.items() if isinstance(array, np.ndarray)
+                 and array.shape == value.shape and _close(array, value)),
+                "another array" if isinstance(array, np.ndarray) else _kind(array))
 
-        def __repr__(self):
-            return exercise.name
 
-    given = prime(y, squash(x))
-    if not isinstance(given, np.ndarray) or given.shape != x.shape:
-        return (f"wrong (it returned {nn._described(given)}; expected an array of shape "
-                f"{x.shape}, the shape of {'z' if fused else 'y_pred'})")
-    return _verdict(nn.check_gradients(Loss(), x, verbose=False)).replace("(input: ", "(", 1)
+def _kind(value):
+    """What a value that is not an array of numbers is: "None", "a list"..."""
+    return value if isinstance(value, Other) else f"a {type(value).__name__}"
+
+
+def _loss_cases(exercise):
+    return [{"name": exercise.name, "shape": shape, "seed": seed}
+            for seed, shape in enumerate([(5, 3), (4, 6)])]
+
+
+def _judge_loss(exercise, cases, answers, where):
+    for case, given in zip(cases, answers):
+        n, outputs = case["shape"]
+        factors = [("the batch size N", n), ("the number of outputs", outputs),
+                   ("the size of y_pred, N * outputs", n * outputs), ("2", 2)]
+        problem = _how_wrong(given["returned"], run_loss(nn, case)["returned"], factors,
+                             where["end"])
+        if problem:
+            return f"wrong (on a batch of shape {case['shape']}: it {problem})"
+    return "right"
+
+
+def _optimizer_cases(exercise):
+    """The defaults, then each option that defaults to 0 switched on alone, then all of them:
+    each part of the rule tried on its own."""
+    cls = getattr(nn, exercise.owner)
+    options = [name for name, parameter in inspect.signature(cls).parameters.items()
+               if isinstance(parameter.default, (int, float))
+               and not isinstance(parameter.default, bool) and parameter.default == 0]
+    settings = [{}] + [{name: 0.5} for name in options]
+    if len(options) > 1:
+        settings.append({name: 0.5 for name in options})
+    return [{"class": exercise.owner, "settings": setting, "seed": seed}
+            for seed, setting in enumerate(settings)]
+
+
+def _judge_optimizer(exercise, cases, answers, where):
+    for case, given in zip(cases, answers):
+        said = (", ".join(f"{name}={value}" for name, value in case["settings"].items())
+                + (" alone" if len(case["settings"]) == 1 else "")) or "the defaults"
+        problem = _optimizer_problem(case, given["updates"])
+        if problem:
+            return f"wrong (with {said}: {problem})"
+    return "right"
+
+
+def _optimizer_problem(case, updates):
+    if not all(isinstance(update, np.ndarray) for step in updates for update in step):
+        return "an update is not an array"
+    expected = run_optimizer(nn, case)["updates"]
+    if _same_updates(updates, expected):
+        return None
+    if not any(np.any(update) for step in updates for update in step):
+        return "the parameters did not change: change them in place (param -= ...)"
+    missing = [what for what, settings, change in _rule_without_a_part(case)
+               if _same_updates(updates, run_optimizer(nn, dict(case, settings=settings),
+                                                       change)["updates"])]
+    if missing:
+        return ", or ".join(missing)
+    step = next(i for i, (mine, right) in enumerate(zip(updates, expected))
+                if not _same_updates([mine], [right]))
+    lr = getattr(nn, case["class"])(**case["settings"]).lr
+    problem = next(found for found in (_how_wrong(mine, right, [("the learning rate", lr)])
+                                       for mine, right in zip(updates[step], expected[step]))
+                   if found)
+    return f"step {step + 1}'s update {problem}" + (
+        ", while step 1's is right: what must live from one step to the next?" if step else "")
+
+
+def _same_updates(updates, expected):
+    return all(u.shape == e.shape and _close(u, e)
+               for step, right in zip(updates, expected) for u, e in zip(step, right))
+
+
+def _rule_without_a_part(case):
+    """(what is missing, settings, change) for nn's optimizer with one part of its rule left
+    out: each option switched on, its state kept from step to step, Adam's bias correction."""
+    cls = getattr(nn, case["class"])
+    fresh = cls(**case["settings"])
+    state = [name for name, value in vars(fresh).items() if value is None]
+    for name in case["settings"]:
+        yield (f"{name.replace('_', ' ')} is missing (the update is the one {name}=0 gives)",
+               dict(case["settings"], **{name: 0}), None)
+
+    def renewed(optimizer, step):                # a new optimizer at every step
+        again = cls(**case["settings"])
+        if hasattr(again, "t"):
+            again.t = step
+        return again
+    yield (f"{' and '.join('self.' + name for name in state)} must live from one step to the "
+           f"next", case["settings"], renewed)
+    if hasattr(fresh, "t"):
+        def uncorrected(optimizer, step):
+            if step == 0:
+                optimizer.t = 10 ** 9            # 1 - beta ** t is then 1: no correction
+            return optimizer
+
+        def uncounted(optimizer, step):
+            optimizer.t = 0
+            return optimizer
+        yield "the bias correction is missing", case["settings"], uncorrected
+        yield "self.t must count the steps", case["settings"], uncounted
+
+
+CASE_MAKERS = {"layer": _layer_cases, "network": _network_cases, "loss gradient": _loss_cases,
+               "optimizer": _optimizer_cases}
+JUDGES = {"layer": _judge_layer, "network": _judge_network, "loss gradient": _judge_loss,
+          "optimizer": _judge_optimizer}
 
 
 def _loss_of(name, module):
@@ -465,71 +982,83 @@ def _loss_of(name, module):
     raise ValueError(f"{name} is not the gradient of any loss in LOSSES")
 
 
-def _grade_optimizer(exercise, learner):
-    real_class, their_class = getattr(nn, exercise.owner), getattr(learner, exercise.owner)
-    options = {name: 0.5 for name, parameter in
-               inspect.signature(real_class.__init__).parameters.items()
-               if isinstance(parameter.default, (int, float))
-               and not isinstance(parameter.default, bool) and parameter.default == 0}
-    for settings in ({}, options):
-        ours, theirs = real_class(**settings), their_class(**settings)
-        rng = np.random.default_rng(5)
-        start = [rng.standard_normal((FEATURES, 2)), rng.standard_normal(2)]
-        our_params, their_params = [p.copy() for p in start], [p.copy() for p in start]
-        said = ", ".join(f"{name}={value}" for name, value in settings.items()) or "defaults"
-        for step in range(1, 4):
-            grads = [rng.standard_normal(p.shape) for p in start]
-            before = [p.copy() for p in their_params]
-            ours.step(list(zip(our_params, [g.copy() for g in grads])))
-            theirs.step(list(zip(their_params, [g.copy() for g in grads])))
-            ours_moved = [p - b for p, b in zip(our_params, before)]
-            theirs_moved = [p - b for p, b in zip(their_params, before)]
-            if not any(np.any(m) for m in theirs_moved):
-                return (f"wrong (the parameters did not change at step {step} ({said}): "
-                        f"change them in place, param -= ...)")
-            error = max(_relative_error(t, o) for t, o in zip(theirs_moved, ours_moved))
-            if not error < nn.GRADIENT_THRESHOLD:
-                return f"wrong (step {step} ({said}): the update is off by {error:.1e})"
-    return "right"
+# ----------------------------------------------------------------------------------------------
+# train: MNIST with the learner's nn.py, beside the library's
+# ----------------------------------------------------------------------------------------------
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TRAIN_SCRIPT = os.path.join(HERE, "train_mnist.py")
+# Runs train_mnist.py with the learner's folder first on the path, so its `import nn` (and
+# every module's beside it) finds the learner's nn.py.
+# train_mnist.py's flags that read a model or write a file: two runs at once cannot share them.
+FILE_FLAGS = {"--save", "--history", "--plot", "--out", "--load", "--predict"}
+WITH_THEIR_NN = ("import runpy, sys; sys.path.insert(0, sys.argv[1]); sys.argv = sys.argv[2:]; "
+                 "runpy.run_path(sys.argv[0], run_name='__main__')")
 
 
-def _relative_error(a, b):
-    if a.shape != b.shape or not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
-        return math.inf
-    return nn._relative_error(a, b)
+def train(folder, options, out=sys.stdout, time_limit=TIME_LIMIT):
+    """Train MNIST with train_mnist.py twice at once, the same seed and settings (its defaults
+    and `options`): with folder/nn.py and with nn.py. Returns the exit status."""
+    path, grades = grade_all(folder, time_limit)
+    unwritten = [name for name, verdict in grades if verdict == "not written"]
+    unfinished = [name for name, verdict in grades  # would hang or end the training's process
+                  if verdict.startswith(("wrong (still running", "wrong (its process"))]
+    if unwritten or unfinished:
+        print(f"{path} cannot train yet: " + "; ".join(
+            f"{_count(names)} {what} ({', '.join(names)})" for names, what in
+            ((unwritten, "not written"), (unfinished, "hanging or exiting")) if names)
+            + f". Write them, then run: python exercises.py train {folder}", file=out)
+        return 1
+    wrong = [name for name, verdict in grades if verdict != "right"]
+    if wrong:
+        print(f"{path}: {_count(wrong)} wrong ({', '.join(wrong)}; "
+              f"python exercises.py check {folder} says how): training anyway", file=out)
+    settings = " ".join(options) or "its defaults"
+    print(f"training MNIST with {path} and with {os.path.join(HERE, 'nn.py')}, both at once "
+          f"(each on half the cores), with train_mnist.py's settings ({settings})",
+          file=out, flush=True)
+    threads = str(max(1, (os.cpu_count() or 2) // 2))
+    environment = dict(os.environ, OPENBLAS_NUM_THREADS=threads, OMP_NUM_THREADS=threads,
+                       MKL_NUM_THREADS=threads, PYTHONDONTWRITEBYTECODE="1")
+    commands = {path: [sys.executable, "-c", WITH_THEIR_NN, os.path.abspath(folder)],
+                os.path.join(HERE, "nn.py"): [sys.executable]}
+    runs = {}
+    try:
+        for name, command in commands.items():
+            printed = tempfile.TemporaryFile()
+            runs[name] = (subprocess.Popen(command + [TRAIN_SCRIPT, "--quiet"] + options,
+                                           cwd=HERE, env=environment, stdin=subprocess.DEVNULL,
+                                           stdout=printed, stderr=subprocess.STDOUT,
+                                           start_new_session=True), printed)
+        codes = {name: run.wait() for name, (run, _) in runs.items()}
+        results = {name: (_tail(printed), codes[name]) for name, (_, printed) in runs.items()}
+    finally:
+        for run, printed in runs.values():
+            _stop(run)
+            printed.close()
+    status = 0
+    for (name, (printed, code)), whose in zip(results.items(), ("yours", "the library's")):
+        accuracy = re.findall(r"test accuracy: ([0-9.]+%)", printed)
+        if code == 0 and accuracy:
+            print(f"test accuracy {accuracy[-1]} with {name} ({whose})", file=out)
+            # train_mnist.py's own word on the nn.py it imported, when not the one beside it
+            for note in re.findall(r"^note: using .*", printed, re.M)[:1]:
+                print(f"  ({note[len('note: '):]})", file=out)
+        else:
+            last = (printed.strip().splitlines() or ["no output"])[-1]
+            print(f"with {name} ({whose}) training failed: {last}", file=out)
+            status = 1
+    return status
 
 
-def example_layer(cls):
-    """(a small layer of class `cls`, an input x it takes), in float64: built with
-    EXAMPLE_ARGUMENTS, and x the first of a few inputs (rows, long rows, images) that the layer
-    takes in training; one whose output has another shape than x is preferred."""
-    arguments = {}
-    for name, parameter in inspect.signature(cls.__init__).parameters.items():
-        if name == "self" or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
-            continue
-        if name in EXAMPLE_ARGUMENTS:
-            arguments[name] = EXAMPLE_ARGUMENTS[name]
-        elif parameter.default is parameter.empty:
-            arguments[name] = FEATURES
-    rng = np.random.default_rng(3)
-    inputs = [rng.standard_normal((4, FEATURES)), rng.standard_normal((2, FEATURES * 16)),
-              rng.standard_normal((2, FEATURES, 4, 4))]
-    taken = []
-    for x in inputs:
-        layer = cls(**arguments)
-        nn._cast_parameters([layer], np.float64)
-        layer.training = True
-        try:
-            output = layer.forward(x.copy())
-        except (ValueError, IndexError, TypeError):     # it does not take this x
-            continue
-        if isinstance(output, np.ndarray) and np.all(np.isfinite(output)):
-            taken.append((output.shape != x.shape, cls(**arguments), x))
-    if not taken:
-        raise ValueError(f"cannot build an example of {cls.__name__} with {arguments} that takes "
-                         f"rows or images: add its arguments to EXAMPLE_ARGUMENTS")
-    _, layer, x = max(taken, key=lambda t: t[0])    # the first one that changes the shape
-    return layer, x
+def _tail(file, size=2 ** 16):
+    """The end of what a run printed into `file`, once the run is over (however much it was)."""
+    file.seek(max(0, file.seek(0, os.SEEK_END) - size))
+    return file.read().decode("utf-8", errors="replace")
+
+
+def _count(names):
+    return f"{len(names)} exercise{' is' if len(names) == 1 else 's are'}"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -539,10 +1068,17 @@ def example_layer(cls):
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description="nn.py as a course: 'new FOLDER' writes FOLDER/nn.py with every gradient "
-                    "and update left to write; 'check FOLDER' grades it.")
-    parser.add_argument("command", choices=["new", "check"])
+                    "and update left to write; 'check FOLDER' grades it; 'train FOLDER "
+                    "[train_mnist.py options]' trains MNIST with it beside nn.py.")
+    parser.add_argument("command", choices=["new", "check", "train"])
     parser.add_argument("folder")
-    args = parser.parse_args(argv)
+    args, options = parser.parse_known_args(argv)
+    if options and args.command != "train":
+        parser.error(f"unrecognized arguments: {' '.join(options)}")
+    written = [option for option in options if option.split("=")[0] in FILE_FLAGS]
+    if written:
+        parser.error(f"train runs train_mnist.py twice at once, so it takes no flag that reads "
+                     f"a model or writes a file ({', '.join(written)})")
     try:
         if args.command == "new":
             exercises = new(args.folder)
@@ -550,12 +1086,17 @@ def main(argv=None):
                   f"({', '.join(exercise.name for exercise in exercises)}). Write them, then "
                   f"run: python exercises.py check {args.folder}")
             return 0
+        if args.command == "train":
+            return train(args.folder, options)
         return 0 if check(args.folder) else 1
     except FileExistsError:
         print(f"exercises.py: {os.path.join(args.folder, 'nn.py')} exists already; it is left "
               f"as it is (choose another folder)", file=sys.stderr)
     except (OSError, ImportError) as error:
         print(f"exercises.py: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("exercises.py: interrupted", file=sys.stderr)
+        return 130
     return 2
 
 

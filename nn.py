@@ -1255,20 +1255,22 @@ def _check_float_dtype(dtype, name):
         raise ValueError(f"{name} must be np.float32 or np.float64, got {dtype!r}")
 
 
-def _check_parameter_count(count, name):
-    if count > MAX_STORED_VALUES:
-        raise ValueError(f"{name} would hold {count:,} weights, more than the "
+def _check_layer(kind, weights, seed, dtype):
+    """What Dense, Conv2D and BatchNorm share: at most MAX_STORED_VALUES weights, a seed (or
+    None) and a float dtype."""
+    if weights > MAX_STORED_VALUES:
+        raise ValueError(f"{kind} would hold {weights:,} weights, more than the "
                          f"{MAX_STORED_VALUES:,} (MAX_STORED_VALUES) a layer may have")
+    _check_seed(seed, f"{kind} seed")
+    _check_float_dtype(dtype, f"{kind} dtype")
 
 
 def _check_dense_arguments(n_in, n_out, seed, init, dtype):
     _check_whole(n_in, "Dense n_in (number of inputs)")
     _check_whole(n_out, "Dense n_out (number of outputs)")
-    _check_parameter_count(n_in * n_out, "Dense")
-    _check_seed(seed, "Dense seed")
     if init not in ("he", "glorot"):
         raise ValueError(f"Dense init must be 'he' or 'glorot', got {init!r}")
-    _check_float_dtype(dtype, "Dense dtype")
+    _check_layer("Dense", n_in * n_out, seed, dtype)
 
 
 def _check_conv_arguments(in_channels, out_channels, kernel_size, stride, padding, seed, dtype):
@@ -1277,17 +1279,14 @@ def _check_conv_arguments(in_channels, out_channels, kernel_size, stride, paddin
     _check_whole(kernel_size, "Conv2D kernel_size", maximum=MAX_WINDOW)
     _check_whole(stride, "Conv2D stride", maximum=MAX_WINDOW)
     _check_whole(padding, "Conv2D padding", 0, maximum=kernel_size - 1)   # more: rims of zeros
-    _check_seed(seed, "Conv2D seed")
-    _check_float_dtype(dtype, "Conv2D dtype")
-    _check_parameter_count(out_channels * in_channels * kernel_size ** 2, "Conv2D")
+    _check_layer("Conv2D", out_channels * in_channels * kernel_size ** 2, seed, dtype)
 
 
 def _check_batchnorm_arguments(n, momentum, eps, dtype):
     _check_whole(n, "BatchNorm n")
     _check_number(momentum, "BatchNorm momentum", "in [0, 1]", lambda x: 0 <= x <= 1)
     _check_number(eps, "BatchNorm eps", "> 0", lambda x: x > 0)
-    _check_float_dtype(dtype, "BatchNorm dtype")
-    _check_parameter_count(2 * n, "BatchNorm")
+    _check_layer("BatchNorm", 2 * n, None, dtype)
 
 
 def _check_reshape(shape):
@@ -1414,12 +1413,12 @@ def _check_targets(net, Y, P, name="Y"):
                          f"[0, 1], got values from {Y.min():g} to {Y.max():g}")
 
 
-def _checked_batch(net, X, Y, optimizer):
-    """X and Y for fit or train_on_batch, in the network's dtype, after checking them against
-    its output on a few examples, and the optimizer."""
+def _checked_batch(net, X, Y, optimizer, names=("X", "Y")):
+    """X and Y for fit (its validation_data too) or train_on_batch, in the network's dtype,
+    after checking them against its output on a few examples, and the optimizer."""
     _check_optimizer(optimizer)
-    X, Y = _checked_data(X, Y, _one_dtype(net))
-    _check_targets(net, Y, net.forward(X[:32]))
+    X, Y = _checked_data(X, Y, _one_dtype(net), names)
+    _check_targets(net, Y, net.forward(X[:32]), names[1])
     return X, Y
 
 
@@ -1457,8 +1456,7 @@ def _prepared_fit(net, X, Y, epochs, batch_size, optimizer, validation_data, see
     if validation_data is not None:
         if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
             raise ValueError("validation_data must be a pair (X_val, Y_val)")
-        validation_data = _checked_data(*validation_data, X.dtype, names=("X_val", "Y_val"))
-        _check_targets(net, validation_data[1], net.forward(validation_data[0][:32]), "Y_val")
+        validation_data = _checked_batch(net, *validation_data, optimizer, ("X_val", "Y_val"))
     for i, layer in enumerate(net.layers):   # a seeded fit: each random layer its own seed
         if seed is not None and callable(getattr(layer, "reseed", None)):
             layer.reseed([seed, i])
@@ -1485,11 +1483,9 @@ def _cast_parameters(layers, dtype):
 
 def replace_arrays(layer_arrays, new_array):
     """For each (layer, array), put new_array(array) wherever the layer keeps that array as an
-    attribute: the Layer protocol keeps every parameter, gradient and buffer as self.<name>,
-    so that Network.astype can change their dtype and fit(workers=N) move them into memory
-    its processes share. An array that several layers keep (tied weights) gets one new array
-    for all of them, so they stay tied. Every layer is checked before any is changed. Returns
-    the (layer, array, new) replacements made."""
+    attribute, self.<name> (how Network.astype casts them and fit(workers=N) shares them). Tied
+    weights get one new array for all their layers; every layer is checked before any is
+    changed. Returns the (layer, array, new) replacements made."""
     made = {}
     for _, array in layer_arrays:
         if id(array) not in made:
@@ -1617,18 +1613,13 @@ def _say_early_stopping(history, patience, restore_best):
 # ----------------------------------------------------------------------------------------------
 # C. Saving and loading
 #
-# A model file is a NumPy .npz archive (a zip of .npy arrays) holding:
-#   "architecture"   a JSON string: {"format": MODEL_FORMAT, "loss": ..., "input_shape": [784],
-#                    "layers": [{"type": "Dense", "config": {"n_in": 784, "n_out": 256}}, ...]}
-#   "layer{i}_{j}"   the j-th parameter array of layer i, in the order of its parameters();
-#   "layer{i}_buffer{j}"  the j-th array of its buffers() (BatchNorm's running statistics).
-# Saving writes a temporary file and renames it over the target (atomic_file), so the target is
-# always the old model or the new one; it refuses NaN or infinite weights. Loading never
-# unpickles and, as safetensors does, checks what the file declares before it allocates: every
-# array's header against the archive's real sizes, all of them against one budget,
-# MAX_MODEL_BYTES, and each layer's settings against the arrays. Then it builds the layers one
-# at a time, fills each, and runs a test example through it, counting what a batch of
-# PREDICT_BATCH examples would keep: the model and that batch must fit in the budget.
+# A model file is a NumPy .npz archive (a zip of .npy arrays): "architecture", a JSON string
+# of the format, the loss, input_shape and each layer's type and config(); "layer{i}_{j}", the
+# j-th parameter of layer i; "layer{i}_buffer{j}", its j-th buffer. Saving is all or nothing
+# (atomic_file) and refuses NaN or infinite weights. Loading never unpickles and, as
+# safetensors does, checks every array's header against the archive's real sizes and all of
+# them against one budget, MAX_MODEL_BYTES, before it builds a layer; then it builds, fills and
+# runs each layer on a test example, counting what a batch of PREDICT_BATCH would keep.
 # ----------------------------------------------------------------------------------------------
 
 MODEL_FORMAT = "nn.Network v3"
@@ -1737,12 +1728,11 @@ def _load_network(network_class, path, custom_objects):
     if custom_objects is not None and not isinstance(custom_objects, dict):
         raise ValueError(f"custom_objects must be a dict of layer classes by name, e.g. "
                          f"{{'Scale': Scale}}, got {custom_objects!r}")
-    known = dict(LAYER_TYPES)
     for name, cls in (custom_objects or {}).items():
         if not (isinstance(name, str) and isinstance(cls, type) and issubclass(cls, Layer)):
             raise ValueError(f"custom_objects[{name!r}] must be a Layer class under its name, "
                              f"got {cls!r}")
-        known[name] = cls
+    known = {**LAYER_TYPES, **(custom_objects or {})}
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no model file at {path}")
     try:
@@ -1931,20 +1921,11 @@ def _over_budget(path, what):
 # ----------------------------------------------------------------------------------------------
 # D. check_gradients: is backward right? Compare it with finite differences.
 #
-# An array's gradient is right when its relative error |analytic - numerical| / (|analytic| +
-# |numerical|) (norms over the whole array) is below GRADIENT_THRESHOLD. A right backward
-# gives about 1e-10 in float64, a real mistake (a wrong element, a missing factor 2, the input
-# and grad_output swapped) 1e-4 to 1. No x passes a mistake that it cannot show:
-# - A layer is checked on the loss sum(output * R) with R drawn from a random stream of its
-#   own: were R the learner's x (both the first draws of default_rng(0)), any mix-up of the
-#   input with grad_output would cancel out.
-# - backward runs twice after one forward: a gradient added to (+=) instead of overwritten
-#   comes out twice as large the second time.
-# - What backward returns is checked before any number is: None, a wrong shape or dtype, NaN
-#   or inf is named, and counts as wrong (never as an error of 0).
-# - A float array that changes the output but is not listed is named; numbers too large for
-#   a step of eps are refused; and a check that passed looks again at two or more examples of
-#   random numbers of both signs, which show what the learner's x could not.
+# A right backward gives a relative error of about 1e-10 in float64, a real mistake (a wrong
+# element, a missing factor 2, the input and grad_output swapped) 1e-4 to 1. R has a random
+# stream of its own: were it the learner's x (both the first draws of default_rng(0)), a mix-up
+# of the input with grad_output would cancel out. What backward returns is checked before any
+# number is: None, a wrong shape or dtype, NaN or inf is named and counts as wrong, never as 0.
 # ----------------------------------------------------------------------------------------------
 
 GRADIENT_THRESHOLD = 1e-6        # relative error: below it right, at or above it wrong
@@ -1981,94 +1962,103 @@ def check_gradients(model, x, y=None, eps=1e-6, training=False, verbose=True, se
            model, so a random layer such as Dropout uses the same mask every time.
     seed   chooses R (from a random stream that no default_rng(seed) of yours shares).
 
-    Prints (verbose) and returns a GradientReport: {array name: relative error}, arrays named
-    by the layer's attributes ("input", "weights", ...; "layer 2 Dense weights" in a network),
-    with the verdict `.right`: every relative error |analytic - numerical| / (|analytic| +
-    |numerical|) below GRADIENT_THRESHOLD (1e-6), and nothing wrong with what backward returned.
-    The model itself is not changed: the check runs on a float64 copy. A central difference
-    (f(w + eps) - f(w - eps)) / (2 eps) is off by about eps^2 times the third derivative:
-    1e-12 here, far below any real mistake.
+    Prints (verbose) and returns a GradientReport, {array name: relative error} ("input",
+    "weights", ...; "layer 2 Dense weights" in a network), whose `.right` is the verdict. The
+    model is not changed: the check runs on a float64 copy. A central difference (f(w + eps) -
+    f(w - eps)) / (2 eps) is off by about eps^2 times the third derivative: 1e-12 here.
     """
     is_network = isinstance(model, Network)
     if not (is_network or isinstance(model, Layer)):
         raise ValueError(f"check_gradients checks a Layer or a Network, got {model!r}")
-    if not _is_number(eps) or eps <= 0:
-        raise ValueError(f"check_gradients eps must be a positive finite number, got {eps!r}")
+    _check_number(eps, "check_gradients eps", "> 0", lambda e: e > 0)
     _check_whole(seed, "check_gradients seed", 0)
-    x = _checked_float64(x, "x")
-    if is_network:
-        if y is None:
-            raise ValueError("check_gradients on a Network needs the targets y")
-        y = _checked_float64(y, "y")
+    if is_network and y is None:
+        raise ValueError("check_gradients on a Network needs the targets y")
+    names = ("check_gradients x", "check_gradients y")
+    x, y = (_checked_data(x, y, np.float64, names) if is_network
+            else (_checked_inputs(x, np.float64, names[0]), None))
+    x = x.copy()                             # nudged in place: never the caller's own array
+    title = "the network" if is_network else repr(model)
+    report = GradientReport(title, *_gradient_errors(model, x, y, eps, training, seed, title))
+    if verbose:
+        print(report)
+    return report
+
+
+def _gradient_errors(model, x, y, eps, training, seed, title):
+    """check_gradients' findings, ({array name: relative error}, [problems]), on a float64
+    copy of the model, the master; in training, each pass runs on a fresh copy of it."""
+    is_network = isinstance(model, Network)
     master = copy.deepcopy(model)
     layers = master.layers if is_network else [master]
     _cast_parameters(layers, np.float64)
     if not is_network:
         master.input_gradient_needed = True
-    title = "the network" if is_network else repr(model)
 
-    def run():                               # the model to run: the master or a fresh copy
-        return copy.deepcopy(master) if training else master
-
-    def forward(target):
+    def forward():                           # (the model run, its output at x)
+        target = copy.deepcopy(master) if training else master
         if is_network:
-            return target.forward(x, training=training)
+            return target, target.forward(x, training=training)
         target.training = training
-        return target.forward(x)
+        return target, target.forward(x)
 
-    # The arrays to check: (name, the master's array, where its gradient is in a model (layer
-    # i, pair j), and words for what backward gave: "Scale(n=3): grad_scale is", "dL/d(scale)").
-    checks = [] if is_network else [("input", x, None, f"{title}.backward returned",
-                                      "dL/d(input)")]
+    def loss():
+        target, out = forward()
+        return target.loss(y, out) if is_network else float(np.sum(out * upstream))
+
+    def slope(array, at, step):              # dL along `step` at array[at], central differences
+        kept = array[at].copy()
+        array[at] = kept + eps * step
+        plus = loss()
+        array[at] = kept - eps * step
+        minus = loss()
+        array[at] = kept
+        return (plus - minus) / (2 * eps)
+
+    def where(i, layer):
+        return f"layer {i} ({layer!r})" if is_network else title
+
+    # The arrays to check: (name, the master's array, and words for what backward gave:
+    # "Scale(n=3): grad_scale is", "dL/d(scale)"), in the order of gradients() below.
+    checks = [] if is_network else [("input", x, f"{title}.backward returned", "dL/d(input)")]
     for i, layer in enumerate(layers):
-        where = f"layer {i} ({layer!r})" if is_network else title
         for j, (param, grad) in enumerate(layer.parameters()):
             name = (_attribute_names(layer, param, required=False) or [f"parameter {j}"])[0]
             grad_name = (_attribute_names(layer, grad, required=False)
                          or [f"the gradient of {name}"])[0]
             checks.append(((f"layer {i} {type(layer).__name__} " if is_network else "") + name,
-                           param, (i, j), f"{where}: {grad_name} is", f"dL/d({name})"))
+                           param, f"{where(i, layer)}: {grad_name} is", f"dL/d({name})"))
 
-    # Analytic gradients: one forward, then backward twice with the same R.
-    problems = []
-    target = run()
+    def gradients(target, out):              # what one backward gave, one per check
+        given = [target.backward(y, out) if is_network else target.backward(upstream.copy())]
+        given += [grad for twin in (target.layers if is_network else [target])
+                  for _, grad in twin.parameters()]
+        return [gradient.copy() if isinstance(gradient, np.ndarray) else gradient
+                for gradient in given[1 if is_network else 0:]]
+
+    # Analytic gradients: one forward, then backward twice with the same R (a gradient added to,
+    # +=, instead of overwritten comes out twice as large the second time).
     try:
-        out = forward(target)
-    except LayerError as error:              # a Network names the layer
-        return _report(title, {name: math.inf for name, *_ in checks}, [str(error)], verbose)
-    if not isinstance(out, np.ndarray):
-        problems.append(f"{title}: forward returned {_described(out)}; expected its output, "
-                        f"an array (is a `return` missing?)")
-        return _report(title, {name: math.inf for name, *_ in checks}, problems, verbose)
-    upstream = np.random.default_rng([_UPSTREAM_STREAM, seed]).standard_normal(out.shape)
-    largest = max(float(np.abs(out).max(initial=0)), float(np.abs(x).max()))
-    if math.isfinite(largest) and largest * np.finfo(np.float64).eps > eps / 100:
-        raise ValueError(f"check_gradients cannot trust finite differences here: the numbers "
-                         f"reach {largest:.1e}, where a step of eps={eps:g} is lost in rounding; "
-                         f"scale x to ordinary sizes (or choose a larger eps)")
-
-    def gradients(target, out):              # {name: the gradient one backward gave}
-        if is_network:
-            target.backward(y, out)
-            given = {}
-        else:
-            given = {"input": _copied(target.backward(upstream.copy()))}
-        twins = target.layers if is_network else [target]
-        for name, _, (i, j), *_ in checks[0 if is_network else 1:]:
-            given[name] = _copied(twins[i].parameters()[j][1])
-        return given
-
-    try:
+        target, out = forward()
+        if not isinstance(out, np.ndarray):
+            raise LayerError(f"{title}: forward returned {_described(out)}; expected its "
+                             f"output, an array (is a `return` missing?)")
+        upstream = np.random.default_rng([_UPSTREAM_STREAM, seed]).standard_normal(out.shape)
+        largest = max(float(np.abs(out).max(initial=0)), float(np.abs(x).max()))
+        if math.isfinite(largest) and largest * np.finfo(np.float64).eps > eps / 100:
+            raise ValueError(f"check_gradients cannot trust finite differences here: the "
+                             f"numbers reach {largest:.1e}, where a step of eps={eps:g} is "
+                             f"lost in rounding; scale x to ordinary sizes (or a larger eps)")
         passes = [gradients(target, out) for _ in range(2)]
-    except LayerError as error:              # a Network names the layer that returned it
-        problems.append(str(error))
-        return _report(title, {name: math.inf for name, *_ in checks}, problems, verbose)
+    except LayerError as error:              # a Network names the layer
+        return {name: math.inf for name, *_ in checks}, [str(error)]
 
     # A float array of a layer that changes the output though neither parameters() nor
     # buffers() lists it would never train (nor be saved): nudge each and watch the output.
+    problems = []
     listed = [array for layer in layers for pair in layer.parameters() for array in pair]
     listed += [array for layer in layers for array in layer.buffers()] + [x]
-    before = forward(run()).copy()         # a copy: a layer may keep its output and return it
+    before = forward()[1].copy()             # a copy: a layer may keep its output and return it
     for i, layer in enumerate(layers):
         for name, value in list(vars(layer).items()):
             if not (isinstance(value, np.ndarray) and value.dtype.kind == "f" and value.size
@@ -2077,31 +2067,19 @@ def check_gradients(model, x, y=None, eps=1e-6, training=False, verbose=True, se
                 continue
             kept = value.copy()
             value += 1e-3 * (1 + np.abs(value))
-            changed = not np.array_equal(forward(run()), before)
+            changed = not np.array_equal(forward()[1], before)
             value[...] = kept
             if changed:
-                problems.append(f"{f'layer {i} ({layer!r})' if is_network else title}: {name} "
-                                f"changes the output but is not in parameters(): it will never "
-                                f"train (or, if it must not, list it in buffers())")
-
-    def loss():
-        target = run()
-        out = forward(target)
-        return target.loss(y, out) if is_network else float(np.sum(out * upstream))
+                problems.append(f"{where(i, layer)}: {name} changes the output but is not in "
+                                f"parameters(): it will never train (or, if it must not, list "
+                                f"it in buffers())")
 
     # Numerical gradients: nudge each number of each array of the master, up and down.
     errors = {}
-    for name, array, _, said, meaning in checks:
-        numerical = np.zeros_like(array)
-        for index in np.ndindex(array.shape):
-            original = array[index]
-            array[index] = original + eps
-            plus = loss()
-            array[index] = original - eps
-            minus = loss()
-            array[index] = original
-            numerical[index] = (plus - minus) / (2 * eps)
-        found = _gradient_problem(said, meaning, passes[0][name], array.shape)
+    for (name, array, said, meaning), first, second in zip(checks, *passes):
+        numerical = np.reshape([slope(array, index, 1) for index in np.ndindex(array.shape)],
+                               array.shape)
+        found = _gradient_problem(said, meaning, first, array.shape)
         if found is None and not np.all(np.isfinite(numerical)):
             found = (f"{name}: the finite differences are NaN or inf (the forward pass is not "
                      f"finite near this x), so nothing can be checked")
@@ -2109,16 +2087,13 @@ def check_gradients(model, x, y=None, eps=1e-6, training=False, verbose=True, se
             problems.append(found)
             errors[name] = math.inf
             continue
-        first, second = passes[0][name], passes[1][name]
         errors[name] = max(relative_error(first, numerical), relative_error(second, numerical))
-        if not relative_error(first, second) < GRADIENT_THRESHOLD:
-            problems.append(
-                f"{title}.backward returned another dL/d(input) when run again with the same "
-                f"grad_output: does it change what forward remembered?" if name == "input" else
-                f"{said} not the same when backward runs again with the same grad_output: "
-                f"overwrite a gradient (grad[...] = ...), never add to it (+=)")
+        if not relative_error(first, second) < GRADIENT_THRESHOLD:   # += for =, most often
+            problems.append(f"{said} not the same when backward runs again with the same "
+                            f"grad_output: overwrite a gradient (grad[...] = ...), never add to "
+                            f"it (+=), and leave what forward remembered as it is")
     if problems or not all(error < GRADIENT_THRESHOLD for error in errors.values()):
-        return _report(title, errors, problems, verbose)
+        return errors, problems
 
     # A second look, at two or more examples of random numbers of both signs in place of x: a
     # backward right only at x (a ReLU's mask forgotten, on positive x; a mean for a sum, on
@@ -2129,30 +2104,24 @@ def check_gradients(model, x, y=None, eps=1e-6, training=False, verbose=True, se
     y = None if y is None else np.concatenate([y, y])[:len(x)]
     with np.errstate(all="ignore"):
         try:
-            target = run()
-            out = forward(target)
+            target, out = forward()
         except Exception:                    # a layer of yours that takes only some inputs:
             out = None                       # your x was the check
         if not (isinstance(out, np.ndarray) and np.all(np.isfinite(out))):
-            return _report(title, errors, problems, verbose)
+            return errors, problems
         upstream = rng.standard_normal(out.shape)
         try:
             given = gradients(target, out)
         except LayerError as error:          # a Network names the layer that returned it
-            return _report(title, errors, problems + [f"{error} (at other examples)"], verbose)
-        for name, array, _, said, meaning in checks:
+            return errors, [f"{error} (at other examples)"]
+        for (name, array, said, meaning), gradient in zip(checks, given):
             array = x if name == "input" else array
-            found = _gradient_problem(said, meaning, given[name], array.shape)
+            found = _gradient_problem(said, meaning, gradient, array.shape)
             if found is None:
-                direction, kept = rng.standard_normal(array.shape), array.copy()
-                array += eps * direction
-                plus = loss()
-                array[...] = kept - eps * direction
-                minus = loss()
-                array[...] = kept
-                numerical = (plus - minus) / (2 * eps)
-                error = abs(float(np.sum(given[name] * direction)) - numerical) / (
-                    np.linalg.norm(given[name]) * np.linalg.norm(direction) + abs(numerical))
+                direction = rng.standard_normal(array.shape)
+                numerical = slope(array, ..., direction)
+                error = abs(float(np.sum(gradient * direction)) - numerical) / (
+                    np.linalg.norm(gradient) * np.linalg.norm(direction) + abs(numerical))
                 if not error >= GRADIENT_THRESHOLD:      # right, or not defined there (NaN)
                     continue
                 errors[name], found = error, "does backward hold for every input and batch?"
@@ -2160,35 +2129,7 @@ def check_gradients(model, x, y=None, eps=1e-6, training=False, verbose=True, se
                 errors[name] = math.inf
             problems.append(f"{name}: right at this x, but not at other examples (random "
                             f"numbers of both signs): {found}")
-    return _report(title, errors, problems, verbose)
-
-
-def _report(title, errors, problems, verbose):
-    report = GradientReport(title, errors, problems)
-    if verbose:
-        print(report)
-    return report
-
-
-def _checked_float64(values, name):
-    if np.iscomplexobj(values):
-        raise ValueError(f"check_gradients {name} must hold real numbers, got complex ones")
-    try:
-        values = np.array(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"check_gradients {name} must be an array of numbers, got "
-                         f"{type(values).__name__}") from None
-    if values.ndim < 1 or values.size == 0:
-        raise ValueError(f"check_gradients {name} must be a batch (examples, ...), got shape "
-                         f"{values.shape}")
-    if not np.all(np.isfinite(values)):
-        raise ValueError(f"check_gradients {name} must hold finite numbers, but it contains "
-                         f"NaN or infinity")
-    return values
-
-
-def _copied(gradient):
-    return gradient.copy() if isinstance(gradient, np.ndarray) else gradient
+    return errors, problems
 
 
 def _described(value):
@@ -2203,12 +2144,11 @@ def _gradient_problem(said, meaning, gradient, shape):
     """One line on what is wrong with `gradient`, which should be `meaning` (dL/d(scale)), a
     float64 array of `shape`, or None if nothing is. `said` introduces it: "Scale(n=3):
     grad_scale is"."""
-    expected = f"{meaning}, a float64 array of shape {shape}"
-    if not isinstance(gradient, np.ndarray):
+    if not (isinstance(gradient, np.ndarray) and gradient.shape == shape
+            and gradient.dtype == np.float64):
         hint = " (is a `return` missing?)" if gradient is None else ""
-        return f"{said} {_described(gradient)}; expected {expected}{hint}"
-    if gradient.shape != shape or gradient.dtype != np.float64:
-        return f"{said} {_described(gradient)}; expected {expected}"
+        return (f"{said} {_described(gradient)}; expected {meaning}, a float64 array of shape "
+                f"{shape}{hint}")
     if not np.all(np.isfinite(gradient)):
         return f"{said} an array holding NaN or inf"
     return None
@@ -2224,9 +2164,6 @@ def relative_error(analytic, numerical):
     analytic, numerical = np.divide(analytic, largest), np.divide(numerical, largest)
     difference = np.linalg.norm(analytic - numerical)
     return float(difference / (np.linalg.norm(analytic) + np.linalg.norm(numerical)))
-
-
-_relative_error = relative_error         # the name exercises.py still uses
 
 
 # ----------------------------------------------------------------------------------------------
