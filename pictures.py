@@ -240,7 +240,8 @@ def prepare(brightness, background="auto"):
                    if gray.shape[axis] > 1), default=0.0)
     noise = typical / 0.6745 / np.sqrt(2) / max(np.median(page), 0.05)
     sigma = min(noise / 0.02, 4, max(shape) / 200)
-    if noise > 0.04 and sigma > 0.5:          # what is left of the noise: the page's spread
+    smoothed = noise > 0.04 and sigma > 0.5
+    if smoothed:                     # what is left of the noise: the page's spread
         gray = gaussian(gray, sigma=sigma)
         left = (page - gray) / np.maximum(page, 0.05)
         noise = 1.4826 * np.median(np.abs(left - np.median(left)))
@@ -260,8 +261,8 @@ def prepare(brightness, background="auto"):
                      for size in windows], 0)
     steps = Preparation(gray, light_page, page, ink, inked)
     # 8. The digit is the ink a person takes for it (see _digit), judged on its own groups.
-    #    Its ink must stand out from the page around it by far more than that page varies:
-    #    blobs of smoothed noise do not.
+    #    In a smoothed picture, its ink must stand out from the page around it by far more
+    #    than that page varies: blobs of smoothed noise do not.
     steps.digit_mask, steps.several = _digit(inked, ink)
     if steps.digit_mask is None:
         return steps
@@ -272,7 +273,7 @@ def prepare(brightness, background="auto"):
     around = (slice(max(0, rows[0] - margin), rows[-1] + 1 + margin),
               slice(max(0, columns[0] - margin), columns[-1] + 1 + margin))
     rest = ink[around][~inked[around]]
-    if rest.size and ink[steps.digit_mask].mean() - np.median(rest) < 5 * rest.std():
+    if smoothed and rest.size and ink[steps.digit_mask].mean() - np.median(rest) < 5 * rest.std():
         steps.digit_mask = steps.box = None
         return steps
     # 9. A small digit in a large photo: its ink read again at full resolution, around the
