@@ -131,10 +131,12 @@ def check_flags(args):
         _check_figure_format(args.plot)
     if args.predict and predicts_images(args.predict):
         _require("PIL", "--predict with images", "pillow")
+        _require("skimage", "--predict with images", "scikit-image")
     if args.port and not args.draw:
         raise DataError("--port is where --draw serves its page: give --draw too")
     if args.draw:
         _require("PIL", "--draw", "pillow")
+        _require("skimage", "--draw", "scikit-image")
         _check_port(args.port)
 
 

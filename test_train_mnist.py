@@ -1232,8 +1232,11 @@ class TestCommandLine(Files):
     def test_missing_optional_packages_are_named_before_any_work(self):
         picture = self.path("digit.png")
         for flags, package in ((["--plot", self.path("f.png")], "matplotlib"),
-                               (["--predict", picture], "pillow")):
-            module = {"matplotlib": "matplotlib", "pillow": "PIL"}[package]
+                               (["--predict", picture], "pillow"),
+                               (["--predict", picture], "scikit-image"),
+                               (["--draw"], "scikit-image")):
+            module = {"matplotlib": "matplotlib", "pillow": "PIL",
+                      "scikit-image": "skimage"}[package]
             with self.subTest(package=package), mock.patch.dict(sys.modules, {module: None}):
                 status, output, errors = run_main("--quiet", *flags)
                 self.assertEqual((status, output), (2, ""))
