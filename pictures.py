@@ -76,7 +76,7 @@ def _without_rules(ink, noise):
         length = view.shape[0]
         thin = max(3, round(0.02 * length)) if len(starts) >= 3 else 0.02 * length
         for start, stop in zip(starts, stops):
-            if stop - start <= thin:
+            if stop - start <= thin and medians[start:stop].max() < 0.5:   # faint
                 view[start:stop] = np.clip(view[start:stop] - medians[start:stop, None], 0, 1)
     return ink
 
