@@ -121,7 +121,8 @@ def _light_page(small):
 def _digit(inked, ink):
     """The groups of connected ink (8-neighbours) a person takes for the digit: (mask, several).
     Judged against the largest group, the main stroke: specks much smaller than it go; so do
-    groups touching the border that do not reach the picture's middle third and are larger
+    groups touching the border (or spanning most of the picture: the desk around a sheet)
+    that do not reach the picture's middle third and are larger
     or thicker than it (a thumb, the desk beyond the sheet), frames around it and straight
     lines under it (a printed box, an underline, a ruled line), and groups far from it.
     Nothing is taken away when nothing would be left."""
@@ -130,13 +131,12 @@ def _digit(inked, ink):
     groups = [g for g in regionprops(labels, intensity_image=ink) if g.area > 1]
     if not groups:                   # lone pixels are specks, not strokes
         return None, False
-    largest_area = max(g.area for g in groups)       # noise specks go first, all at once
-    groups = [g for g in groups if g.area >= 0.01 * largest_area]
     height, width = inked.shape
 
-    def border(group):
+    def border(group):               # touching the border, or reaching across most of it
         top, left, bottom, right = group.bbox
-        return top == 0 or left == 0 or bottom == height or right == width
+        return top == 0 or left == 0 or bottom == height or right == width \
+            or bottom - top > 0.75 * height or right - left > 0.75 * width
 
     def reaches_middle(group):
         rows, columns = group.coords[:, 0], group.coords[:, 1]
@@ -152,6 +152,10 @@ def _digit(inked, ink):
 
     def largest(kept):
         return max(kept, key=lambda g: g.area)
+
+    inner = [g for g in groups if not border(g) or reaches_middle(g)] or groups
+    largest_area = largest(inner).area  # noise specks go first, all at once, judged against
+    groups = [g for g in groups if g.area >= 0.01 * largest_area]   # strokes (not a desk)
 
     frames = [g for g in groups if g.area_filled > 3 * g.area
               and thickness(g) < 0.1 * min(g.bbox[2] - g.bbox[0], g.bbox[3] - g.bbox[1])
