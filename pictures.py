@@ -296,6 +296,8 @@ def prepare(brightness, background="auto"):
     top, left, bottom, right = steps.box
     box = np.where(steps.digit_mask, ink, 0)[top:bottom, left:right]
     box = np.minimum(box / np.percentile(box[box > 0], 90), 1)   # full ink: most of a stroke
+    box[steps.digit_mask[top:bottom, left:right]] = np.maximum(   # ink washed out by glare is
+        box[steps.digit_mask[top:bottom, left:right]], 0.5)      # still at least half a stroke
     size = 20 / max(box.shape)
     small = np.clip(_resized(box, tuple(max(1, round(side * size)) for side in box.shape)), 0, 1)
     small /= small.max()                            # [0, 1], full ink at 1
