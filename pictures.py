@@ -292,12 +292,11 @@ def prepare(brightness, background="auto"):
         return steps
     # 10. Crop to the digit's box, then scale it so that its longer side is 20 pixels,
     #    keeping the aspect ratio. Resampling averages the many pixels of a stroke's edge into
-    #    grey ones: MNIST's anti-aliasing. Its strokes peak at full ink (255), so do ours.
+    #    grey ones: MNIST's anti-aliasing. Its strokes peak at full ink (255), so do ours:
+    #    full ink is most of a stroke's, and ink washed out by glare is still half a stroke.
     top, left, bottom, right = steps.box
     box = np.where(steps.digit_mask, ink, 0)[top:bottom, left:right]
-    box = np.minimum(box / np.percentile(box[box > 0], 90), 1)   # full ink: most of a stroke
-    box[steps.digit_mask[top:bottom, left:right]] = np.maximum(   # ink washed out by glare is
-        box[steps.digit_mask[top:bottom, left:right]], 0.5)      # still at least half a stroke
+    box = np.where(box > 0, np.clip(box / np.percentile(box[box > 0], 90), 0.5, 1), 0)
     size = 20 / max(box.shape)
     small = np.clip(_resized(box, tuple(max(1, round(side * size)) for side in box.shape)), 0, 1)
     small /= small.max()                            # [0, 1], full ink at 1
