@@ -1645,8 +1645,9 @@ def _save_network(net, path):
                                  f"infinity, so the model is broken")
             arrays[name] = array
     input_shape = net.input_shape
-    if input_shape is None and isinstance(net.layers[0], Dense):    # known without a run
-        input_shape = (net.layers[0].n_in,)
+    n_in = net.layers[0].config().get("n_in")    # a first layer that names its inputs (Dense)
+    if input_shape is None and isinstance(n_in, int):               # known without a run
+        input_shape = (n_in,)
     if input_shape is None:
         raise ValueError("cannot save a network that has never seen an example: run it once "
                          "(fit, predict or evaluate), so that the file can say what it takes")
