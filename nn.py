@@ -948,10 +948,9 @@ class Network:
         "size"; on_epoch_end(epoch, logs), logs holding the epoch's values in history; and
         on_train_end(), however fit ends. nn_parallel.AdaptiveBlasThreads() is one.
         """
-        optimizer = SGD(lr=0.01) if optimizer is None else optimizer
-        callbacks = [] if callbacks is None else callbacks
-        X, Y, validation_data = _prepared_fit(self, X, Y, epochs, batch_size, optimizer,
-                                              validation_data, seed, patience, workers, callbacks)
+        X, Y, validation_data, optimizer, callbacks = _prepared_fit(
+            self, X, Y, epochs, batch_size, optimizer, validation_data, seed, patience, workers,
+            callbacks)                       # checked; the data in the network's dtype
         rng, history, best_loss, best_state = np.random.default_rng(seed), {}, np.inf, None
         # While an epoch runs, a counter redrawn with "\r" where that redraws the line: on a
         # terminal and in a notebook (Jupyter, Colab), not in a file or a pipe.
@@ -1026,7 +1025,7 @@ class Network:
     def predict(self, X, batch_size=128):
         """The network's outputs for X, computed in batches, in inference mode (batches of 128
         keep a convolution's im2col matrix in the processor's cache)."""
-        X = _checked_inputs(X, _one_dtype(self))
+        X = _checked_inputs(X, self.astype(self.dtype).dtype)  # layers that disagree: cast
         _check_whole(batch_size, "batch_size")
         return np.concatenate([self.forward(X[i:i + batch_size])
                                for i in range(0, len(X), batch_size)])
@@ -1043,7 +1042,7 @@ class Network:
         row's target and 0 elsewhere. Every layer then hands dL/d(its input) back as in
         backward, down to the first layer's input, which training never needs. Overwrites the
         layers' gradient arrays, as compute_gradients does."""
-        X = _checked_inputs(X, _one_dtype(self))
+        X = _checked_inputs(X, self.astype(self.dtype).dtype)  # layers that disagree: cast
         P = self.forward(X)
         grad = np.zeros_like(P)
         grad[np.arange(len(P)), target] = 1             # dL/dP
@@ -1385,7 +1384,7 @@ def _checked_batch(net, X, Y, names=("X", "Y")):
     """X and targets Y for fit, train_on_batch and evaluate, in the network's dtype, checked
     against its outputs P on a few examples: the same shape and, for a cross-entropy,
     probabilities on both sides."""
-    X, Y = _checked_data(X, Y, _one_dtype(net), names)
+    X, Y = _checked_data(X, Y, net.astype(net.dtype).dtype, names)   # one dtype, Network.dtype
     P, name, needed = net.forward(X[:32]), names[1], LOSSES[net.loss_name][2]
     if Y.shape[1:] != P.shape[1:]:
         raise ValueError(f"{name} must have shape (examples, {', '.join(map(str, P.shape[1:]))}), "
@@ -1409,8 +1408,10 @@ def _checked_batch(net, X, Y, names=("X", "Y")):
 def _prepared_fit(net, X, Y, epochs, batch_size, optimizer, validation_data, seed, patience,
                   workers, callbacks):
     """What fit does before its first epoch: every argument checked (one clear error before
-    any work), the data cast to the network's dtype, the random layers seeded, and the kind
-    of accuracy decided once, from all the targets."""
+    any work), the defaults filled in, the data cast to the network's dtype, the random layers
+    seeded, and the kind of accuracy decided once, from all the targets."""
+    optimizer = SGD(lr=0.01) if optimizer is None else optimizer
+    callbacks = [] if callbacks is None else callbacks
     _check_whole(epochs, "epochs")
     _check_whole(batch_size, "batch_size")
     _check_whole(workers, "workers", maximum=max_workers())   # the cores, on Linux; 1 elsewhere
@@ -1434,18 +1435,12 @@ def _prepared_fit(net, X, Y, epochs, batch_size, optimizer, validation_data, see
         if seed is not None and hasattr(layer, "reseed"):
             layer.reseed([seed, i])
     net.accuracy_kind = accuracy_kind(Y)
-    return X, Y, validation_data
+    return X, Y, validation_data, optimizer, callbacks
 
 
 # ----------------------------------------------------------------------------------------------
 # B. Around the learning: dtypes, where layers keep their arrays, divergence, fit's reports
 # ----------------------------------------------------------------------------------------------
-
-def _one_dtype(net):
-    """The network's dtype (Network.dtype), after casting any parameter of another dtype to
-    it: a float64 weight among float32 ones would make every product after it float64."""
-    return net.astype(net.dtype).dtype
-
 
 def _cast_parameters(layers, dtype):
     """Make every parameter, gradient and buffer array `dtype` (arrays already of it stay)."""
