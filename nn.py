@@ -811,8 +811,7 @@ class Network:
     """A stack of layers trained with a loss: Keras-like fit, evaluate, predict, save, load."""
 
     def __init__(self, layers, loss="categorical_crossentropy"):
-        self.layers = _checked_layers(layers)
-        _check_loss(loss)
+        self.layers = _checked_layers(layers, loss)
         self.input_shape = None              # the shape of one example, once seen: save records it
         self.loss_name = loss
         self.loss, self.loss_prime, activation, fused_prime = LOSSES[loss]
@@ -937,10 +936,9 @@ class Network:
         best epoch. history["best_epoch"] and history["stopped_epoch"] (None if it ran to the
         end) say what happened.
 
-        workers=N (on Linux, N up to max_workers(), the cores) computes each batch's gradient
-        in N processes at once, each on a part of the batch, for speed: the same gradient up to
-        rounding. It needs nn_parallel.py beside nn.py, whose docstring says what it asks of a
-        layer of your own and how Dropout and BatchNorm behave in it.
+        workers=N (on Linux, N up to max_workers(), the cores) shares each batch out between N
+        processes, for speed: the same gradient up to rounding. nn_parallel.py, beside nn.py,
+        does it; its docstring says what it asks of a layer of your own.
 
         callbacks: objects whose methods, those each has, fit calls as it trains (Keras's
         names): on_train_begin(); on_epoch_begin(epoch); on_train_batch_begin(batch);
@@ -952,8 +950,7 @@ class Network:
             self, X, Y, epochs, batch_size, optimizer, validation_data, seed, patience, workers,
             callbacks)                       # checked; the data in the network's dtype
         rng, history, best_loss, best_state = np.random.default_rng(seed), {}, np.inf, None
-        # While an epoch runs, a counter redrawn with "\r" where that redraws the line: on a
-        # terminal and in a notebook (Jupyter, Colab), not in a file or a pipe.
+        # While an epoch runs, a counter redrawn by "\r": on a terminal or in a notebook only.
         live = verbose and ("ipykernel" in type(sys.stdout).__module__ or sys.stdout.isatty())
         with _helper_processes(self, X, Y, workers, seed) as helpers, \
                 _training(callbacks) as tell, np.errstate(over="ignore", invalid="ignore"):
@@ -1253,20 +1250,22 @@ def _check_float_dtype(dtype, name):
         raise ValueError(f"{name} must be np.float32 or np.float64, got {dtype!r}")
 
 
-def _check_weights(kind, weights):
+def _check_layer(kind, weights, seed, dtype):
+    """What Dense, Conv2D and BatchNorm share: at most MAX_STORED_VALUES weights, a seed (or
+    None) and a float dtype."""
     if weights > MAX_STORED_VALUES:
         raise ValueError(f"{kind} would hold {weights:,} weights, more than the "
                          f"{MAX_STORED_VALUES:,} (MAX_STORED_VALUES) a layer may have")
+    _check_seed(seed, f"{kind} seed")
+    _check_float_dtype(dtype, f"{kind} dtype")
 
 
 def _check_dense_arguments(n_in, n_out, seed, init, dtype):
     _check_whole(n_in, "Dense n_in (number of inputs)")
     _check_whole(n_out, "Dense n_out (number of outputs)")
-    _check_weights("Dense", n_in * n_out)
     if init not in ("he", "glorot"):
         raise ValueError(f"Dense init must be 'he' or 'glorot', got {init!r}")
-    _check_seed(seed, "Dense seed")
-    _check_float_dtype(dtype, "Dense dtype")
+    _check_layer("Dense", n_in * n_out, seed, dtype)
 
 
 def _check_conv_arguments(in_channels, out_channels, kernel_size, stride, padding, seed, dtype):
@@ -1275,17 +1274,14 @@ def _check_conv_arguments(in_channels, out_channels, kernel_size, stride, paddin
     _check_whole(kernel_size, "Conv2D kernel_size", maximum=MAX_WINDOW)
     _check_whole(stride, "Conv2D stride", maximum=MAX_WINDOW)
     _check_whole(padding, "Conv2D padding", 0, maximum=kernel_size - 1)   # more: rims of zeros
-    _check_weights("Conv2D", out_channels * in_channels * kernel_size ** 2)
-    _check_seed(seed, "Conv2D seed")
-    _check_float_dtype(dtype, "Conv2D dtype")
+    _check_layer("Conv2D", out_channels * in_channels * kernel_size ** 2, seed, dtype)
 
 
 def _check_batchnorm_arguments(n, momentum, eps, dtype):
     _check_whole(n, "BatchNorm n")
-    _check_weights("BatchNorm", 2 * n)       # gamma and beta
     _check_number(momentum, "BatchNorm momentum", "in [0, 1]", lambda x: 0 <= x <= 1)
     _check_number(eps, "BatchNorm eps", "> 0", lambda x: x > 0)
-    _check_float_dtype(dtype, "BatchNorm dtype")
+    _check_layer("BatchNorm", 2 * n, None, dtype)
 
 
 def _check_reshape(shape):
@@ -1323,14 +1319,17 @@ def _checked_labels(labels, n_classes):
     if labels.ndim != 1 or labels.dtype.kind not in "iuf":
         raise ValueError(f"{expected}, got shape {labels.shape} and dtype {labels.dtype}")
     with np.errstate(invalid="ignore"):
-        bad = ~((labels >= 0) & (labels < n_classes) & (labels == np.round(labels)))  # NaN too
-    if np.any(bad):
-        i = int(np.argmax(bad))
-        raise ValueError(f"{expected}, got {labels[i]} at index {i}")
+        bad = np.flatnonzero(~((labels >= 0) & (labels < n_classes)
+                               & (labels == np.round(labels))))   # NaN too
+    if bad.size:
+        raise ValueError(f"{expected}, got {labels[bad[0]]} at index {bad[0]}")
     return labels.astype(np.intp)
 
 
-def _checked_layers(layers):
+def _checked_layers(layers, loss):
+    """Network's layers, as a list, and its loss."""
+    if not isinstance(loss, str) or loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; known losses: {', '.join(sorted(LOSSES))}")
     if isinstance(layers, Layer) or not isinstance(layers, (list, tuple)) or not layers:
         raise ValueError(f"Network needs a list of layers (at least one), e.g. [Dense(784, 10), "
                          f"Softmax()], got {layers!r}")
@@ -1343,11 +1342,6 @@ def _checked_layers(layers):
                              f"a layer remembers its last input for backward, so it cannot "
                              f"stand in two places; create a separate layer for each place")
     return list(layers)
-
-
-def _check_loss(loss):
-    if not isinstance(loss, str) or loss not in LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; known losses: {', '.join(sorted(LOSSES))}")
 
 
 def _checked_inputs(X, dtype, name="X", rows="one example per row: shape (examples, ...)"):
@@ -1391,11 +1385,9 @@ def _checked_batch(net, X, Y, names=("X", "Y")):
                          f"the shape of the network's output (one_hot(labels, {P.shape[1]}) "
                          f"makes one-hot rows), got shape {Y.shape}")
     if needed is not None and (P.min() < 0 or P.max() > 1):     # mse (None): any numbers
-        raise ValueError(
-            f"loss {net.loss_name!r} needs probabilities, but the last layer, "
-            f"{net.layers[-1]!r}, gave values from {P.min():g} to {P.max():g}; add "
-            f"{needed.__name__}() at the end (or use loss='mse' for outputs that are not "
-            f"probabilities)")
+        raise ValueError(f"loss {net.loss_name!r} needs probabilities: add {needed.__name__}() "
+                         f"at the end (or use loss='mse'); the last layer, {net.layers[-1]!r}, "
+                         f"gave values from {P.min():g} to {P.max():g}")
     rows = needed is Softmax                 # categorical: each row a distribution
     if needed is not None and (Y.min() < 0 or Y.max() > 1
                                or rows and np.abs(Y.sum(axis=1) - 1).max() > 1e-3):
@@ -1488,12 +1480,11 @@ class LayerError(ValueError):
 def _check_returned(i, layer, method, expected, value, shape=None):
     """Network.forward and backward name the layer whose forward or backward returned no array
     (a missing `return`), or a gradient of the wrong shape, before another layer trips on it."""
-    if isinstance(value, np.ndarray) and (shape is None or value.shape == shape):
-        return
-    wanted = "an array" + ("" if shape is None else f" of shape {shape}, its input's shape")
-    hint = " (is a `return` missing?)" if value is None else ""
-    raise LayerError(f"layer {i} ({layer!r}): {method} returned {_described(value)}; expected "
-                     f"{expected}, {wanted}{hint}")
+    if not isinstance(value, np.ndarray) or shape not in (None, value.shape):
+        wanted = "an array" + ("" if shape is None else f" of shape {shape}, its input's shape")
+        hint = " (is a `return` missing?)" if value is None else ""
+        raise LayerError(f"layer {i} ({layer!r}): {method} returned {_described(value)}; "
+                         f"expected {expected}, {wanted}{hint}")
 
 
 def _divergence(what, optimizer):
@@ -2096,12 +2087,11 @@ def relative_error(analytic, numerical):
 # ----------------------------------------------------------------------------------------------
 # E. The convolutional layers' helpers: memory layout
 #
-# Inside im2col and col2im the numbers are kept as (channels, height, width, batch), the batch
-# innermost, and Conv2D hands on its output as a (batch, channels, height, width) *view* of
-# them (a transpose moves no numbers). NumPy pays a fixed cost for each run of neighbouring
-# numbers it walks; this way every slice is made of runs at least `batch` long, not of short
-# image rows. ReLU and MaxPool2D keep the memory order they are given, so the next Conv2D
-# finds its input already in this layout.
+# Inside im2col and col2im the numbers are kept as (channels, height, width, batch), and Conv2D
+# hands on its output as a (batch, channels, height, width) *view* of them. NumPy pays a fixed
+# cost for each run of neighbouring numbers it walks: with the batch innermost, every slice is
+# made of runs `batch` long, not of short image rows. ReLU and MaxPool2D keep the memory order
+# they are given, so the next Conv2D finds its input already in this layout.
 # ----------------------------------------------------------------------------------------------
 
 def _conv_output_shape(height, width, k, stride, padding):
