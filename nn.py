@@ -896,10 +896,9 @@ class Network:
         return loss, self.accuracy(Y, P, self.accuracy_kind)
 
     def train_on_batch(self, X, Y, optimizer):
-        """One step of gradient descent on one batch: forward, loss, backward, update.
-        Returns (loss, accuracy) on the batch as it was before the step (accuracy may be None).
-        X, Y and the optimizer are checked as fit checks them (fit itself checks its data once
-        and then takes the same steps without checking each batch again)."""
+        """One step of gradient descent on one batch: forward, loss, backward, update; returns
+        (loss, accuracy) on the batch before the step (accuracy may be None). X, Y and the
+        optimizer are checked as fit checks them (fit checks its data once, not every batch)."""
         _check_optimizer(optimizer)
         X, Y = _checked_batch(self, X, Y)
         loss, accuracy = self.compute_gradients(X, Y)
@@ -940,11 +939,10 @@ class Network:
         processes, for speed: the same gradient up to rounding. nn_parallel.py, beside nn.py,
         does it; its docstring says what it asks of a layer of your own.
 
-        callbacks: objects whose methods, those each has, fit calls as it trains (Keras's
-        names): on_train_begin(); on_epoch_begin(epoch); on_train_batch_begin(batch);
-        on_train_batch_end(batch, logs), logs holding the batch's "loss", "accuracy" and
-        "size"; on_epoch_end(epoch, logs), logs holding the epoch's values in history; and
-        on_train_end(), however fit ends. nn_parallel.AdaptiveBlasThreads() is one.
+        callbacks: objects with any of Keras's methods, which fit calls: on_train_begin(),
+        on_epoch_begin(epoch), on_train_batch_begin(batch), on_train_batch_end(batch, logs) with
+        the batch's "loss", "accuracy" and "size", on_epoch_end(epoch, logs) with the epoch's
+        values in history, on_train_end() however fit ends; e.g. nn_parallel.AdaptiveBlasThreads().
         """
         X, Y, validation_data, optimizer, callbacks = _prepared_fit(
             self, X, Y, epochs, batch_size, optimizer, validation_data, seed, patience, workers,
@@ -1516,15 +1514,17 @@ PROGRESS_SECONDS = 0.5           # fit's live counter is redrawn at most this of
 def _say_if_at_chance(X, Y, accuracy, optimizer):
     """After fit's first epoch on one-hot targets Y: if the accuracy is no better than chance,
     one line that says so and the likeliest cause the inputs X and the optimizer show."""
+    if accuracy > 1 / Y.shape[1] + 0.05:
+        return
     largest = float(max(X.max(), -X.min()))
     usual = {SGD: 0.1, Adam: 0.001}.get(type(optimizer))     # learning rates that work here
-    if accuracy <= 1 / Y.shape[1] + 0.05:
-        cause = (f"the inputs go up to {largest:g}: scale them to [0, 1] (X / {largest:g})"
-                 if largest > 10 else
-                 f"lr is {optimizer.lr:g}, far above the usual {usual:g} for "
-                 f"{type(optimizer).__name__}: try {usual:g}" if usual and optimizer.lr > 10 * usual
-                 else "do the labels belong to the inputs?")
-        print(f"Accuracy {accuracy:.4f} after epoch 1 is chance for {Y.shape[1]} classes: {cause}")
+    cause = "do the labels belong to the inputs?"
+    if largest > 10:
+        cause = f"the inputs go up to {largest:g}: scale them to [0, 1] (X / {largest:g})"
+    elif usual and optimizer.lr > 10 * usual:
+        cause = (f"lr is {optimizer.lr:g}, far above the usual {usual:g} for "
+                 f"{type(optimizer).__name__}: try {usual:g}")
+    print(f"Accuracy {accuracy:.4f} after epoch 1 is chance for {Y.shape[1]} classes: {cause}")
 
 
 # ----------------------------------------------------------------------------------------------
