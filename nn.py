@@ -1459,9 +1459,8 @@ def _attribute_names(layer, array, required=True):
     names = [name for name, value in vars(layer).items() if value is array]
     if not names and required:
         raise ValueError(f"{layer!r} returns from parameters() or buffers() an array that is "
-                         f"not one of its attributes, so nn cannot replace it (to convert its "
-                         f"dtype, or to share it between processes): keep each parameter, "
-                         f"gradient and buffer as self.<name>")
+                         f"not one of its attributes, so nn cannot cast it or share it with "
+                         f"fit's processes: keep each parameter, gradient, buffer as self.<name>")
     return names
 
 
