@@ -1498,8 +1498,9 @@ def _training(callbacks):
     `event` (those that have it); tells on_train_begin, and on_train_end however fit ends."""
     def tell(event, *arguments):
         for callback in callbacks:
-            if hasattr(callback, event):
-                getattr(callback, event)(*arguments)
+            method = getattr(callback, event, None)
+            if method is not None:
+                method(*arguments)
     tell("on_train_begin")
     try:
         yield tell
