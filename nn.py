@@ -982,7 +982,7 @@ class Network:
                 if validation_data is not None:
                     logs["val_loss"], logs["val_accuracy"] = self.evaluate(*validation_data)
                 finite = all(np.isfinite(param).all() for param, _ in self.parameters())
-                if not (finite and np.isfinite(logs.get("val_loss", 0.0))):    # a step broke them
+                if not (finite and np.isfinite(logs.get("val_loss", 0.0))):    # diverged
                     raise _divergence(f"in epoch {epoch}, " + (
                         f"the validation loss became {logs['val_loss']}" if finite
                         else "a weight became NaN or infinite"), optimizer)
@@ -1350,10 +1350,9 @@ def _checked_inputs(X, dtype, name="X", rows="one example per row: shape (exampl
         raise ValueError(f"{name} must hold real numbers, got dtype {X.dtype}")
     if X.ndim < 2 or len(X) == 0:
         raise ValueError(f"{name} must have {rows}, got shape {X.shape}")
-    # One cast, up front: float64 data into float32 weights would make every product of
-    # every batch run in float64, about twice as slow. Rows must lie contiguously in memory:
-    # taking a batch of rows from a column-major array (what pandas' to_numpy() often
-    # returns) is over ten times slower. At most one copy, and only if needed.
+    # One cast and at most one copy, up front: float64 data would make every product of every
+    # batch float64 (about twice as slow), and taking a batch of rows from a column-major array
+    # (what pandas' to_numpy() often returns) is over ten times slower than from a row-major one.
     with np.errstate(over="ignore"):     # beyond float32's range becomes inf, refused below
         X = np.ascontiguousarray(X, dtype=dtype)
     if not np.all(np.isfinite(X)):
