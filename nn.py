@@ -1249,8 +1249,7 @@ def _check_float_dtype(dtype, name):
 
 
 def _check_layer(kind, weights, seed, dtype):
-    """What Dense, Conv2D and BatchNorm share: at most MAX_STORED_VALUES weights, a seed (or
-    None) and a float dtype."""
+    """What Dense, Conv2D and BatchNorm share: a bound on weights, a seed or None, a dtype."""
     if weights > MAX_STORED_VALUES:
         raise ValueError(f"{kind} would hold {weights:,} weights, more than the "
                          f"{MAX_STORED_VALUES:,} (MAX_STORED_VALUES) a layer may have")
@@ -1343,8 +1342,7 @@ def _checked_layers(layers, loss):
 
 
 def _checked_inputs(X, dtype, name="X", rows="one example per row: shape (examples, ...)"):
-    """X as a C-ordered array of `dtype` (the network's), after checking that it holds real,
-    finite numbers, `rows` (what a row is) one per example."""
+    """X as a C-ordered array of `dtype`, checked: real, finite numbers, `rows` per example."""
     X = np.asarray(X)
     if X.dtype.kind not in "iuf":
         raise ValueError(f"{name} must hold real numbers, got dtype {X.dtype}")
@@ -1372,9 +1370,8 @@ def _checked_data(X, Y, dtype, names=("X", "Y")):
 
 
 def _checked_batch(net, X, Y, names=("X", "Y")):
-    """X and targets Y for fit, train_on_batch and evaluate, in the network's dtype, checked
-    against its outputs P on a few examples: the same shape and, for a cross-entropy,
-    probabilities on both sides."""
+    """X and Y in the network's dtype, checked, and against its outputs P on a few examples:
+    the same shape and, for a cross-entropy, probabilities on both sides."""
     X, Y = _checked_data(X, Y, net.astype(net.dtype).dtype, names)   # one dtype, Network.dtype
     P, name, needed = net.forward(X[:32]), names[1], LOSSES[net.loss_name][2]
     if Y.shape[1:] != P.shape[1:]:
@@ -1396,9 +1393,8 @@ def _checked_batch(net, X, Y, names=("X", "Y")):
 
 def _prepared_fit(net, X, Y, epochs, batch_size, optimizer, validation_data, seed, patience,
                   workers, callbacks):
-    """What fit does before its first epoch: every argument checked (one clear error before
-    any work), the defaults filled in, the data cast to the network's dtype, the random layers
-    seeded, and the kind of accuracy decided once, from all the targets."""
+    """fit's arguments checked before any work and its defaults filled in, its data cast, its
+    random layers seeded, and the kind of accuracy decided once, from all the targets."""
     optimizer = SGD(lr=0.01) if optimizer is None else optimizer
     callbacks = [] if callbacks is None else callbacks
     _check_whole(epochs, "epochs")
@@ -2132,9 +2128,8 @@ def max_workers():
 
 
 def _helper_processes(net, X, Y, workers, seed):
-    """fit's helper processes for workers > 1 (nn_parallel.py, imported only then: processes,
-    shared memory and BLAS threads are not about learning), as a context manager that stops
-    them however fit ends; for workers=1 it yields None."""
+    """fit's helper processes for workers > 1 (nn_parallel.py, imported only then), as a
+    context manager that stops them however fit ends; for workers=1 it yields None."""
     if workers == 1:
         return contextlib.nullcontext()
     try:
