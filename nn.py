@@ -1482,9 +1482,9 @@ def _check_returned(i, layer, method, expected, value, shape=None):
 def _divergence(what, optimizer):
     """The error for a loss or weights no longer finite: when, and what to try."""
     return FloatingPointError(
-        f"{what}: the weights have diverged. Try a smaller learning rate (lr is "
-        f"{getattr(optimizer, 'lr', '?')}), or inputs scaled to about [0, 1]; a layer of your "
-        f"own may give NaN or infinity: check_gradients(layer, x) tests it")
+        f"{what}: the weights have diverged. Try a smaller learning rate (the optimizer is "
+        f"{optimizer!r}), or inputs scaled to about [0, 1]; a layer of your own may give NaN or "
+        f"infinity: check_gradients(layer, x) tests it")
 
 
 @contextlib.contextmanager
