@@ -811,8 +811,7 @@ class Network:
     """A stack of layers trained with a loss: Keras-like fit, evaluate, predict, save, load."""
 
     def __init__(self, layers, loss="categorical_crossentropy"):
-        self.layers = _checked_layers(layers)
-        _check_loss(loss)
+        self.layers = _checked_layers(layers, loss)
         self.input_shape = None              # the shape of one example, once seen: save records it
         self.loss_name = loss
         self.loss, self.loss_prime, activation, fused_prime = LOSSES[loss]
@@ -897,11 +896,11 @@ class Network:
         return loss, self.accuracy(Y, P, self.accuracy_kind)
 
     def train_on_batch(self, X, Y, optimizer):
-        """One step of gradient descent on one batch: forward, loss, backward, update.
-        Returns (loss, accuracy) on the batch as it was before the step (accuracy may be None).
-        X, Y and the optimizer are checked as fit checks them (fit itself checks its data once
-        and then takes the same steps without checking each batch again)."""
-        X, Y = _checked_batch(self, X, Y, optimizer)
+        """One step of gradient descent on one batch: forward, loss, backward, update; returns
+        (loss, accuracy) on the batch before the step (accuracy may be None). X, Y and the
+        optimizer are checked as fit checks them (fit checks its data once, not every batch)."""
+        _check_optimizer(optimizer)
+        X, Y = _checked_batch(self, X, Y)
         loss, accuracy = self.compute_gradients(X, Y)
         if not np.isfinite(loss):            # no step along a gradient that is not finite
             raise _divergence(f"the training loss became {loss}", optimizer)
@@ -936,32 +935,30 @@ class Network:
         best epoch. history["best_epoch"] and history["stopped_epoch"] (None if it ran to the
         end) say what happened.
 
-        workers=N (on Linux, N up to max_workers(), the cores) computes each batch's gradient
-        in N processes at once, each on a part of the batch, for speed: the same gradient up to
-        rounding. It needs nn_parallel.py beside nn.py, whose docstring says what it asks of a
-        layer of your own and how Dropout and BatchNorm behave in it.
+        workers=N (on Linux, N up to max_workers(), the cores) shares each batch out between N
+        processes, for speed: the same gradient up to rounding. nn_parallel.py, beside nn.py,
+        does it; its docstring says what it asks of a layer of your own.
 
-        callbacks: objects whose methods, those each has, fit calls as it trains (Keras's
-        names): on_train_begin(); on_epoch_begin(epoch); on_train_batch_begin(batch);
-        on_train_batch_end(batch, logs), logs holding the batch's "loss", "accuracy" and
-        "size"; on_epoch_end(epoch, logs), logs holding the epoch's values in history; and
-        on_train_end(), however fit ends. nn_parallel.AdaptiveBlasThreads() is one.
+        callbacks: objects with any of Keras's methods, which fit calls: on_train_begin(),
+        on_epoch_begin(epoch), on_train_batch_begin(batch), on_train_batch_end(batch, logs) with
+        the batch's "loss", "accuracy" and "size", on_epoch_end(epoch, logs) with the epoch's
+        values in history, on_train_end() however fit ends; e.g. nn_parallel.AdaptiveBlasThreads().
         """
-        X, Y, validation_data, optimizer = _prepared_fit(
-            self, X, Y, epochs, batch_size, optimizer, validation_data, seed, verbose,
-            patience, restore_best, workers, callbacks)   # checked; data in the network's dtype
-        rng, callbacks = np.random.default_rng(seed), callbacks or []
-        history, best_loss, best_state = {}, np.inf, None
-        live = verbose and _redraws_lines(sys.stdout)  # a counter redrawn with "\r" as it runs
-        with _helper_processes(self, X, Y, workers, seed) as helpers, _training(callbacks), \
-                np.errstate(over="ignore", invalid="ignore"):      # a divergence is said below
+        X, Y, validation_data, optimizer, callbacks = _prepared_fit(
+            self, X, Y, epochs, batch_size, optimizer, validation_data, seed, patience, workers,
+            callbacks)                       # checked; the data in the network's dtype
+        rng, history, best_loss, best_state = np.random.default_rng(seed), {}, np.inf, None
+        # While an epoch runs, a counter redrawn by "\r": on a terminal or in a notebook only.
+        live = verbose and ("ipykernel" in type(sys.stdout).__module__ or sys.stdout.isatty())
+        with _helper_processes(self, X, Y, workers, seed) as helpers, \
+                _training(callbacks) as tell, np.errstate(over="ignore", invalid="ignore"):
             for epoch in range(1, epochs + 1):
-                _tell(callbacks, "on_epoch_begin", epoch)
+                tell("on_epoch_begin", epoch)
                 started, done, loss_sum, right = time.perf_counter(), 0, 0.0, 0.0
                 next_draw = started + PROGRESS_SECONDS
                 order = rng.permutation(len(X))      # a new random order every epoch
                 for batch, first in enumerate(range(0, len(X), batch_size)):
-                    _tell(callbacks, "on_train_batch_begin", batch)
+                    tell("on_train_batch_begin", batch)
                     rows = order[first:first + batch_size]
                     if helpers:                      # workers > 1: the same gradient, shared out
                         loss, accuracy = helpers.compute_gradients(rows)
@@ -975,19 +972,20 @@ class Network:
                     loss_sum += loss * len(rows)
                     right += (accuracy or 0) * len(rows)     # None (no accuracy) counts 0
                     done += len(rows)
-                    _tell(callbacks, "on_train_batch_end", batch,
-                          {"loss": loss, "accuracy": accuracy, "size": len(rows)})
+                    tell("on_train_batch_end", batch,
+                         {"loss": loss, "accuracy": accuracy, "size": len(rows)})
                     if live and batch and time.perf_counter() >= next_draw:
                         print(f"\rEpoch {epoch}/{epochs} - {done}/{len(X)}", end="", flush=True)
                         next_draw = time.perf_counter() + PROGRESS_SECONDS
                 optimizer.end_epoch()
-                _check_parameters_finite(self, optimizer, epoch)
                 logs = {"loss": loss_sum / done, "accuracy": right / done}
                 if validation_data is not None:
                     logs["val_loss"], logs["val_accuracy"] = self.evaluate(*validation_data)
-                    if not np.isfinite(logs["val_loss"]):
-                        raise _divergence(f"in epoch {epoch}, the validation loss became "
-                                          f"{logs['val_loss']}", optimizer)
+                finite = all(np.isfinite(param).all() for param, _ in self.parameters())
+                if not (finite and np.isfinite(logs.get("val_loss", 0.0))):    # diverged
+                    raise _divergence(f"in epoch {epoch}, " + (
+                        f"the validation loss became {logs['val_loss']}" if finite
+                        else "a weight became NaN or infinite"), optimizer)
                 if self.accuracy_kind == "none":         # a regression: no accuracy
                     logs = {key: value for key, value in logs.items() if "accuracy" not in key}
                 for key, value in logs.items():
@@ -996,11 +994,9 @@ class Network:
                     print(("\r" if live else "") + f"Epoch {epoch}/{epochs} - "
                           f"{time.perf_counter() - started:.1f}s" + "".join(
                               f" - {key}: {value:.4f}" for key, value in logs.items()))
-                    hint = (epoch == 1 and self.accuracy_kind == "classes"
-                            and _chance_hint(X, Y, logs["accuracy"], optimizer))
-                    if hint:
-                        print(hint)
-                _tell(callbacks, "on_epoch_end", epoch, logs)
+                if verbose and epoch == 1 and self.accuracy_kind == "classes":
+                    _say_if_at_chance(X, Y, logs["accuracy"], optimizer)
+                tell("on_epoch_end", epoch, logs)
                 if patience is not None:             # early stopping, on the validation loss
                     if logs["val_loss"] < best_loss:
                         best_loss, history["best_epoch"] = logs["val_loss"], epoch
@@ -1012,14 +1008,19 @@ class Network:
         if restore_best and best_state is not None:
             for array, best in zip(_state(self.layers), best_state):
                 array[...] = best
-        if verbose and patience is not None:
-            _say_early_stopping(history, patience, restore_best)
+        if verbose and patience is not None and history["stopped_epoch"]:
+            print(f"Early stopping after epoch {epoch}: val_loss has not improved for {patience} "
+                  f"epochs; kept the weights of epoch " + (
+                      f"{history['best_epoch']}, the best val_loss" if restore_best
+                      else f"{epoch}, the last (restore_best=False)"))
+        elif verbose and restore_best and history.get("best_epoch", epoch) != epoch:
+            print(f"Kept the weights of epoch {history['best_epoch']}, the best val_loss.")
         return history
 
     def predict(self, X, batch_size=128):
         """The network's outputs for X, computed in batches, in inference mode (batches of 128
         keep a convolution's im2col matrix in the processor's cache)."""
-        X = _checked_inputs(X, _one_dtype(self))
+        X = _checked_inputs(X, self.astype(self.dtype).dtype)  # layers that disagree: cast
         _check_whole(batch_size, "batch_size")
         return np.concatenate([self.forward(X[i:i + batch_size])
                                for i in range(0, len(X), batch_size)])
@@ -1036,7 +1037,7 @@ class Network:
         row's target and 0 elsewhere. Every layer then hands dL/d(its input) back as in
         backward, down to the first layer's input, which training never needs. Overwrites the
         layers' gradient arrays, as compute_gradients does."""
-        X = _checked_inputs(X, _one_dtype(self))
+        X = _checked_inputs(X, self.astype(self.dtype).dtype)  # layers that disagree: cast
         P = self.forward(X)
         grad = np.zeros_like(P)
         grad[np.arange(len(P)), target] = 1             # dL/dP
@@ -1051,9 +1052,8 @@ class Network:
 
     def evaluate(self, X, Y, batch_size=128):
         """(mean loss, accuracy) on X and targets Y; accuracy is None for a regression."""
-        X, Y = _checked_data(X, Y, _one_dtype(self))
+        X, Y = _checked_batch(self, X, Y)
         P = self.predict(X, batch_size)
-        _check_targets(self, Y, P)
         return self.loss(Y, P), self.accuracy(Y, P)
 
     # -- saving and loading: the formats are in the appendix ---------------------------------------
@@ -1213,25 +1213,18 @@ import zlib
 #
 # One rule per argument: a mistake becomes a ValueError naming the argument, what was expected
 # and what came. Sizes have fixed limits, far above anything this file trains, so that no
-# argument and no model file can make a layer allocate or compute without bound:
+# argument can make a layer allocate or compute without bound:
 # ----------------------------------------------------------------------------------------------
 
 MAX_STORED_VALUES = 50_000_000   # parameters of a layer, and of a model file: 200 MB of float32
 MAX_WINDOW = 64                  # Conv2D kernel_size and stride, MaxPool2D size (padding < kernel)
 
 
-def _is_number(value):
-    """A finite real number, not a bool (10**309 is an int that no float can hold)."""
-    try:
-        return isinstance(value, (int, float, np.integer, np.floating)) \
-            and not isinstance(value, bool) and math.isfinite(value)
-    except OverflowError:
-        return False
-
-
 def _check_number(value, name, expected, rule):
-    """A number for which rule(value) holds; `expected` says the rule in words ("> 0")."""
-    if not (_is_number(value) and rule(value)):
+    """A real number, not a bool, within a float's range (10**309 is not), for which
+    rule(value) holds, returned as a float; `expected` says the rule in words ("> 0")."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not abs(value) <= sys.float_info.max or not rule(value):     # NaN: not <=
         raise ValueError(f"{name} must be a number {expected}, got {value!r}")
     return float(value)
 
@@ -1256,8 +1249,7 @@ def _check_float_dtype(dtype, name):
 
 
 def _check_layer(kind, weights, seed, dtype):
-    """What Dense, Conv2D and BatchNorm share: at most MAX_STORED_VALUES weights, a seed (or
-    None) and a float dtype."""
+    """What Dense, Conv2D and BatchNorm share: a bound on weights, a seed or None, a dtype."""
     if weights > MAX_STORED_VALUES:
         raise ValueError(f"{kind} would hold {weights:,} weights, more than the "
                          f"{MAX_STORED_VALUES:,} (MAX_STORED_VALUES) a layer may have")
@@ -1290,11 +1282,10 @@ def _check_batchnorm_arguments(n, momentum, eps, dtype):
 
 
 def _check_reshape(shape):
-    if not isinstance(shape, (tuple, list)) or not shape or not all(
-            isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d > 0
-            for d in shape):
-        raise ValueError(f"Reshape shape must be a tuple of positive whole numbers, "
-                         f"got {shape!r}")
+    if not isinstance(shape, (tuple, list)) or not shape:
+        raise ValueError(f"Reshape shape must be a tuple of positive whole numbers, got {shape!r}")
+    for size in shape:
+        _check_whole(size, f"each size in Reshape shape {shape!r}")
 
 
 def _check_optimizer_numbers(kind, lr, weight_decay, lr_decay, momentum=0.0, beta1=0.0,
@@ -1310,8 +1301,8 @@ def _check_optimizer_numbers(kind, lr, weight_decay, lr_decay, momentum=0.0, bet
 
 
 def _check_optimizer(optimizer):
-    if isinstance(optimizer, type) or not (callable(getattr(optimizer, "step", None))
-                                           and callable(getattr(optimizer, "end_epoch", None))):
+    if isinstance(optimizer, type) or not hasattr(optimizer, "step") \
+            or not hasattr(optimizer, "end_epoch"):
         came = (f"the class {optimizer.__name__} itself: call it, {optimizer.__name__}(...)"
                 if isinstance(optimizer, type) else repr(optimizer))
         raise ValueError(f"optimizer must be an optimizer object such as SGD(lr=0.1) or "
@@ -1321,30 +1312,28 @@ def _check_optimizer(optimizer):
 def _checked_labels(labels, n_classes):
     _check_whole(n_classes, "n_classes", maximum=MAX_STORED_VALUES)   # a Dense layer's most
     labels = np.asarray(labels)
-    if labels.ndim != 1:
-        raise ValueError(f"labels must be a 1-D array of class numbers, got shape {labels.shape}")
-    if labels.dtype.kind not in "iuf":
-        raise ValueError(f"labels must be whole numbers 0..{n_classes - 1}, "
-                         f"got dtype {labels.dtype}")
+    expected = f"labels must be a 1-D array of whole numbers 0..{n_classes - 1}"
+    if labels.ndim != 1 or labels.dtype.kind not in "iuf":
+        raise ValueError(f"{expected}, got shape {labels.shape} and dtype {labels.dtype}")
     with np.errstate(invalid="ignore"):
-        bad = ~((labels >= 0) & (labels < n_classes) & (labels == np.round(labels)))  # NaN too
-    if np.any(bad):
-        i = int(np.argmax(bad))
-        raise ValueError(f"labels must be whole numbers 0..{n_classes - 1}, "
-                         f"got {labels[i]} at index {i}")
+        bad = np.flatnonzero(~((labels >= 0) & (labels < n_classes)
+                               & (labels == np.round(labels))))   # NaN too
+    if bad.size:
+        raise ValueError(f"{expected}, got {labels[bad[0]]} at index {bad[0]}")
     return labels.astype(np.intp)
 
 
-def _checked_layers(layers):
-    if isinstance(layers, Layer) or not isinstance(layers, (list, tuple)):
-        raise ValueError(f"Network needs a list of layers, e.g. [Dense(784, 10), Softmax()], "
-                         f"got {layers!r}")
-    if not layers:
-        raise ValueError("Network needs at least one layer, got an empty list")
+def _checked_layers(layers, loss):
+    """Network's layers, as a list, and its loss."""
+    if not isinstance(loss, str) or loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; known losses: {', '.join(sorted(LOSSES))}")
+    if isinstance(layers, Layer) or not isinstance(layers, (list, tuple)) or not layers:
+        raise ValueError(f"Network needs a list of layers (at least one), e.g. [Dense(784, 10), "
+                         f"Softmax()], got {layers!r}")
     for i, layer in enumerate(layers):
         if not isinstance(layer, Layer):
             raise ValueError(f"layer {i} must be a Layer (e.g. Dense, ReLU), got {layer!r}")
-        first = next(j for j, other in enumerate(layers) if other is layer)
+        first = [id(other) for other in layers].index(id(layer))
         if first < i:
             raise ValueError(f"layers {first} and {i} are the same {layer!r} object: "
                              f"a layer remembers its last input for backward, so it cannot "
@@ -1352,127 +1341,91 @@ def _checked_layers(layers):
     return list(layers)
 
 
-def _check_loss(loss):
-    if not isinstance(loss, str) or loss not in LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; known losses: {', '.join(sorted(LOSSES))}")
-
-
-def _checked_array(values, dtype, name, rows):
-    """values as a C-ordered array of `dtype` (the network's), after checking that it holds
-    real, finite numbers, `rows` (what a row is) one per example."""
-    values = np.asarray(values)
-    if not np.issubdtype(values.dtype, np.number) or np.iscomplexobj(values):
-        raise ValueError(f"{name} must hold real numbers, got dtype {values.dtype}")
-    if values.ndim < 2 or len(values) == 0:
-        raise ValueError(f"{name} must have {rows}, got shape {values.shape}")
-    # One cast, up front: float64 data into float32 weights would make every product of
-    # every batch run in float64, about twice as slow. Rows must lie contiguously in memory:
-    # taking a batch of rows from a column-major array (what pandas' to_numpy() often
-    # returns) is over ten times slower. At most one copy, and only if needed.
+def _checked_inputs(X, dtype, name="X", rows="one example per row: shape (examples, ...)"):
+    """X as a C-ordered array of `dtype`, checked: real, finite numbers, `rows` per example."""
+    X = np.asarray(X)
+    if X.dtype.kind not in "iuf":
+        raise ValueError(f"{name} must hold real numbers, got dtype {X.dtype}")
+    if X.ndim < 2 or len(X) == 0:
+        raise ValueError(f"{name} must have {rows}, got shape {X.shape}")
+    # One cast and at most one copy, up front: float64 data would make every product of every
+    # batch float64 (about twice as slow), and taking a batch of rows from a column-major array
+    # (what pandas' to_numpy() often returns) is over ten times slower than from a row-major one.
     with np.errstate(over="ignore"):     # beyond float32's range becomes inf, refused below
-        values = np.ascontiguousarray(values, dtype=dtype)
-    if not np.all(np.isfinite(values)):
+        X = np.ascontiguousarray(X, dtype=dtype)
+    if not np.all(np.isfinite(X)):
         raise ValueError(f"{name} must hold finite numbers (in the network's dtype, "
-                         f"{values.dtype}), but it contains NaN or infinity")
-    return values
-
-
-def _checked_inputs(X, dtype, name="X"):
-    return _checked_array(X, dtype, name, "one example per row: shape (examples, ...)")
+                         f"{X.dtype}), but it contains NaN or infinity")
+    return X
 
 
 def _checked_data(X, Y, dtype, names=("X", "Y")):
     X = _checked_inputs(X, dtype, names[0])
-    Y = _checked_array(Y, dtype, names[1], "one target row per example, e.g. one-hot rows "
-                                           "(one_hot(labels, classes) makes them)")
-    if Y.shape[0] != X.shape[0]:
+    Y = _checked_inputs(Y, dtype, names[1], "one target row per example, e.g. one-hot rows "
+                                            "(one_hot(labels, classes) makes them)")
+    if len(X) != len(Y):
         raise ValueError(f"{names[0]} and {names[1]} must have the same number of rows, "
-                         f"got {X.shape[0]} and {Y.shape[0]}")
+                         f"got {len(X)} and {len(Y)}")
     return X, Y
 
 
-def _check_targets(net, Y, P, name="Y"):
-    """Targets Y (checked by _checked_data) against the network's outputs P on a few examples:
-    the same shape, probabilities for a cross-entropy, and what its fused gradient assumes."""
+def _checked_batch(net, X, Y, names=("X", "Y")):
+    """X and Y in the network's dtype, checked, and against its outputs P on a few examples:
+    the same shape and, for a cross-entropy, probabilities on both sides."""
+    X, Y = _checked_data(X, Y, net.astype(net.dtype).dtype, names)   # one dtype, Network.dtype
+    P, name, needed = net.forward(X[:32]), names[1], LOSSES[net.loss_name][2]
     if Y.shape[1:] != P.shape[1:]:
         raise ValueError(f"{name} must have shape (examples, {', '.join(map(str, P.shape[1:]))}), "
                          f"the shape of the network's output (one_hot(labels, {P.shape[1]}) "
                          f"makes one-hot rows), got shape {Y.shape}")
-    needed = LOSSES[net.loss_name][2]        # your own last layer may give probabilities too
-    if needed is not None and (P.min() < 0 or P.max() > 1):
-        raise ValueError(
-            f"loss {net.loss_name!r} needs probabilities, but the last layer, "
-            f"{net.layers[-1]!r}, gave values from {P.min():g} to {P.max():g}; add "
-            f"{needed.__name__}() at the end (or use loss='mse' for outputs that are not "
-            f"probabilities)")
-    if net.fused_prime is softmax_crossentropy_prime and np.abs(Y.sum(axis=1) - 1).max() > 1e-3:
-        raise ValueError(f"with Softmax and categorical_crossentropy each row of {name} must "
-                         f"sum to 1 (one-hot labels or probabilities)")
-    if net.fused_prime is not None and (Y.min() < 0 or Y.max() > 1):
-        raise ValueError(f"with {net.loss_name} the targets {name} must be probabilities in "
-                         f"[0, 1], got values from {Y.min():g} to {Y.max():g}")
-
-
-def _checked_batch(net, X, Y, optimizer, names=("X", "Y")):
-    """X and Y for fit (its validation_data too) or train_on_batch, in the network's dtype,
-    after checking them against its output on a few examples, and the optimizer."""
-    _check_optimizer(optimizer)
-    X, Y = _checked_data(X, Y, _one_dtype(net), names)
-    _check_targets(net, Y, net.forward(X[:32]), names[1])
+    if needed is not None and (P.min() < 0 or P.max() > 1):     # mse (None): any numbers
+        raise ValueError(f"loss {net.loss_name!r} needs probabilities: add {needed.__name__}() "
+                         f"at the end (or use loss='mse'); the last layer, {net.layers[-1]!r}, "
+                         f"gave values from {P.min():g} to {P.max():g}")
+    rows = needed is Softmax                 # categorical: each row a distribution
+    if needed is not None and (Y.min() < 0 or Y.max() > 1
+                               or rows and np.abs(Y.sum(axis=1) - 1).max() > 1e-3):
+        expected = "rows of probabilities that sum to 1" if rows else "probabilities in [0, 1]"
+        raise ValueError(f"with {net.loss_name} the targets {name} must be {expected} (one-hot "
+                         f"rows are), got values from {Y.min():g} to {Y.max():g}")
     return X, Y
 
 
-CALLBACK_EVENTS = ("on_train_begin", "on_epoch_begin", "on_train_batch_begin",
-                   "on_train_batch_end", "on_epoch_end", "on_train_end")
-
-
-def _prepared_fit(net, X, Y, epochs, batch_size, optimizer, validation_data, seed, verbose,
-                  patience, restore_best, workers, callbacks):
-    """Everything fit does before its first epoch: every argument checked (one clear error
-    before any work), the data cast to the network's dtype, the random layers seeded, and the
-    kind of accuracy decided once, from all the targets, not per batch."""
+def _prepared_fit(net, X, Y, epochs, batch_size, optimizer, validation_data, seed, patience,
+                  workers, callbacks):
+    """fit's arguments checked before any work and its defaults filled in, its data cast, its
+    random layers seeded, and the kind of accuracy decided once, from all the targets."""
+    optimizer = SGD(lr=0.01) if optimizer is None else optimizer
+    callbacks = [] if callbacks is None else callbacks
     _check_whole(epochs, "epochs")
     _check_whole(batch_size, "batch_size")
     _check_whole(workers, "workers", maximum=max_workers())   # the cores, on Linux; 1 elsewhere
     _check_seed(seed)
-    if verbose not in (0, 1, True, False):
-        raise ValueError(f"verbose must be 0 or 1, got {verbose!r}")
     if patience is not None:
         _check_whole(patience, "patience")
-        if validation_data is None:
-            raise ValueError("patience (early stopping) watches the validation loss, so fit "
-                             "needs validation_data=(X_val, Y_val) too")
-    if restore_best not in (True, False):
-        raise ValueError(f"restore_best must be True or False, got {restore_best!r}")
-    if callbacks is not None and not isinstance(callbacks, (list, tuple)):
-        raise ValueError(f"callbacks must be a list of objects with methods such as "
-                         f"on_epoch_end(epoch, logs), e.g. [my_callback], got {callbacks!r}")
-    for i, callback in enumerate(callbacks or ()):
-        if not any(callable(getattr(callback, event, None)) for event in CALLBACK_EVENTS):
-            raise ValueError(f"callbacks[{i}] must have at least one of the methods "
-                             f"{', '.join(CALLBACK_EVENTS)}, got {callback!r}")
-    optimizer = SGD(lr=0.01) if optimizer is None else optimizer
-    X, Y = _checked_batch(net, X, Y, optimizer)
+    if patience is not None and validation_data is None:
+        raise ValueError("patience (early stopping) watches the validation loss, so fit "
+                         "needs validation_data=(X_val, Y_val) too")
+    if not isinstance(callbacks, (list, tuple)) or not all(
+            any(name.startswith("on_") for name in dir(callback)) for callback in callbacks):
+        raise ValueError(f"callbacks must be a list of objects with some of fit's methods, "
+                         f"such as on_epoch_end(epoch, logs), got {callbacks!r}")
+    _check_optimizer(optimizer)
+    X, Y = _checked_batch(net, X, Y)
     if validation_data is not None:
         if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
             raise ValueError("validation_data must be a pair (X_val, Y_val)")
-        validation_data = _checked_batch(net, *validation_data, optimizer, ("X_val", "Y_val"))
+        validation_data = _checked_batch(net, *validation_data, ("X_val", "Y_val"))
     for i, layer in enumerate(net.layers):   # a seeded fit: each random layer its own seed
-        if seed is not None and callable(getattr(layer, "reseed", None)):
+        if seed is not None and hasattr(layer, "reseed"):
             layer.reseed([seed, i])
     net.accuracy_kind = accuracy_kind(Y)
-    return X, Y, validation_data, optimizer
+    return X, Y, validation_data, optimizer, callbacks
 
 
 # ----------------------------------------------------------------------------------------------
 # B. Around the learning: dtypes, where layers keep their arrays, divergence, fit's reports
 # ----------------------------------------------------------------------------------------------
-
-def _one_dtype(net):
-    """The network's dtype (Network.dtype), after casting any parameter of another dtype to
-    it: a float64 weight among float32 ones would make every product after it float64."""
-    return net.astype(net.dtype).dtype
-
 
 def _cast_parameters(layers, dtype):
     """Make every parameter, gradient and buffer array `dtype` (arrays already of it stay)."""
@@ -1486,10 +1439,8 @@ def replace_arrays(layer_arrays, new_array):
     attribute, self.<name> (how Network.astype casts them and fit(workers=N) shares them). Tied
     weights get one new array for all their layers; every layer is checked before any is
     changed. Returns the (layer, array, new) replacements made."""
-    made = {}
-    for _, array in layer_arrays:
-        if id(array) not in made:
-            made[id(array)] = new_array(array)
+    made = {id(array): array for _, array in layer_arrays}         # each array once
+    made = {key: new_array(array) for key, array in made.items()}
     swaps = [(layer, array, made[id(array)]) for layer, array in layer_arrays
              if made[id(array)] is not array]
     names = [_attribute_names(layer, array) for layer, array, _ in swaps]
@@ -1503,9 +1454,8 @@ def _attribute_names(layer, array, required=True):
     names = [name for name, value in vars(layer).items() if value is array]
     if not names and required:
         raise ValueError(f"{layer!r} returns from parameters() or buffers() an array that is "
-                         f"not one of its attributes, so nn cannot replace it (to convert its "
-                         f"dtype, or to share it between processes): keep each parameter, "
-                         f"gradient and buffer as self.<name>")
+                         f"not one of its attributes, so nn cannot cast it or share it with "
+                         f"fit's processes: keep each parameter, gradient, buffer as self.<name>")
     return names
 
 
@@ -1522,92 +1472,54 @@ class LayerError(ValueError):
 def _check_returned(i, layer, method, expected, value, shape=None):
     """Network.forward and backward name the layer whose forward or backward returned no array
     (a missing `return`), or a gradient of the wrong shape, before another layer trips on it."""
-    if isinstance(value, np.ndarray) and (shape is None or value.shape == shape):
-        return
-    wanted = "an array" + ("" if shape is None else f" of shape {shape}, its input's shape")
-    hint = " (is a `return` missing?)" if value is None else ""
-    raise LayerError(f"layer {i} ({layer!r}): {method} returned {_described(value)}; expected "
-                     f"{expected}, {wanted}{hint}")
+    if not isinstance(value, np.ndarray) or shape not in (None, value.shape):
+        wanted = "an array" + ("" if shape is None else f" of shape {shape}, its input's shape")
+        hint = " (is a `return` missing?)" if value is None else ""
+        raise LayerError(f"layer {i} ({layer!r}): {method} returned {_described(value)}; "
+                         f"expected {expected}, {wanted}{hint}")
 
 
 def _divergence(what, optimizer):
-    """The error for a loss or parameters that are no longer finite: when, and what to try."""
-    lr = getattr(optimizer, "lr", None)
+    """The error for a loss or weights no longer finite: when, and what to try."""
     return FloatingPointError(
-        f"{what}: the weights have diverged. Try a smaller learning rate"
-        + ("" if lr is None else f" (lr is {lr})") + ", or inputs scaled to about [0, 1]; "
-        "a layer of your own may give NaN or infinity: check_gradients(layer, x) tests it")
-
-
-def _check_parameters_finite(net, optimizer, epoch):
-    """After an epoch: each batch's loss was finite before its step, but a step may have made
-    a parameter diverge."""
-    for i, layer in enumerate(net.layers):
-        if not all(np.all(np.isfinite(param)) for param, _ in layer.parameters()):
-            raise _divergence(f"in epoch {epoch}, a parameter of layer {i} ({layer!r}) became "
-                              f"NaN or infinite", optimizer)
+        f"{what}: the weights have diverged. Try a smaller learning rate (the optimizer is "
+        f"{optimizer!r}), or inputs scaled to about [0, 1]; a layer of your own may give NaN or "
+        f"infinity: check_gradients(layer, x) tests it")
 
 
 @contextlib.contextmanager
 def _training(callbacks):
-    """fit's callbacks told on_train_begin, and on_train_end however fit ends."""
-    _tell(callbacks, "on_train_begin")
+    """fit's callbacks: yields tell(event, *arguments), which calls each callback's method
+    `event` (those that have it); tells on_train_begin, and on_train_end however fit ends."""
+    def tell(event, *arguments):
+        for callback in callbacks:
+            method = getattr(callback, event, None)
+            if method is not None:
+                method(*arguments)
+    tell("on_train_begin")
     try:
-        yield
+        yield tell
     finally:
-        _tell(callbacks, "on_train_end")
-
-
-def _tell(callbacks, event, *arguments):
-    """Call each callback's method `event`, those that have it (fit's callbacks)."""
-    for callback in callbacks:
-        method = getattr(callback, event, None)
-        if method is not None:
-            method(*arguments)
+        tell("on_train_end")
 
 
 PROGRESS_SECONDS = 0.5           # fit's live counter is redrawn at most this often
 
 
-def _redraws_lines(stream):
-    """True on a terminal and in a Jupyter or Colab notebook (ipykernel's output honours '\r'),
-    where fit's live counter can redraw its line; not in a file or a pipe."""
-    try:
-        return type(stream).__module__.startswith("ipykernel") or stream.isatty()
-    except (AttributeError, ValueError):         # no isatty, or a closed stream
-        return False
-
-
-def _chance_hint(X, Y, accuracy, optimizer):
+def _say_if_at_chance(X, Y, accuracy, optimizer):
     """After fit's first epoch on one-hot targets Y: if the accuracy is no better than chance,
-    one line that says so and what the inputs X and the optimizer show; else None."""
-    classes = Y.shape[1]
-    if accuracy > 1 / classes + 0.05:
-        return None
-    causes, largest, lr = [], float(max(X.max(), -X.min())), getattr(optimizer, "lr", None)
+    one line that says so and the likeliest cause the inputs X and the optimizer show."""
+    if accuracy > 1 / Y.shape[1] + 0.05:
+        return
+    largest = float(max(X.max(), -X.min()))
+    usual = {SGD: 0.1, Adam: 0.001}.get(type(optimizer))     # learning rates that work here
+    cause = "do the labels belong to the inputs?"
     if largest > 10:
-        causes.append(f"the inputs go up to {largest:g}: scale them to [0, 1] (X / {largest:g})")
-    usual = 0.001 if isinstance(optimizer, Adam) else 0.1
-    if _is_number(lr) and lr > 10 * usual:
-        causes.append(f"lr is {lr:g}, far above the usual {usual:g} for "
-                      f"{type(optimizer).__name__}: try {usual:g}")
-    return (f"Accuracy {accuracy:.4f} after epoch 1 is chance for {classes} classes: "
-            + ("; ".join(causes) if causes else "do the labels belong to the inputs?"))
-
-
-def _say_early_stopping(history, patience, restore_best):
-    """fit's last line (verbose) with early stopping: whether it ended training, and whose
-    weights the network now has."""
-    best, stopped = history.get("best_epoch"), history.get("stopped_epoch")
-    best_weights = (f"the weights of epoch {best}, the best val_loss "
-                    f"({history['val_loss'][best - 1]:.4f})")
-    if stopped is not None:
-        print(f"Early stopping after epoch {stopped}: val_loss has not improved for "
-              f"{patience} epochs; " + (f"kept {best_weights}." if restore_best else
-                                        f"the weights are those of epoch {stopped}, the "
-                                        f"last (restore_best=False), not {best_weights}."))
-    elif restore_best and best != len(history["val_loss"]):
-        print(f"Kept {best_weights}, not the last epoch's.")
+        cause = f"the inputs go up to {largest:g}: scale them to [0, 1] (X / {largest:g})"
+    elif usual and optimizer.lr > 10 * usual:
+        cause = (f"lr is {optimizer.lr:g}, far above the usual {usual:g} for "
+                 f"{type(optimizer).__name__}: try {usual:g}")
+    print(f"Accuracy {accuracy:.4f} after epoch 1 is chance for {Y.shape[1]} classes: {cause}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -2170,12 +2082,11 @@ def relative_error(analytic, numerical):
 # ----------------------------------------------------------------------------------------------
 # E. The convolutional layers' helpers: memory layout
 #
-# Inside im2col and col2im the numbers are kept as (channels, height, width, batch), the batch
-# innermost, and Conv2D hands on its output as a (batch, channels, height, width) *view* of
-# them (a transpose moves no numbers). NumPy pays a fixed cost for each run of neighbouring
-# numbers it walks; this way every slice is made of runs at least `batch` long, not of short
-# image rows. ReLU and MaxPool2D keep the memory order they are given, so the next Conv2D
-# finds its input already in this layout.
+# Inside im2col and col2im the numbers are kept as (channels, height, width, batch), and Conv2D
+# hands on its output as a (batch, channels, height, width) *view* of them. NumPy pays a fixed
+# cost for each run of neighbouring numbers it walks: with the batch innermost, every slice is
+# made of runs `batch` long, not of short image rows. ReLU and MaxPool2D keep the memory order
+# they are given, so the next Conv2D finds its input already in this layout.
 # ----------------------------------------------------------------------------------------------
 
 def _conv_output_shape(height, width, k, stride, padding):
@@ -2184,15 +2095,13 @@ def _conv_output_shape(height, width, k, stride, padding):
 
 
 def _zero_padded(x, p):
-    """x (batch, channels, h, w) with p zeros around each image, laid out as
-    (channels, h + 2p, w + 2p, batch), contiguous, so that im2col's slices read runs of at
-    least `batch` numbers."""
+    """x (batch, channels, h, w) with p zeros around each image, as a contiguous
+    (channels, h + 2p, w + 2p, batch) array."""
     x = x.transpose(1, 2, 3, 0)
     if p == 0:
         return np.ascontiguousarray(x)   # a copy only if x came in another layout (the data)
-    c, h, w, batch = x.shape
-    padded = np.zeros((c, h + 2 * p, w + 2 * p, batch), x.dtype)
-    padded[:, p:p + h, p:p + w, :] = x
+    padded = np.zeros((x.shape[0], x.shape[1] + 2 * p, x.shape[2] + 2 * p, x.shape[3]), x.dtype)
+    padded[:, p:-p, p:-p] = x
     return padded
 
 
@@ -2208,25 +2117,19 @@ def _in_memory_order_of(like, array):
 
 
 # ----------------------------------------------------------------------------------------------
-# F. More than one core: fit(workers=N)
-#
-# fit(workers=N) shares each batch out between N processes; that machinery (processes, shared
-# memory, BLAS threads) is not about learning, so it lives in nn_parallel.py beside this file,
-# imported only when workers > 1 is asked for. Its docstring says what it asks of a layer.
+# F. More than one core: fit(workers=N), in nn_parallel.py beside this file
 # ----------------------------------------------------------------------------------------------
 
 def max_workers():
     """The most processes fit(workers=...) can use here: the cores this process may run on, on
     Linux; 1 elsewhere (Windows has no os.fork, and on macOS forking a process whose BLAS,
     Accelerate, has run is not safe)."""
-    if not sys.platform.startswith("linux"):
-        return 1
-    return len(os.sched_getaffinity(0))
+    return len(os.sched_getaffinity(0)) if sys.platform.startswith("linux") else 1
 
 
 def _helper_processes(net, X, Y, workers, seed):
-    """fit's helper processes for workers > 1, as a context manager that yields them and stops
-    them when fit ends, however it ends; for workers=1 it yields None."""
+    """fit's helper processes for workers > 1 (nn_parallel.py, imported only then), as a
+    context manager that stops them however fit ends; for workers=1 it yields None."""
     if workers == 1:
         return contextlib.nullcontext()
     try:
@@ -2234,5 +2137,4 @@ def _helper_processes(net, X, Y, workers, seed):
     except ImportError as error:
         raise ImportError(f"workers={workers} needs nn_parallel.py beside nn.py (and "
                           f"threadpoolctl: pip install threadpoolctl); {error}") from None
-    # nn_parallel needs one function of this file (nn.py, or a notebook cell holding it).
     return nn_parallel.helper_processes(net, X, Y, workers, seed, replace_arrays)

@@ -1482,7 +1482,7 @@ class TestCallbacks(unittest.TestCase):
     def test_refuses_what_is_not_a_list_of_callbacks(self):
         X, Y = blobs(n=20)
         for callbacks, fragment in ((Recorder(), "callbacks must be a list"),
-                                    ([Recorder(), "on_epoch_end"], "callbacks[1] must have")):
+                                    ([Recorder(), "on_epoch_end"], "callbacks must be a list")):
             with self.assertRaises(ValueError) as caught:
                 small_network().fit(X, Y, verbose=0, callbacks=callbacks)
             self.assertIn(fragment, str(caught.exception))
@@ -1634,7 +1634,7 @@ class TestEarlyStopping(unittest.TestCase):
 
     def test_verbose_says_it_stopped_and_which_weights_it_kept(self):
         for restore_best, kept in ((True, r"kept the weights of epoch {best}, the best val_loss"),
-                                   (False, r"the weights are those of epoch {stopped}, the last")):
+                                   (False, r"kept the weights of epoch {stopped}, the last")):
             output = io.StringIO()
             with contextlib.redirect_stdout(output):
                 _, history, _ = self.overfitting_run(patience=3, restore_best=restore_best,
@@ -1911,7 +1911,7 @@ class TestBadInput(unittest.TestCase):
     def test_bad_networks(self):
         self.assertValueError(lambda: Network(None), "list of layers")
         self.assertValueError(lambda: Network(Dense(2, 2)), "list of layers")
-        self.assertValueError(lambda: Network([]), "at least one layer")
+        self.assertValueError(lambda: Network([]), "list of layers (at least one)")
         self.assertValueError(lambda: Network([Dense(2, 2), "relu"]), "layer 1", "Layer")
         self.assertValueError(lambda: Network([Dense(2, 2)], loss="hinge"), "hinge",
                               "categorical_crossentropy", "mse")
