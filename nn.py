@@ -1199,7 +1199,6 @@ class Adam:
 import contextlib             # the appendix's own imports: Part I needs only NumPy and time
 import copy
 import inspect
-import io
 import json
 import math
 import os
@@ -1617,9 +1616,10 @@ def _say_early_stopping(history, patience, restore_best):
 # of the format, the loss, input_shape and each layer's type and config(); "layer{i}_{j}", the
 # j-th parameter of layer i; "layer{i}_buffer{j}", its j-th buffer. Saving is all or nothing
 # (atomic_file) and refuses NaN or infinite weights. Loading never unpickles and, as
-# safetensors does, checks every array's header against the archive's real sizes and all of
-# them against one budget, MAX_MODEL_BYTES, before it builds a layer; then it builds, fills and
-# runs each layer on a test example, counting what a batch of PREDICT_BATCH would keep.
+# safetensors does, checks what the file declares against its real sizes and one budget,
+# MAX_MODEL_BYTES, before it builds anything: the zip's sizes, each array's header, each
+# layer's config. Then it builds, fills and runs each layer on a test example, and what a batch
+# of PREDICT_BATCH would keep counts against the same budget.
 # ----------------------------------------------------------------------------------------------
 
 MODEL_FORMAT = "nn.Network v3"
@@ -1631,7 +1631,7 @@ PREDICT_BATCH = 128              # predict's batch, as the budget counts it
 LOAD_FACTOR = 4                  # loading holds at most 4x a file's arrays: each parameter
                                  # with its gradient, and what its constructor drew first
 MAX_LAYERS = 1000
-MAX_HEADER_BYTES = 10_000        # an array's .npy header (NumPy's own reader has this limit)
+MAX_HEADER_BYTES = 10_000        # an array's .npy header, as NumPy's reader is told
 
 
 def _save_network(net, path):
@@ -1661,7 +1661,7 @@ def _save_network(net, path):
 def _saved_config(i, layer):
     """Layer i's config(), once it is sure that load can rebuild the layer from it."""
     cls, kind, config = type(layer), type(layer).__name__, layer.config()
-    if kind in LAYER_TYPES and cls is not LAYER_TYPES[kind]:
+    if LAYER_TYPES.get(kind, cls) is not cls:
         raise ValueError(f"cannot save layer {i} ({layer!r}): its class has the name of nn's "
                          f"own {kind}, so loading would build nn's {kind}; rename the class")
     try:
@@ -1696,12 +1696,11 @@ def _stored_arrays(i, layer):
 
 @contextlib.contextmanager
 def atomic_file(path, mode="wb", suffix="", **options):
-    """Write a file all or nothing: `with atomic_file(path) as file:` writes to a temporary
-    file beside `path`, put on disk and renamed over `path` in one step once the block ends
-    well; an exception (Ctrl-C too) removes it and leaves any old `path` whole. An existing
-    `path` keeps its permissions; a new one gets what open() gives (0666 less the umask). No
-    signal handler is installed: a process killed while writing keeps its old `path`, and may
-    leave a '.nn-save-*' file behind. `options` go to open (e.g. newline="")."""
+    """`with atomic_file(path) as file:` writes a temporary file beside `path`, put on disk and
+    renamed over `path` once the block ends well; an exception (Ctrl-C too) removes it. So
+    `path` is the old file or the new one, never half of either (a killed process may leave a
+    '.nn-save-*' file). No signal handler is installed. An existing `path` keeps its
+    permissions; a new one gets open()'s (0666 less the umask). `options` go to open()."""
     folder = os.path.dirname(os.path.abspath(path))
     temporary = os.path.join(folder, f".nn-save-{os.urandom(6).hex()}{suffix}")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
@@ -1720,20 +1719,16 @@ def atomic_file(path, mode="wb", suffix="", **options):
         raise
 
 
-def _refuse(path, why):
-    return ValueError(f"{path} is not a model saved by nn.Network.save: {why}")
-
-
 def _load_network(network_class, path, custom_objects):
     path = _checked_path(path)
-    if custom_objects is not None and not isinstance(custom_objects, dict):
+    custom = {} if custom_objects is None else custom_objects
+    if not isinstance(custom, dict):
         raise ValueError(f"custom_objects must be a dict of layer classes by name, e.g. "
                          f"{{'Scale': Scale}}, got {custom_objects!r}")
-    for name, cls in (custom_objects or {}).items():
+    for name, cls in custom.items():
         if not (isinstance(name, str) and isinstance(cls, type) and issubclass(cls, Layer)):
             raise ValueError(f"custom_objects[{name!r}] must be a Layer class under its name, "
                              f"got {cls!r}")
-    known = {**LAYER_TYPES, **(custom_objects or {})}
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no model file at {path}")
     try:
@@ -1742,89 +1737,36 @@ def _load_network(network_class, path, custom_objects):
         raise _refuse(path, f"not a NumPy .npz archive ({error})") from None
     with archive:
         try:
-            headers = dict(_read_header(path, archive, member) for member in archive.infolist())
-            return _read_network(network_class, path, archive, headers, known)
+            return _read_network(network_class, path, archive, {**LAYER_TYPES, **custom})
         except (OSError, EOFError, zipfile.BadZipFile, NotImplementedError, zlib.error) as error:
             raise _refuse(path, f"damaged archive ({error})") from None
 
 
-def _read_header(path, archive, member):
-    """(name, (member, data offset, shape, fortran_order, dtype)) of a .npy member, its header
-    read (at most MAX_HEADER_BYTES: NumPy's reader reads all a header claims) and checked
-    against the member's real size and the dtypes a model file holds."""
-    name = member.filename[:-len(".npy")]
-    if not member.filename.endswith(".npy") or member.flag_bits & 1 or \
-            member.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-        raise _refuse(path, f"unexpected member {member.filename!r} (expected .npy arrays, "
-                            f"stored or deflated, not encrypted)")
-    with archive.open(member) as file:
-        width = {b"\x93NUMPY\x01\x00": 2, b"\x93NUMPY\x02\x00": 4}.get(file.read(8), 0)
-        length_bytes = file.read(width)      # the header's length: 2 bytes (4 in format 2.0)
-        length = int.from_bytes(length_bytes, "little")
-        if not width or length > MAX_HEADER_BYTES:
-            raise _refuse(path, f"array {name!r} is not a .npy array with a header of at most "
-                                f"{MAX_HEADER_BYTES:,} bytes (it claims {length:,})")
-        reader = (np.lib.format.read_array_header_1_0 if width == 2
-                  else np.lib.format.read_array_header_2_0)
-        try:                                 # NumPy's parser raises what its tokenizer raises
-            shape, fortran_order, dtype = reader(io.BytesIO(length_bytes + file.read(length)))
-        except Exception as error:
-            raise _refuse(path, f"array {name!r} has a damaged header ({type(error).__name__})") \
-                from None
-    offset, size = 8 + width + length, math.prod(shape) * dtype.itemsize
-    if offset + size != member.file_size:
-        raise _refuse(path, f"array {name!r} claims {size:,} bytes of data; its member holds "
-                            f"{member.file_size - offset:,}")
-    if dtype not in (np.float32, np.float64) and not (        # or one text, under 4 MiB
-            name == "architecture" and dtype.kind == "U" and shape == () and size < 2 ** 22):
-        raise _refuse(path, f"array {name!r} has dtype {dtype}, expected float32 or float64")
-    return name, (member, offset, shape, fortran_order, dtype)
-
-
-def _read_data(path, archive, name, header):
-    """The array `name`, as its header (checked by _read_header) says; finite if of floats."""
-    member, offset, shape, fortran_order, dtype = header
-    with archive.open(member) as file:
-        data = file.read(member.file_size)[offset:]
-    if len(data) != math.prod(shape) * dtype.itemsize:      # a zip that lies about its sizes
-        raise _refuse(path, f"array {name!r} is shorter than its header says")
-    array = np.frombuffer(data, dtype).reshape(shape, order="F" if fortran_order else "C")
-    if dtype.kind == "f" and not np.all(np.isfinite(array)):
-        raise _refuse(path, f"array {name!r} holds NaN or infinity")
-    return array
-
-
-def _read_network(network_class, path, archive, headers, known):
-    """The network of the archive whose headers were read: its arrays checked against the
-    budget, then its layers built one at a time, each filled and run on a test example."""
-    architecture = headers.pop("architecture", None)
-    dtypes = {dtype for *_, dtype in headers.values()}
-    if len(dtypes) > 1:
-        raise _refuse(path, f"its arrays mix dtypes {sorted(map(str, dtypes))}")
-    dtype = dtypes.pop() if dtypes else np.dtype(np.float32)
-    stored = sum(math.prod(shape) for _, _, shape, *_ in headers.values())
-    if LOAD_FACTOR * stored * dtype.itemsize > MAX_MODEL_BYTES:
-        raise _over_budget(path, f"its arrays, {stored * dtype.itemsize:,} bytes, held "
+def _read_network(network_class, path, archive, known):
+    """The network in the archive. What the file declares is checked first (the zip's sizes,
+    each header, the architecture); then each layer is built, filled and run on a test example
+    (random numbers in [0, 1), like pixels), and what it keeps for it (its output, the arrays it
+    holds besides those it was built with), times a batch, counts against the budget."""
+    declared = sum(member.file_size for member in archive.infolist())
+    if LOAD_FACTOR * declared > MAX_MODEL_BYTES:
+        raise _over_budget(path, f"its arrays, {declared:,} bytes unpacked, held "
                                  f"{LOAD_FACTOR} times over while loading")
-    if architecture is None:
+    headers = dict(_read_header(path, archive, member) for member in archive.infolist())
+    if "architecture" not in headers:
         raise _refuse(path, "it has no architecture")
-    description = _checked_architecture(path, str(_read_data(path, archive, "architecture",
-                                                             architecture)))
-    # Each layer, once built and filled, runs on a test example (random numbers in [0, 1), like
-    # pixels), in inference. What it keeps for it (its output, and the arrays it holds besides
-    # those it was built with), times a batch, counts against the budget with the layers' own
-    # arrays; a Conv2D's im2col matrix (k * k numbers per input number) before it is made.
+    text = str(_read_data(path, archive, "architecture", headers.pop("architecture")))
+    description = _checked_architecture(path, text, known, declared)
+    dtype = next((header[-1] for header in headers.values()), np.dtype(np.float32))
     x = np.random.default_rng(0).random((1, *description["input_shape"])).astype(dtype)
-    layers, used = [], 0                     # bytes
+    layers, used = [], LOAD_FACTOR * declared                      # bytes
     for i, spec in enumerate(description["layers"]):
-        layer = _rebuild_layer(path, i, spec, known, archive, headers, dtype, stored)
+        layer = _rebuild_layer(path, i, spec, known, archive, headers, dtype)
         own = [value for value in vars(layer).values() if isinstance(value, np.ndarray)]
-        used += sum(array.nbytes for array in own)
-        columns = 0
+        columns = 0                          # a Conv2D's im2col matrix, before it is made
         if isinstance(layer, Conv2D) and x.ndim == 4:
-            k = layer.kernel_size
-            out_h, out_w = _conv_output_shape(*x.shape[2:], k, layer.stride, layer.padding)
-            columns = PREDICT_BATCH * x.itemsize * x.shape[1] * k * k * out_h * out_w
+            k, places = layer.kernel_size, _conv_output_shape(*x.shape[2:], layer.kernel_size,
+                                                              layer.stride, layer.padding)
+            columns = PREDICT_BATCH * x.itemsize * x.shape[1] * k * k * math.prod(places)
         if used + columns > MAX_MODEL_BYTES:
             raise _over_budget(path, f"layer {i} ({layer!r}) and those before it, with a batch "
                                      f"of {PREDICT_BATCH} examples")
@@ -1832,9 +1774,9 @@ def _read_network(network_class, path, archive, headers, known):
         try:
             with np.errstate(all="ignore"):
                 output = layer.forward(x)
-            used += PREDICT_BATCH * (output.nbytes + sum(
-                value.nbytes for value in vars(layer).values()
-                if isinstance(value, np.ndarray) and not any(value is array for array in own)))
+            kept = [output] + [value for value in vars(layer).values() if isinstance(
+                value, np.ndarray) and not any(value is array for array in own)]
+            used += PREDICT_BATCH * sum(array.nbytes for array in kept)
         except (ValueError, IndexError, TypeError, AttributeError, MemoryError) as error:
             raise _refuse(path, f"layer {i} ({layer!r}) cannot take an example of shape "
                                 f"{x.shape[1:]} ({error})") from None
@@ -1847,56 +1789,100 @@ def _read_network(network_class, path, archive, headers, known):
                             "so its answers would mean nothing")
     if headers:
         raise _refuse(path, f"it holds arrays no layer uses: {sorted(headers)}")
-    try:
-        net = network_class(layers, loss=description["loss"])
-    except ValueError as error:
-        raise _refuse(path, str(error)) from None
+    net = network_class(layers, loss=description["loss"])
     net.input_shape = tuple(description["input_shape"])
     return net
 
 
-def _checked_architecture(path, text):
-    """The file's description of the network, after checking its form (not yet its sizes)."""
+def _read_header(path, archive, member):
+    """(name, (member, data offset, fortran_order, shape, dtype)) of a .npy member, its header
+    read by NumPy's own reader (at most MAX_HEADER_BYTES) and checked against the member's size
+    and the dtypes a model file holds."""
+    name = member.filename.removesuffix(".npy")
+    if not member.filename.endswith(".npy") or member.flag_bits & 1 or \
+            member.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise _refuse(path, f"unexpected member {member.filename!r} (expected .npy arrays, "
+                            f"stored or deflated, not encrypted)")
+    readers = {(1, 0): np.lib.format.read_array_header_1_0,
+               (2, 0): np.lib.format.read_array_header_2_0}
+    with archive.open(member) as file:
+        try:                                 # NumPy's parser raises what its tokenizer raises
+            read = readers[np.lib.format.read_magic(file)]
+            shape, fortran_order, dtype = read(file, max_header_size=MAX_HEADER_BYTES)
+        except Exception as error:
+            raise _refuse(path, f"array {name!r} has a damaged header ({type(error).__name__}); "
+                                f"expected a .npy header of at most {MAX_HEADER_BYTES:,} bytes") \
+                from None
+        offset = file.tell()
+    size = math.prod(shape) * dtype.itemsize
+    if offset + size != member.file_size:
+        raise _refuse(path, f"array {name!r} claims {size:,} bytes of data; its member holds "
+                            f"{member.file_size - offset:,}")
+    if dtype not in (np.float32, np.float64) and not (        # or one text, under 4 MiB
+            name == "architecture" and dtype.kind == "U" and shape == () and size < 2 ** 22):
+        raise _refuse(path, f"array {name!r} has dtype {dtype}, expected float32 or float64")
+    return name, (member, offset, fortran_order, shape, dtype)
+
+
+def _read_data(path, archive, name, header):
+    """The array `name`, as its header (checked by _read_header) says; finite if of floats."""
+    member, offset, fortran_order, shape, dtype = header
+    with archive.open(member) as file:
+        data = file.read()
+    if len(data) != offset + math.prod(shape) * dtype.itemsize:   # a zip that lies about sizes
+        raise _refuse(path, f"array {name!r} is shorter than its header says")
+    array = np.frombuffer(data, dtype, offset=offset).reshape(shape, order="AF"[fortran_order])
+    if dtype.kind == "f" and not np.all(np.isfinite(array)):
+        raise _refuse(path, f"array {name!r} holds NaN or infinity")
+    return array
+
+
+def _checked_architecture(path, text, known, declared):
+    """The file's description of the network, checked before anything is built: its form, an
+    input_shape whose batch fits in the budget, and for each layer a known type and a config
+    whose whole numbers (the sizes a constructor allocates: Dense(10**6, 10**6) would take
+    4 TB) multiply to no more than the file has bytes."""
     try:
         description = json.loads(text)
     except (ValueError, RecursionError) as error:
         raise _refuse(path, f"its architecture is not valid JSON ({type(error).__name__})") \
             from None
-    if not isinstance(description, dict) or description.get("format") != MODEL_FORMAT:
-        earlier = isinstance(description, dict) and description.get("format") == "nn.Network v2"
+    get = description.get if isinstance(description, dict) else {}.get
+    if get("format") == "nn.Network v2":
         raise _refuse(path, "it was saved by an earlier nn.py, which did not record the shape "
-                            "of an example; load it there, run it once and save it again"
-                      if earlier else f"no {MODEL_FORMAT!r} format marker")
-    specs, shape = description.get("layers"), description.get("input_shape")
-    if not isinstance(specs, list) or not specs or len(specs) > MAX_LAYERS:
-        raise _refuse(path, f"its architecture lists no layers, or more than {MAX_LAYERS}")
-    if not (isinstance(shape, list) and shape and all(
-            isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)
-            and PREDICT_BATCH * math.prod(shape) * 8 <= MAX_MODEL_BYTES):
-        raise _refuse(path, f"its input_shape must be a list of positive whole numbers, a batch "
-                            f"of which fits in MAX_MODEL_BYTES, got {shape!r}")
-    if not isinstance(description.get("loss"), str) or description["loss"] not in LOSSES:
-        raise _refuse(path, f"unknown loss {description.get('loss')!r}")
+                            "of an example; load it there, run it once and save it again")
+    specs, shape = get("layers"), get("input_shape")
+    if not (get("format") == MODEL_FORMAT and get("loss") in list(LOSSES)
+            and isinstance(shape, list) and shape and all(
+                isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)
+            and isinstance(specs, list) and 0 < len(specs) <= MAX_LAYERS and all(
+                isinstance(spec, dict) and isinstance(spec.get("type"), str)
+                and isinstance(spec.get("config"), dict) for spec in specs)):
+        raise _refuse(path, f"its architecture must be {{'format': {MODEL_FORMAT!r}, 'loss': "
+                            f"one of {sorted(LOSSES)}, 'input_shape': [positive whole numbers], "
+                            f"'layers': [1 to {MAX_LAYERS} of {{'type': ..., 'config': {{...}}}}]}}"
+                            f", got {text[:200]}")
+    if PREDICT_BATCH * math.prod(shape) * 8 > MAX_MODEL_BYTES:
+        raise _over_budget(path, f"its input_shape {shape}, in a batch of {PREDICT_BATCH}")
+    for i, spec in enumerate(specs):
+        kind, config = spec["type"], spec["config"]
+        if kind not in known:
+            raise ValueError(f"{path}: layer {i} is a {kind!r}, which nn.py does not know; if it "
+                             f"is a layer class of your own, pass it: Network.load(path, "
+                             f"custom_objects={{{kind!r}: {kind}}})")
+        numbers = [v for value in config.values() for v in (value if isinstance(value, list)
+                                                             else [value])]
+        if math.prod(abs(v) for v in numbers if isinstance(v, int) and not isinstance(v, bool)
+                     and v != 0) > max(declared, 2 ** 22):
+            raise _refuse(path, f"layer {i} ({kind}) claims sizes {config} far beyond the "
+                                f"file's {declared:,} bytes")
     return description
 
 
-def _rebuild_layer(path, i, spec, known, archive, headers, dtype, stored):
-    """Layer i from its spec {"type", "config"}, its arrays read from the archive (their
-    headers taken out of `headers`). A constructor allocates what its settings say (Dense(10**6,
-    10**6) would take 4 TB), so their product must first stay near what the file stores."""
-    if not (isinstance(spec, dict) and isinstance(spec.get("type"), str)
-            and isinstance(spec.get("config"), dict)):
-        raise _refuse(path, f"layer {i} is not described as {{'type': ..., 'config': {{...}}}}")
+def _rebuild_layer(path, i, spec, known, archive, headers, dtype):
+    """Layer i built from its spec, then filled from the archive with its arrays, whose
+    headers it takes out of `headers`: each must have the shape and dtype the layer has."""
     kind, config = spec["type"], spec["config"]
-    if kind not in known:
-        raise ValueError(f"{path}: layer {i} is a {kind!r}, which nn.py does not know; if it is "
-                         f"a layer class of your own, pass it: Network.load(path, "
-                         f"custom_objects={{{kind!r}: {kind}}})")
-    numbers = [v for value in config.values() for v in (value if isinstance(value, list) else
-                                                         [value])]
-    if math.prod(abs(v) for v in numbers if isinstance(v, int) and not isinstance(v, bool)
-                 and v != 0) > 4 * max(stored, 2 ** 20):
-        raise _refuse(path, f"layer {i} ({kind}) claims sizes {config} far beyond its arrays")
     try:
         layer = known[kind](**config)
     except (TypeError, ValueError, MemoryError) as error:
@@ -1906,11 +1892,16 @@ def _rebuild_layer(path, i, spec, known, archive, headers, dtype, stored):
     for name, what, array in _stored_arrays(i, layer):
         if name not in headers:
             raise _refuse(path, f"layer {i} ({layer!r}) has no {what}")
-        if headers[name][2] != array.shape:
-            raise _refuse(path, f"layer {i} ({layer!r}) {what} has shape {headers[name][2]}, "
-                                f"expected {array.shape}")
-        array[...] = _read_data(path, archive, name, headers.pop(name))
+        header = headers.pop(name)
+        if header[3:] != (array.shape, array.dtype):
+            raise _refuse(path, f"layer {i} ({layer!r}) {what} has shape {header[3]} and dtype "
+                                f"{header[4]}, expected {array.shape} and {array.dtype}")
+        array[...] = _read_data(path, archive, name, header)
     return layer
+
+
+def _refuse(path, why):
+    return ValueError(f"{path} is not a model saved by nn.Network.save: {why}")
 
 
 def _over_budget(path, what):
