@@ -1969,23 +1969,22 @@ def check_gradients(model, x, y=None, eps=1e-6, training=False, verbose=True, se
     names = ("check_gradients x", "check_gradients y")
     x, y = (_checked_data(x, y, np.float64, names) if is_network
             else (_checked_inputs(x, np.float64, names[0]), None))
-    x = x.copy()                             # nudged in place: never the caller's own array
     title = "the network" if is_network else repr(model)
-    report = GradientReport(title, *_gradient_errors(model, x, y, eps, training, seed, title))
+    report = GradientReport(title, *_gradient_errors(model, x.copy(), y, eps, training, seed))
     if verbose:
         print(report)
     return report
 
 
-def _gradient_errors(model, x, y, eps, training, seed, title):
+def _gradient_errors(model, x, y, eps, training, seed):
     """check_gradients' findings, ({array name: relative error}, [problems]), on a float64
-    copy of the model, the master; in training, each pass runs on a fresh copy of it."""
+    copy of the model, the master; in training, each pass runs on a fresh copy of it. x is
+    check_gradients' own copy: the numbers are nudged in place."""
     is_network = isinstance(model, Network)
     master = copy.deepcopy(model)
     layers = master.layers if is_network else [master]
     _cast_parameters(layers, np.float64)
-    if not is_network:
-        master.input_gradient_needed = True
+    master.input_gradient_needed = True      # (a Network has no use for it)
 
     def forward():                           # (the model run, its output at x)
         target = copy.deepcopy(master) if training else master
@@ -1994,46 +1993,42 @@ def _gradient_errors(model, x, y, eps, training, seed, title):
         target.training = training
         return target, target.forward(x)
 
-    def loss():
-        target, out = forward()
-        return target.loss(y, out) if is_network else float(np.sum(out * upstream))
-
     def slope(array, at, step):              # dL along `step` at array[at], central differences
         kept = array[at].copy()
-        array[at] = kept + eps * step
-        plus = loss()
-        array[at] = kept - eps * step
-        minus = loss()
+        losses = []
+        for sign in (1, -1):
+            array[at] = kept + sign * eps * step
+            target, out = forward()
+            losses.append(target.loss(y, out) if is_network else float(np.sum(out * upstream)))
         array[at] = kept
-        return (plus - minus) / (2 * eps)
-
-    def where(i, layer):
-        return f"layer {i} ({layer!r})" if is_network else title
-
-    # The arrays to check: (name, the master's array, and words for what backward gave:
-    # "Scale(n=3): grad_scale is", "dL/d(scale)"), in the order of gradients() below.
-    checks = [] if is_network else [("input", x, f"{title}.backward returned", "dL/d(input)")]
-    for i, layer in enumerate(layers):
-        for j, (param, grad) in enumerate(layer.parameters()):
-            name = (_attribute_names(layer, param, required=False) or [f"parameter {j}"])[0]
-            grad_name = (_attribute_names(layer, grad, required=False)
-                         or [f"the gradient of {name}"])[0]
-            checks.append(((f"layer {i} {type(layer).__name__} " if is_network else "") + name,
-                           param, f"{where(i, layer)}: {grad_name} is", f"dL/d({name})"))
+        return (losses[0] - losses[1]) / (2 * eps)
 
     def gradients(target, out):              # what one backward gave, one per check
         given = [target.backward(y, out) if is_network else target.backward(upstream.copy())]
         given += [grad for twin in (target.layers if is_network else [target])
                   for _, grad in twin.parameters()]
         return [gradient.copy() if isinstance(gradient, np.ndarray) else gradient
-                for gradient in given[1 if is_network else 0:]]
+                for gradient in (given[1:] if is_network else given)]
+
+    # The arrays to check: (name, the master's array, what backward gave as its gradient,
+    # e.g. "Scale(n=3): grad_scale is", and what that should be, "dL/d(scale)").
+    where = [f"layer {i} ({layer!r})" if is_network else repr(layer)
+             for i, layer in enumerate(layers)]
+    checks = [] if is_network else [("input", x, f"{where[0]}.backward returned", "dL/d(input)")]
+    for i, layer in enumerate(layers):
+        for j, (param, grad) in enumerate(layer.parameters()):
+            name = (_attribute_names(layer, param, required=False) or [f"parameter {j}"])[0]
+            grad_name = (_attribute_names(layer, grad, required=False)
+                         or [f"the gradient of {name}"])[0]
+            checks.append((f"layer {i} {type(layer).__name__} {name}" if is_network else name,
+                           param, f"{where[i]}: {grad_name} is", f"dL/d({name})"))
 
     # Analytic gradients: one forward, then backward twice with the same R (a gradient added to,
     # +=, instead of overwritten comes out twice as large the second time).
     try:
         target, out = forward()
         if not isinstance(out, np.ndarray):
-            raise LayerError(f"{title}: forward returned {_described(out)}; expected its "
+            raise LayerError(f"{where[0]}: forward returned {_described(out)}; expected its "
                              f"output, an array (is a `return` missing?)")
         upstream = np.random.default_rng([_UPSTREAM_STREAM, seed]).standard_normal(out.shape)
         largest = max(float(np.abs(out).max(initial=0)), float(np.abs(x).max()))
@@ -2041,17 +2036,17 @@ def _gradient_errors(model, x, y, eps, training, seed, title):
             raise ValueError(f"check_gradients cannot trust finite differences here: the "
                              f"numbers reach {largest:.1e}, where a step of eps={eps:g} is "
                              f"lost in rounding; scale x to ordinary sizes (or a larger eps)")
-        passes = [gradients(target, out) for _ in range(2)]
+        first, second = gradients(target, out), gradients(target, out)
     except LayerError as error:              # a Network names the layer
         return {name: math.inf for name, *_ in checks}, [str(error)]
 
     # A float array of a layer that changes the output though neither parameters() nor
     # buffers() lists it would never train (nor be saved): nudge each and watch the output.
-    problems = []
-    listed = [array for layer in layers for pair in layer.parameters() for array in pair]
-    listed += [array for layer in layers for array in layer.buffers()] + [x]
+    problems, errors = [], {}
+    listed = [x] + [array for layer in layers for array in
+                    [a for pair in layer.parameters() for a in pair] + list(layer.buffers())]
     before = forward()[1].copy()             # a copy: a layer may keep its output and return it
-    for i, layer in enumerate(layers):
+    for layer, place in zip(layers, where):
         for name, value in list(vars(layer).items()):
             if not (isinstance(value, np.ndarray) and value.dtype.kind == "f" and value.size
                     and value.flags.writeable) or any(np.may_share_memory(value, array)
@@ -2059,31 +2054,27 @@ def _gradient_errors(model, x, y, eps, training, seed, title):
                 continue
             kept = value.copy()
             value += 1e-3 * (1 + np.abs(value))
-            changed = not np.array_equal(forward()[1], before)
-            value[...] = kept
-            if changed:
-                problems.append(f"{where(i, layer)}: {name} changes the output but is not in "
+            if not np.array_equal(forward()[1], before):
+                problems.append(f"{place}: {name} changes the output but is not in "
                                 f"parameters(): it will never train (or, if it must not, list "
                                 f"it in buffers())")
+            value[...] = kept
 
     # Numerical gradients: nudge each number of each array of the master, up and down.
-    errors = {}
-    for (name, array, said, meaning), first, second in zip(checks, *passes):
+    for (name, array, said, meaning), once, again in zip(checks, first, second):
         numerical = np.reshape([slope(array, index, 1) for index in np.ndindex(array.shape)],
                                array.shape)
-        found = _gradient_problem(said, meaning, first, array.shape)
+        found = _gradient_problem(said, meaning, once, array.shape)
         if found is None and not np.all(np.isfinite(numerical)):
             found = (f"{name}: the finite differences are NaN or inf (the forward pass is not "
                      f"finite near this x), so nothing can be checked")
-        if found is not None:
-            problems.append(found)
-            errors[name] = math.inf
-            continue
-        errors[name] = max(relative_error(first, numerical), relative_error(second, numerical))
-        if not relative_error(first, second) < GRADIENT_THRESHOLD:   # += for =, most often
-            problems.append(f"{said} not the same when backward runs again with the same "
-                            f"grad_output: overwrite a gradient (grad[...] = ...), never add to "
-                            f"it (+=), and leave what forward remembered as it is")
+        errors[name] = math.inf if found else max(relative_error(once, numerical),
+                                                  relative_error(again, numerical))
+        if found is None and not relative_error(once, again) < GRADIENT_THRESHOLD:
+            found = (f"{said} not the same when backward runs again with the same "
+                     f"grad_output: overwrite a gradient (grad[...] = ...), never add to "
+                     f"it (+=), and leave what forward remembered as it is")
+        problems += [found] if found else []
     if problems or not all(error < GRADIENT_THRESHOLD for error in errors.values()):
         return errors, problems
 
@@ -2108,19 +2099,17 @@ def _gradient_errors(model, x, y, eps, training, seed, title):
             return errors, [f"{error} (at other examples)"]
         for (name, array, said, meaning), gradient in zip(checks, given):
             array = x if name == "input" else array
-            found = _gradient_problem(said, meaning, gradient, array.shape)
+            found, error = _gradient_problem(said, meaning, gradient, array.shape), math.inf
             if found is None:
                 direction = rng.standard_normal(array.shape)
                 numerical = slope(array, ..., direction)
                 error = abs(float(np.sum(gradient * direction)) - numerical) / (
                     np.linalg.norm(gradient) * np.linalg.norm(direction) + abs(numerical))
-                if not error >= GRADIENT_THRESHOLD:      # right, or not defined there (NaN)
-                    continue
-                errors[name], found = error, "does backward hold for every input and batch?"
-            else:
-                errors[name] = math.inf
-            problems.append(f"{name}: right at this x, but not at other examples (random "
-                            f"numbers of both signs): {found}")
+                found = "does backward hold for every input and batch?"
+            if error >= GRADIENT_THRESHOLD:          # (NaN: not defined there, not judged)
+                errors[name] = error
+                problems.append(f"{name}: right at this x, but not at other examples (random "
+                                f"numbers of both signs): {found}")
     return errors, problems
 
 
