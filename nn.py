@@ -1731,15 +1731,11 @@ def _load_network(network_class, path, custom_objects):
                              f"got {cls!r}")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no model file at {path}")
-    try:
-        archive = zipfile.ZipFile(path)
-    except (OSError, EOFError, ValueError, NotImplementedError, zipfile.BadZipFile) as error:
-        raise _refuse(path, f"not a NumPy .npz archive ({error})") from None
-    with archive:
-        try:
+    try:                                     # zipfile's own checks: its directory, each CRC
+        with zipfile.ZipFile(path) as archive:
             return _read_network(network_class, path, archive, {**LAYER_TYPES, **custom})
-        except (OSError, EOFError, zipfile.BadZipFile, NotImplementedError, zlib.error) as error:
-            raise _refuse(path, f"damaged archive ({error})") from None
+    except (OSError, EOFError, NotImplementedError, zipfile.BadZipFile, zlib.error) as error:
+        raise _refuse(path, f"not a NumPy .npz archive, or a damaged one ({error})") from None
 
 
 def _read_network(network_class, path, archive, known):

@@ -2323,8 +2323,8 @@ class TestHostileModelFiles(SaveLoadCase):
             self.assertTrue(message.startswith(self.path), message)
         central = data.index(b"PK\x01\x02")             # a zip version Python cannot read
         data[central + 6] = 99
-        self.assertRefused(content=bytes(data), fragment="not a NumPy .npz archive (zip file "
-                                                         "version 9.9)")
+        self.assertRefused(content=bytes(data), fragment="not a NumPy .npz archive, or a "
+                                                         "damaged one (zip file version 9.9)")
 
     def test_a_huge_claimed_layer_is_refused_before_building(self):
         arrays = self.good_arrays()
