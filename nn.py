@@ -1739,25 +1739,28 @@ def _load_network(network_class, path, custom_objects):
 
 
 def _read_network(network_class, path, archive, known):
-    """The network in the archive. What the file declares is checked first (the zip's sizes,
-    each header, the architecture); then each layer is built, filled and run on a test example
-    (random numbers in [0, 1), like pixels), and what it keeps for it (its output, the arrays it
-    holds besides those it was built with), times a batch, counts against the budget."""
-    declared = sum(member.file_size for member in archive.infolist())
+    """The network in the archive. What the file declares is checked first: its members and
+    their sizes, the architecture. Then each layer is built, filled and run on a test example
+    (random numbers in [0, 1), like pixels): the layers' arrays, and what each keeps for the
+    example (its output and the arrays it did not hold when built) times a batch, must fit."""
+    members = archive.infolist()
+    for member in members:
+        if not member.filename.endswith(".npy") or member.flag_bits & 1 or \
+                member.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise _refuse(path, f"unexpected member {member.filename!r} (expected .npy arrays, "
+                                f"stored or deflated, not encrypted)")
+    declared = sum(member.file_size for member in members)      # bytes, unpacked
     if LOAD_FACTOR * declared > MAX_MODEL_BYTES:
         raise _over_budget(path, f"its arrays, {declared:,} bytes unpacked, held "
                                  f"{LOAD_FACTOR} times over while loading")
-    headers = dict(_read_header(path, archive, member) for member in archive.infolist())
-    if "architecture" not in headers:
-        raise _refuse(path, "it has no architecture")
-    text = str(_read_data(path, archive, "architecture", headers.pop("architecture")))
+    text = str(_read_array(path, archive, "architecture", "the architecture"))
     description = _checked_architecture(path, text, known, declared)
-    dtype = next((header[-1] for header in headers.values()), np.dtype(np.float32))
-    x = np.random.default_rng(0).random((1, *description["input_shape"])).astype(dtype)
-    layers, used = [], LOAD_FACTOR * declared                      # bytes
+    x = np.random.default_rng(0).random((1, *description["input_shape"]), np.float32)
+    layers, used = [], 0                     # bytes
     for i, spec in enumerate(description["layers"]):
-        layer = _rebuild_layer(path, i, spec, known, archive, headers, dtype)
+        layer = _rebuild_layer(path, i, spec, known, archive)
         own = [value for value in vars(layer).values() if isinstance(value, np.ndarray)]
+        used += sum(array.nbytes for array in own)
         columns = 0                          # a Conv2D's im2col matrix, before it is made
         if isinstance(layer, Conv2D) and x.ndim == 4:
             k, places = layer.kernel_size, _conv_output_shape(*x.shape[2:], layer.kernel_size,
@@ -1783,25 +1786,25 @@ def _read_network(network_class, path, archive, known):
     if not np.all(np.isfinite(x)):
         raise _refuse(path, "its output for an example is NaN or infinite (weights too large?), "
                             "so its answers would mean nothing")
-    if headers:
-        raise _refuse(path, f"it holds arrays no layer uses: {sorted(headers)}")
+    unused = {member.filename[:-len(".npy")] for member in members} - {"architecture"} - {
+        name for i, layer in enumerate(layers) for name, *_ in _stored_arrays(i, layer)}
+    if unused:
+        raise _refuse(path, f"it holds arrays no layer uses: {sorted(unused)}")
     net = network_class(layers, loss=description["loss"])
     net.input_shape = tuple(description["input_shape"])
     return net
 
 
-def _read_header(path, archive, member):
-    """(name, (member, data offset, fortran_order, shape, dtype)) of a .npy member, its header
-    read by NumPy's own reader (at most MAX_HEADER_BYTES) and checked against the member's size
-    and the dtypes a model file holds."""
-    name = member.filename.removesuffix(".npy")
-    if not member.filename.endswith(".npy") or member.flag_bits & 1 or \
-            member.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-        raise _refuse(path, f"unexpected member {member.filename!r} (expected .npy arrays, "
-                            f"stored or deflated, not encrypted)")
+def _read_array(path, archive, name, what):
+    """The array `name` (`what` it is for), read the safetensors way: its .npy header by
+    NumPy's own reader (at most MAX_HEADER_BYTES), then data of exactly the size the header
+    claims (no read goes beyond what the zip declared, which the budget allowed); float32 or
+    float64 numbers, all finite, or (the architecture) one text under 4 MiB."""
+    if f"{name}.npy" not in archive.NameToInfo:
+        raise _refuse(path, f"{what} is missing (no array {name!r})")
     readers = {(1, 0): np.lib.format.read_array_header_1_0,
                (2, 0): np.lib.format.read_array_header_2_0}
-    with archive.open(member) as file:
+    with archive.open(f"{name}.npy") as file:
         try:                                 # NumPy's parser raises what its tokenizer raises
             read = readers[np.lib.format.read_magic(file)]
             shape, fortran_order, dtype = read(file, max_header_size=MAX_HEADER_BYTES)
@@ -1809,25 +1812,15 @@ def _read_header(path, archive, member):
             raise _refuse(path, f"array {name!r} has a damaged header ({type(error).__name__}); "
                                 f"expected a .npy header of at most {MAX_HEADER_BYTES:,} bytes") \
                 from None
-        offset = file.tell()
+        data = file.read()
     size = math.prod(shape) * dtype.itemsize
-    if offset + size != member.file_size:
+    if size != len(data):
         raise _refuse(path, f"array {name!r} claims {size:,} bytes of data; its member holds "
-                            f"{member.file_size - offset:,}")
-    if dtype not in (np.float32, np.float64) and not (        # or one text, under 4 MiB
+                            f"{len(data):,}")
+    if dtype not in (np.float32, np.float64) and not (
             name == "architecture" and dtype.kind == "U" and shape == () and size < 2 ** 22):
         raise _refuse(path, f"array {name!r} has dtype {dtype}, expected float32 or float64")
-    return name, (member, offset, fortran_order, shape, dtype)
-
-
-def _read_data(path, archive, name, header):
-    """The array `name`, as its header (checked by _read_header) says; finite if of floats."""
-    member, offset, fortran_order, shape, dtype = header
-    with archive.open(member) as file:
-        data = file.read()
-    if len(data) != offset + math.prod(shape) * dtype.itemsize:   # a zip that lies about sizes
-        raise _refuse(path, f"array {name!r} is shorter than its header says")
-    array = np.frombuffer(data, dtype, offset=offset).reshape(shape, order="AF"[fortran_order])
+    array = np.frombuffer(data, dtype).reshape(shape, order="F" if fortran_order else "C")
     if dtype.kind == "f" and not np.all(np.isfinite(array)):
         raise _refuse(path, f"array {name!r} holds NaN or infinity")
     return array
@@ -1875,24 +1868,24 @@ def _checked_architecture(path, text, known, declared):
     return description
 
 
-def _rebuild_layer(path, i, spec, known, archive, headers, dtype):
-    """Layer i built from its spec, then filled from the archive with its arrays, whose
-    headers it takes out of `headers`: each must have the shape and dtype the layer has."""
+def _rebuild_layer(path, i, spec, known, archive):
+    """Layer i built from its spec, cast to the dtype of its arrays in the file, and filled
+    with them: each must have the shape the layer gives it (and the dtype of the first)."""
     kind, config = spec["type"], spec["config"]
     try:
         layer = known[kind](**config)
     except (TypeError, ValueError, MemoryError) as error:
         raise _refuse(path, f"layer {i} ({kind} with {config}) cannot be built: {error}") \
             from None
-    _cast_parameters([layer], dtype)
-    for name, what, array in _stored_arrays(i, layer):
-        if name not in headers:
-            raise _refuse(path, f"layer {i} ({layer!r}) has no {what}")
-        header = headers.pop(name)
-        if header[3:] != (array.shape, array.dtype):
-            raise _refuse(path, f"layer {i} ({layer!r}) {what} has shape {header[3]} and dtype "
-                                f"{header[4]}, expected {array.shape} and {array.dtype}")
-        array[...] = _read_data(path, archive, name, header)
+    stored = [_read_array(path, archive, name, f"layer {i} ({layer!r}) {what}")
+              for name, what, _ in _stored_arrays(i, layer)]
+    if stored:
+        _cast_parameters([layer], stored[0].dtype)
+    for (name, what, array), data in zip(_stored_arrays(i, layer), stored):
+        if (data.shape, data.dtype) != (array.shape, array.dtype):
+            raise _refuse(path, f"layer {i} ({layer!r}) {what} has shape {data.shape} and dtype "
+                                f"{data.dtype}, expected {array.shape} and {array.dtype}")
+        array[...] = data
     return layer
 
 
