@@ -1800,7 +1800,7 @@ def _read_array(path, archive, name, what):
     NumPy's own reader (at most MAX_HEADER_BYTES), then data of exactly the size the header
     claims (no read goes beyond what the zip declared, which the budget allowed); float32 or
     float64 numbers, all finite, or (the architecture) one text under 4 MiB."""
-    if f"{name}.npy" not in archive.NameToInfo:
+    if f"{name}.npy" not in archive.namelist():
         raise _refuse(path, f"{what} is missing (no array {name!r})")
     readers = {(1, 0): np.lib.format.read_array_header_1_0,
                (2, 0): np.lib.format.read_array_header_2_0}
