@@ -1850,7 +1850,7 @@ def _checked_architecture(path, text, known, declared):
         raise _refuse(path, f"its architecture must be {{'format': {MODEL_FORMAT!r}, 'loss': "
                             f"one of {sorted(LOSSES)}, 'input_shape': [positive whole numbers], "
                             f"'layers': [1 to {MAX_LAYERS} of {{'type': ..., 'config': {{...}}}}]}}"
-                            f", got {text[:200]}")
+                            f", got {text[:100]!r}")
     if PREDICT_BATCH * math.prod(shape) * 8 > MAX_MODEL_BYTES:
         raise _over_budget(path, f"its input_shape {shape}, in a batch of {PREDICT_BATCH}")
     for i, spec in enumerate(specs):
@@ -2077,15 +2077,14 @@ def _gradient_errors(model, x, y, eps, training, seed):
     with np.errstate(all="ignore"):
         try:
             target, out = forward()
-        except Exception:                    # a layer of yours that takes only some inputs:
-            out = None                       # your x was the check
-        if not (isinstance(out, np.ndarray) and np.all(np.isfinite(out))):
-            return errors, problems
-        upstream = rng.standard_normal(out.shape)
-        try:
+            upstream = rng.standard_normal(out.shape)
             given = gradients(target, out)
         except LayerError as error:          # a Network names the layer that returned it
             return errors, [f"{error} (at other examples)"]
+        except Exception:                    # a layer of yours that takes only some inputs:
+            return errors, problems          # your x was the check
+        if not np.all(np.isfinite(out)):     # nor can a derivative be checked where the
+            return errors, problems          # output is not finite
         for (name, array, said, meaning), gradient in zip(checks, given):
             array = x if name == "input" else array
             found, error = _gradient_problem(said, meaning, gradient, array.shape), math.inf
