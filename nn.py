@@ -1755,10 +1755,12 @@ def _read_network(network_class, path, archive, known):
                                  f"{LOAD_FACTOR} times over while loading")
     text = str(_read_array(path, archive, "architecture", "the architecture"))
     description = _checked_architecture(path, text, known, declared)
-    x = np.random.default_rng(0).random((1, *description["input_shape"]), np.float32)
+    x = np.random.default_rng(0).random((1, *description["input_shape"]))
     layers, used = [], 0                     # bytes
     for i, spec in enumerate(description["layers"]):
         layer = _rebuild_layer(path, i, spec, known, archive)
+        if layer.parameters() and not any(earlier.parameters() for earlier in layers):
+            x = x.astype(layer.parameters()[0][0].dtype)      # the network's, as predict casts
         own = [value for value in vars(layer).values() if isinstance(value, np.ndarray)]
         used += sum(array.nbytes for array in own)
         columns = 0                          # a Conv2D's im2col matrix, before it is made
