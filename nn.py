@@ -1616,10 +1616,8 @@ def _say_early_stopping(history, patience, restore_best):
 # of the format, the loss, input_shape and each layer's type and config(); "layer{i}_{j}", the
 # j-th parameter of layer i; "layer{i}_buffer{j}", its j-th buffer. Saving is all or nothing
 # (atomic_file) and refuses NaN or infinite weights. Loading never unpickles and, as
-# safetensors does, checks what the file declares against its real sizes and one budget,
-# MAX_MODEL_BYTES, before it builds anything: the zip's sizes, each array's header, each
-# layer's config. Then it builds, fills and runs each layer on a test example, and what a batch
-# of PREDICT_BATCH would keep counts against the same budget.
+# safetensors does, checks what the file declares (sizes, headers, configs) against its real
+# sizes and one budget, MAX_MODEL_BYTES, before it builds from it.
 # ----------------------------------------------------------------------------------------------
 
 MODEL_FORMAT = "nn.Network v3"
@@ -1742,7 +1740,8 @@ def _read_network(network_class, path, archive, known):
     """The network in the archive. What the file declares is checked first: its members and
     their sizes, the architecture. Then each layer is built, filled and run on a test example
     (random numbers in [0, 1), like pixels): the layers' arrays, and what each keeps for the
-    example (its output and the arrays it did not hold when built) times a batch, must fit."""
+    example (its output, the arrays it did not hold when built) times PREDICT_BATCH, must fit
+    in the budget; a Conv2D's im2col matrix is counted before it is made."""
     members = archive.infolist()
     for member in members:
         if not member.filename.endswith(".npy") or member.flag_bits & 1 or \
@@ -1763,7 +1762,7 @@ def _read_network(network_class, path, archive, known):
             x = x.astype(layer.parameters()[0][0].dtype)      # the network's, as predict casts
         own = [value for value in vars(layer).values() if isinstance(value, np.ndarray)]
         used += sum(array.nbytes for array in own)
-        columns = 0                          # a Conv2D's im2col matrix, before it is made
+        columns = 0
         if isinstance(layer, Conv2D) and x.ndim == 4:
             k, places = layer.kernel_size, _conv_output_shape(*x.shape[2:], layer.kernel_size,
                                                               layer.stride, layer.padding)
