@@ -2261,6 +2261,9 @@ class TestHostileModelFiles(SaveLoadCase):
                            fragment="no layer uses")
         self.assertRefused(arrays=dict(arrays, layer0_0=arrays["layer0_0"].astype(np.int64)),
                            fragment="dtype")
+        self.assertRefused(arrays=dict(arrays, layer0_1=arrays["layer0_1"].astype(np.float64)),
+                           fragment="parameter 1 has shape (16,) and dtype float64, expected "
+                                    "(16,) and float32")
 
     def test_a_zip_that_says_a_member_is_longer_than_it_is_is_refused(self):
         members = {}
