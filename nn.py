@@ -1701,10 +1701,9 @@ def atomic_file(path, mode="wb", suffix="", **options):
     permissions; a new one gets open()'s (0666 less the umask). `options` go to open()."""
     folder = os.path.dirname(os.path.abspath(path))
     temporary = os.path.join(folder, f".nn-save-{os.urandom(6).hex()}{suffix}")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    handle = os.open(temporary, flags, 0o666)           # as open() makes a new file
+    file = open(temporary, mode.replace("w", "x"), **options)     # x: a new file, never another's
     try:
-        with os.fdopen(handle, mode, **options) as file:
+        with file:
             if os.path.exists(path):
                 shutil.copymode(path, temporary)
             yield file
