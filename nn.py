@@ -1800,11 +1800,13 @@ def _read_array(path, archive, name, what):
     NumPy's own reader (at most MAX_HEADER_BYTES), then data of exactly the size the header
     claims (no read goes beyond what the zip declared, which the budget allowed); float32 or
     float64 numbers, all finite, or (the architecture) one text under 4 MiB."""
-    if f"{name}.npy" not in archive.namelist():
-        raise _refuse(path, f"{what} is missing (no array {name!r})")
+    try:
+        member = archive.getinfo(f"{name}.npy")
+    except KeyError:
+        raise _refuse(path, f"{what} is missing (no array {name!r})") from None
     readers = {(1, 0): np.lib.format.read_array_header_1_0,
                (2, 0): np.lib.format.read_array_header_2_0}
-    with archive.open(f"{name}.npy") as file:
+    with archive.open(member) as file:
         try:                                 # NumPy's parser raises what its tokenizer raises
             read = readers[np.lib.format.read_magic(file)]
             shape, fortran_order, dtype = read(file, max_header_size=MAX_HEADER_BYTES)
