@@ -1199,7 +1199,6 @@ class Adam:
 import contextlib             # the appendix's own imports: Part I needs only NumPy and time
 import copy
 import inspect
-import io
 import json
 import math
 import os
@@ -1529,9 +1528,8 @@ def _say_if_at_chance(X, Y, accuracy, optimizer):
 # of the format, the loss, input_shape and each layer's type and config(); "layer{i}_{j}", the
 # j-th parameter of layer i; "layer{i}_buffer{j}", its j-th buffer. Saving is all or nothing
 # (atomic_file) and refuses NaN or infinite weights. Loading never unpickles and, as
-# safetensors does, checks every array's header against the archive's real sizes and all of
-# them against one budget, MAX_MODEL_BYTES, before it builds a layer; then it builds, fills and
-# runs each layer on a test example, counting what a batch of PREDICT_BATCH would keep.
+# safetensors does, checks what the file declares (sizes, headers, configs) against its real
+# sizes and one budget, MAX_MODEL_BYTES, before it builds from it.
 # ----------------------------------------------------------------------------------------------
 
 MODEL_FORMAT = "nn.Network v3"
@@ -1543,7 +1541,7 @@ PREDICT_BATCH = 128              # predict's batch, as the budget counts it
 LOAD_FACTOR = 4                  # loading holds at most 4x a file's arrays: each parameter
                                  # with its gradient, and what its constructor drew first
 MAX_LAYERS = 1000
-MAX_HEADER_BYTES = 10_000        # an array's .npy header (NumPy's own reader has this limit)
+MAX_HEADER_BYTES = 10_000        # an array's .npy header, as NumPy's reader is told
 
 
 def _save_network(net, path):
@@ -1573,7 +1571,7 @@ def _save_network(net, path):
 def _saved_config(i, layer):
     """Layer i's config(), once it is sure that load can rebuild the layer from it."""
     cls, kind, config = type(layer), type(layer).__name__, layer.config()
-    if kind in LAYER_TYPES and cls is not LAYER_TYPES[kind]:
+    if LAYER_TYPES.get(kind, cls) is not cls:
         raise ValueError(f"cannot save layer {i} ({layer!r}): its class has the name of nn's "
                          f"own {kind}, so loading would build nn's {kind}; rename the class")
     try:
@@ -1608,18 +1606,16 @@ def _stored_arrays(i, layer):
 
 @contextlib.contextmanager
 def atomic_file(path, mode="wb", suffix="", **options):
-    """Write a file all or nothing: `with atomic_file(path) as file:` writes to a temporary
-    file beside `path`, put on disk and renamed over `path` in one step once the block ends
-    well; an exception (Ctrl-C too) removes it and leaves any old `path` whole. An existing
-    `path` keeps its permissions; a new one gets what open() gives (0666 less the umask). No
-    signal handler is installed: a process killed while writing keeps its old `path`, and may
-    leave a '.nn-save-*' file behind. `options` go to open (e.g. newline="")."""
+    """`with atomic_file(path) as file:` writes a temporary file beside `path`, put on disk and
+    renamed over `path` once the block ends well; an exception (Ctrl-C too) removes it. So
+    `path` is the old file or the new one, never half of either (a killed process may leave a
+    '.nn-save-*' file). No signal handler is installed. An existing `path` keeps its
+    permissions; a new one gets open()'s (0666 less the umask). `options` go to open()."""
     folder = os.path.dirname(os.path.abspath(path))
     temporary = os.path.join(folder, f".nn-save-{os.urandom(6).hex()}{suffix}")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    handle = os.open(temporary, flags, 0o666)           # as open() makes a new file
+    file = open(temporary, mode.replace("w", "x"), **options)     # x: a new file, never another's
     try:
-        with os.fdopen(handle, mode, **options) as file:
+        with file:
             if os.path.exists(path):
                 shutil.copymode(path, temporary)
             yield file
@@ -1632,111 +1628,56 @@ def atomic_file(path, mode="wb", suffix="", **options):
         raise
 
 
-def _refuse(path, why):
-    return ValueError(f"{path} is not a model saved by nn.Network.save: {why}")
-
-
 def _load_network(network_class, path, custom_objects):
     path = _checked_path(path)
-    if custom_objects is not None and not isinstance(custom_objects, dict):
+    custom = {} if custom_objects is None else custom_objects
+    if not isinstance(custom, dict):
         raise ValueError(f"custom_objects must be a dict of layer classes by name, e.g. "
                          f"{{'Scale': Scale}}, got {custom_objects!r}")
-    for name, cls in (custom_objects or {}).items():
+    for name, cls in custom.items():
         if not (isinstance(name, str) and isinstance(cls, type) and issubclass(cls, Layer)):
             raise ValueError(f"custom_objects[{name!r}] must be a Layer class under its name, "
                              f"got {cls!r}")
-    known = {**LAYER_TYPES, **(custom_objects or {})}
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no model file at {path}")
-    try:
-        archive = zipfile.ZipFile(path)
-    except (OSError, EOFError, ValueError, NotImplementedError, zipfile.BadZipFile) as error:
-        raise _refuse(path, f"not a NumPy .npz archive ({error})") from None
-    with archive:
-        try:
-            headers = dict(_read_header(path, archive, member) for member in archive.infolist())
-            return _read_network(network_class, path, archive, headers, known)
-        except (OSError, EOFError, zipfile.BadZipFile, NotImplementedError, zlib.error) as error:
-            raise _refuse(path, f"damaged archive ({error})") from None
+    try:                                     # zipfile's own checks: its directory, each CRC
+        with zipfile.ZipFile(path) as archive:
+            return _read_network(network_class, path, archive, {**LAYER_TYPES, **custom})
+    except (OSError, EOFError, NotImplementedError, zipfile.BadZipFile, zlib.error) as error:
+        raise _refuse(path, f"not a NumPy .npz archive, or a damaged one ({error})") from None
 
 
-def _read_header(path, archive, member):
-    """(name, (member, data offset, shape, fortran_order, dtype)) of a .npy member, its header
-    read (at most MAX_HEADER_BYTES: NumPy's reader reads all a header claims) and checked
-    against the member's real size and the dtypes a model file holds."""
-    name = member.filename[:-len(".npy")]
-    if not member.filename.endswith(".npy") or member.flag_bits & 1 or \
-            member.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-        raise _refuse(path, f"unexpected member {member.filename!r} (expected .npy arrays, "
-                            f"stored or deflated, not encrypted)")
-    with archive.open(member) as file:
-        width = {b"\x93NUMPY\x01\x00": 2, b"\x93NUMPY\x02\x00": 4}.get(file.read(8), 0)
-        length_bytes = file.read(width)      # the header's length: 2 bytes (4 in format 2.0)
-        length = int.from_bytes(length_bytes, "little")
-        if not width or length > MAX_HEADER_BYTES:
-            raise _refuse(path, f"array {name!r} is not a .npy array with a header of at most "
-                                f"{MAX_HEADER_BYTES:,} bytes (it claims {length:,})")
-        reader = (np.lib.format.read_array_header_1_0 if width == 2
-                  else np.lib.format.read_array_header_2_0)
-        try:                                 # NumPy's parser raises what its tokenizer raises
-            shape, fortran_order, dtype = reader(io.BytesIO(length_bytes + file.read(length)))
-        except Exception as error:
-            raise _refuse(path, f"array {name!r} has a damaged header ({type(error).__name__})") \
-                from None
-    offset, size = 8 + width + length, math.prod(shape) * dtype.itemsize
-    if offset + size != member.file_size:
-        raise _refuse(path, f"array {name!r} claims {size:,} bytes of data; its member holds "
-                            f"{member.file_size - offset:,}")
-    if dtype not in (np.float32, np.float64) and not (        # or one text, under 4 MiB
-            name == "architecture" and dtype.kind == "U" and shape == () and size < 2 ** 22):
-        raise _refuse(path, f"array {name!r} has dtype {dtype}, expected float32 or float64")
-    return name, (member, offset, shape, fortran_order, dtype)
-
-
-def _read_data(path, archive, name, header):
-    """The array `name`, as its header (checked by _read_header) says; finite if of floats."""
-    member, offset, shape, fortran_order, dtype = header
-    with archive.open(member) as file:
-        data = file.read(member.file_size)[offset:]
-    if len(data) != math.prod(shape) * dtype.itemsize:      # a zip that lies about its sizes
-        raise _refuse(path, f"array {name!r} is shorter than its header says")
-    array = np.frombuffer(data, dtype).reshape(shape, order="F" if fortran_order else "C")
-    if dtype.kind == "f" and not np.all(np.isfinite(array)):
-        raise _refuse(path, f"array {name!r} holds NaN or infinity")
-    return array
-
-
-def _read_network(network_class, path, archive, headers, known):
-    """The network of the archive whose headers were read: its arrays checked against the
-    budget, then its layers built one at a time, each filled and run on a test example."""
-    architecture = headers.pop("architecture", None)
-    dtypes = {dtype for *_, dtype in headers.values()}
-    if len(dtypes) > 1:
-        raise _refuse(path, f"its arrays mix dtypes {sorted(map(str, dtypes))}")
-    dtype = dtypes.pop() if dtypes else np.dtype(np.float32)
-    stored = sum(math.prod(shape) for _, _, shape, *_ in headers.values())
-    if LOAD_FACTOR * stored * dtype.itemsize > MAX_MODEL_BYTES:
-        raise _over_budget(path, f"its arrays, {stored * dtype.itemsize:,} bytes, held "
+def _read_network(network_class, path, archive, known):
+    """The network in the archive. What the file declares is checked first: its members and
+    their sizes, the architecture. Then each layer is built, filled and run on a test example
+    (random numbers in [0, 1), like pixels): the layers' arrays, and what each keeps for the
+    example (its output, the arrays it did not hold when built) times PREDICT_BATCH, must fit
+    in the budget; a Conv2D's im2col matrix is counted before it is made."""
+    members = archive.infolist()
+    for member in members:
+        if not member.filename.endswith(".npy") or member.flag_bits & 1 or \
+                member.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise _refuse(path, f"unexpected member {member.filename!r} (expected .npy arrays, "
+                                f"stored or deflated, not encrypted)")
+    declared = sum(member.file_size for member in members)      # bytes, unpacked
+    if LOAD_FACTOR * declared > MAX_MODEL_BYTES:
+        raise _over_budget(path, f"its arrays, {declared:,} bytes unpacked, held "
                                  f"{LOAD_FACTOR} times over while loading")
-    if architecture is None:
-        raise _refuse(path, "it has no architecture")
-    description = _checked_architecture(path, str(_read_data(path, archive, "architecture",
-                                                             architecture)))
-    # Each layer, once built and filled, runs on a test example (random numbers in [0, 1), like
-    # pixels), in inference. What it keeps for it (its output, and the arrays it holds besides
-    # those it was built with), times a batch, counts against the budget with the layers' own
-    # arrays; a Conv2D's im2col matrix (k * k numbers per input number) before it is made.
-    x = np.random.default_rng(0).random((1, *description["input_shape"])).astype(dtype)
+    text = str(_read_array(path, archive, "architecture", "the architecture"))
+    description = _checked_architecture(path, text, known, declared)
+    x = np.random.default_rng(0).random((1, *description["input_shape"]))
     layers, used = [], 0                     # bytes
     for i, spec in enumerate(description["layers"]):
-        layer = _rebuild_layer(path, i, spec, known, archive, headers, dtype, stored)
+        layer = _rebuild_layer(path, i, spec, known, archive)
+        if layer.parameters() and not any(earlier.parameters() for earlier in layers):
+            x = x.astype(layer.parameters()[0][0].dtype)      # the network's, as predict casts
         own = [value for value in vars(layer).values() if isinstance(value, np.ndarray)]
         used += sum(array.nbytes for array in own)
         columns = 0
         if isinstance(layer, Conv2D) and x.ndim == 4:
-            k = layer.kernel_size
-            out_h, out_w = _conv_output_shape(*x.shape[2:], k, layer.stride, layer.padding)
-            columns = PREDICT_BATCH * x.itemsize * x.shape[1] * k * k * out_h * out_w
+            k, places = layer.kernel_size, _conv_output_shape(*x.shape[2:], layer.kernel_size,
+                                                              layer.stride, layer.padding)
+            columns = PREDICT_BATCH * x.itemsize * x.shape[1] * k * k * math.prod(places)
         if used + columns > MAX_MODEL_BYTES:
             raise _over_budget(path, f"layer {i} ({layer!r}) and those before it, with a batch "
                                      f"of {PREDICT_BATCH} examples")
@@ -1744,9 +1685,9 @@ def _read_network(network_class, path, archive, headers, known):
         try:
             with np.errstate(all="ignore"):
                 output = layer.forward(x)
-            used += PREDICT_BATCH * (output.nbytes + sum(
-                value.nbytes for value in vars(layer).values()
-                if isinstance(value, np.ndarray) and not any(value is array for array in own)))
+            kept = [output] + [value for value in vars(layer).values() if isinstance(
+                value, np.ndarray) and not any(value is array for array in own)]
+            used += PREDICT_BATCH * sum(array.nbytes for array in kept)
         except (ValueError, IndexError, TypeError, AttributeError, MemoryError) as error:
             raise _refuse(path, f"layer {i} ({layer!r}) cannot take an example of shape "
                                 f"{x.shape[1:]} ({error})") from None
@@ -1757,72 +1698,113 @@ def _read_network(network_class, path, archive, headers, known):
     if not np.all(np.isfinite(x)):
         raise _refuse(path, "its output for an example is NaN or infinite (weights too large?), "
                             "so its answers would mean nothing")
-    if headers:
-        raise _refuse(path, f"it holds arrays no layer uses: {sorted(headers)}")
-    try:
-        net = network_class(layers, loss=description["loss"])
-    except ValueError as error:
-        raise _refuse(path, str(error)) from None
+    unused = {member.filename[:-len(".npy")] for member in members} - {"architecture"} - {
+        name for i, layer in enumerate(layers) for name, *_ in _stored_arrays(i, layer)}
+    if unused:
+        raise _refuse(path, f"it holds arrays no layer uses: {sorted(unused)}")
+    net = network_class(layers, loss=description["loss"])
     net.input_shape = tuple(description["input_shape"])
     return net
 
 
-def _checked_architecture(path, text):
-    """The file's description of the network, after checking its form (not yet its sizes)."""
+def _read_array(path, archive, name, what):
+    """The array `name` (`what` it is for), read the safetensors way: its .npy header by
+    NumPy's own reader (at most MAX_HEADER_BYTES), then data of exactly the size the header
+    claims (no read goes beyond what the zip declared, which the budget allowed); float32 or
+    float64 numbers, all finite, or (the architecture) one text under 4 MiB."""
+    try:
+        member = archive.getinfo(f"{name}.npy")
+    except KeyError:
+        raise _refuse(path, f"{what} is missing (no array {name!r})") from None
+    readers = {(1, 0): np.lib.format.read_array_header_1_0,
+               (2, 0): np.lib.format.read_array_header_2_0}
+    with archive.open(member) as file:
+        try:                                 # NumPy's parser raises what its tokenizer raises
+            read = readers[np.lib.format.read_magic(file)]
+            shape, fortran_order, dtype = read(file, max_header_size=MAX_HEADER_BYTES)
+        except Exception as error:
+            raise _refuse(path, f"array {name!r} has a damaged header ({type(error).__name__}); "
+                                f"expected a .npy header of at most {MAX_HEADER_BYTES:,} bytes") \
+                from None
+        data = file.read()
+    size = math.prod(shape) * dtype.itemsize
+    if size != len(data):
+        raise _refuse(path, f"array {name!r} claims {size:,} bytes of data; its member holds "
+                            f"{len(data):,}")
+    if dtype not in (np.float32, np.float64) and not (
+            name == "architecture" and dtype.kind == "U" and shape == () and size < 2 ** 22):
+        raise _refuse(path, f"array {name!r} has dtype {dtype}, expected float32 or float64")
+    array = np.frombuffer(data, dtype).reshape(shape, order="F" if fortran_order else "C")
+    if dtype.kind == "f" and not np.all(np.isfinite(array)):
+        raise _refuse(path, f"array {name!r} holds NaN or infinity")
+    return array
+
+
+def _checked_architecture(path, text, known, declared):
+    """The file's description of the network, checked before anything is built: its form, an
+    input_shape whose batch fits in the budget, and for each layer a known type and a config
+    whose whole numbers (the sizes a constructor allocates: Dense(10**6, 10**6) would take
+    4 TB) multiply to no more than the file has bytes."""
     try:
         description = json.loads(text)
     except (ValueError, RecursionError) as error:
         raise _refuse(path, f"its architecture is not valid JSON ({type(error).__name__})") \
             from None
-    if not isinstance(description, dict) or description.get("format") != MODEL_FORMAT:
-        earlier = isinstance(description, dict) and description.get("format") == "nn.Network v2"
+    get = description.get if isinstance(description, dict) else {}.get
+    if get("format") == "nn.Network v2":
         raise _refuse(path, "it was saved by an earlier nn.py, which did not record the shape "
-                            "of an example; load it there, run it once and save it again"
-                      if earlier else f"no {MODEL_FORMAT!r} format marker")
-    specs, shape = description.get("layers"), description.get("input_shape")
-    if not isinstance(specs, list) or not specs or len(specs) > MAX_LAYERS:
-        raise _refuse(path, f"its architecture lists no layers, or more than {MAX_LAYERS}")
-    if not (isinstance(shape, list) and shape and all(
-            isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)
-            and PREDICT_BATCH * math.prod(shape) * 8 <= MAX_MODEL_BYTES):
-        raise _refuse(path, f"its input_shape must be a list of positive whole numbers, a batch "
-                            f"of which fits in MAX_MODEL_BYTES, got {shape!r}")
-    if not isinstance(description.get("loss"), str) or description["loss"] not in LOSSES:
-        raise _refuse(path, f"unknown loss {description.get('loss')!r}")
+                            "of an example; load it there, run it once and save it again")
+    specs, shape = get("layers"), get("input_shape")
+    if not (get("format") == MODEL_FORMAT and get("loss") in list(LOSSES)
+            and isinstance(shape, list) and shape and all(
+                isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)
+            and isinstance(specs, list) and 0 < len(specs) <= MAX_LAYERS and all(
+                isinstance(spec, dict) and isinstance(spec.get("type"), str)
+                and isinstance(spec.get("config"), dict) for spec in specs)):
+        raise _refuse(path, f"its architecture must be {{'format': {MODEL_FORMAT!r}, 'loss': "
+                            f"one of {sorted(LOSSES)}, 'input_shape': [positive whole numbers], "
+                            f"'layers': [1 to {MAX_LAYERS} of {{'type': ..., 'config': {{...}}}}]}}"
+                            f", got {text[:100]!r}")
+    if PREDICT_BATCH * math.prod(shape) * 8 > MAX_MODEL_BYTES:
+        raise _over_budget(path, f"its input_shape {shape}, in a batch of {PREDICT_BATCH}")
+    for i, spec in enumerate(specs):
+        kind, config = spec["type"], spec["config"]
+        if kind not in known:
+            raise ValueError(f"{path}: layer {i} is a {kind!r}, which nn.py does not know; if it "
+                             f"is a layer class of your own, pass it: Network.load(path, "
+                             f"custom_objects={{{kind!r}: {kind}}})")
+        numbers = [v for value in config.values() for v in (value if isinstance(value, list)
+                                                             else [value])]
+        if math.prod(abs(v) for v in numbers if isinstance(v, int) and not isinstance(v, bool)
+                     and v != 0) > max(declared, 2 ** 22):
+            raise _refuse(path, f"layer {i} ({kind}) claims sizes {config} far beyond the "
+                                f"file's {declared:,} bytes")
     return description
 
 
-def _rebuild_layer(path, i, spec, known, archive, headers, dtype, stored):
-    """Layer i from its spec {"type", "config"}, its arrays read from the archive (their
-    headers taken out of `headers`). A constructor allocates what its settings say (Dense(10**6,
-    10**6) would take 4 TB), so their product must first stay near what the file stores."""
-    if not (isinstance(spec, dict) and isinstance(spec.get("type"), str)
-            and isinstance(spec.get("config"), dict)):
-        raise _refuse(path, f"layer {i} is not described as {{'type': ..., 'config': {{...}}}}")
+def _rebuild_layer(path, i, spec, known, archive):
+    """Layer i built from its spec, cast to the dtype of its arrays in the file, and filled
+    with them: each must have the shape the layer gives it (and the dtype of the first)."""
     kind, config = spec["type"], spec["config"]
-    if kind not in known:
-        raise ValueError(f"{path}: layer {i} is a {kind!r}, which nn.py does not know; if it is "
-                         f"a layer class of your own, pass it: Network.load(path, "
-                         f"custom_objects={{{kind!r}: {kind}}})")
-    numbers = [v for value in config.values() for v in (value if isinstance(value, list) else
-                                                         [value])]
-    if math.prod(abs(v) for v in numbers if isinstance(v, int) and not isinstance(v, bool)
-                 and v != 0) > 4 * max(stored, 2 ** 20):
-        raise _refuse(path, f"layer {i} ({kind}) claims sizes {config} far beyond its arrays")
     try:
         layer = known[kind](**config)
     except (TypeError, ValueError, MemoryError) as error:
         raise _refuse(path, f"layer {i} ({kind} with {config}) cannot be built: {error}") \
             from None
-    _cast_parameters([layer], dtype)
-    for name, what, array in _stored_arrays(i, layer):
-        if name not in headers:
-            raise _refuse(path, f"layer {i} ({layer!r}) has no {what}")
-        if headers[name][2] != array.shape:
-            raise _refuse(path, f"layer {i} ({layer!r}) {what} has shape {headers[name][2]}, "
-                                f"expected {array.shape}")
-        array[...] = _read_data(path, archive, name, headers.pop(name))
+    stored = [_read_array(path, archive, name, f"layer {i} ({layer!r}) {what}")
+              for name, what, _ in _stored_arrays(i, layer)]
+    if stored:
+        _cast_parameters([layer], stored[0].dtype)
+    for (name, what, array), data in zip(_stored_arrays(i, layer), stored):
+        if (data.shape, data.dtype) != (array.shape, array.dtype):
+            raise _refuse(path, f"layer {i} ({layer!r}) {what} has shape {data.shape} and dtype "
+                                f"{data.dtype}, expected {array.shape} and {array.dtype}")
+        array[...] = data
     return layer
+
+
+def _refuse(path, why):
+    return ValueError(f"{path} is not a model saved by nn.Network.save: {why}")
 
 
 def _over_budget(path, what):
@@ -1890,23 +1872,22 @@ def check_gradients(model, x, y=None, eps=1e-6, training=False, verbose=True, se
     names = ("check_gradients x", "check_gradients y")
     x, y = (_checked_data(x, y, np.float64, names) if is_network
             else (_checked_inputs(x, np.float64, names[0]), None))
-    x = x.copy()                             # nudged in place: never the caller's own array
     title = "the network" if is_network else repr(model)
-    report = GradientReport(title, *_gradient_errors(model, x, y, eps, training, seed, title))
+    report = GradientReport(title, *_gradient_errors(model, x.copy(), y, eps, training, seed))
     if verbose:
         print(report)
     return report
 
 
-def _gradient_errors(model, x, y, eps, training, seed, title):
+def _gradient_errors(model, x, y, eps, training, seed):
     """check_gradients' findings, ({array name: relative error}, [problems]), on a float64
-    copy of the model, the master; in training, each pass runs on a fresh copy of it."""
+    copy of the model, the master; in training, each pass runs on a fresh copy of it. x is
+    check_gradients' own copy: the numbers are nudged in place."""
     is_network = isinstance(model, Network)
     master = copy.deepcopy(model)
     layers = master.layers if is_network else [master]
     _cast_parameters(layers, np.float64)
-    if not is_network:
-        master.input_gradient_needed = True
+    master.input_gradient_needed = True      # (a Network has no use for it)
 
     def forward():                           # (the model run, its output at x)
         target = copy.deepcopy(master) if training else master
@@ -1915,46 +1896,42 @@ def _gradient_errors(model, x, y, eps, training, seed, title):
         target.training = training
         return target, target.forward(x)
 
-    def loss():
-        target, out = forward()
-        return target.loss(y, out) if is_network else float(np.sum(out * upstream))
-
     def slope(array, at, step):              # dL along `step` at array[at], central differences
         kept = array[at].copy()
-        array[at] = kept + eps * step
-        plus = loss()
-        array[at] = kept - eps * step
-        minus = loss()
+        losses = []
+        for sign in (1, -1):
+            array[at] = kept + sign * eps * step
+            target, out = forward()
+            losses.append(target.loss(y, out) if is_network else float(np.sum(out * upstream)))
         array[at] = kept
-        return (plus - minus) / (2 * eps)
-
-    def where(i, layer):
-        return f"layer {i} ({layer!r})" if is_network else title
-
-    # The arrays to check: (name, the master's array, and words for what backward gave:
-    # "Scale(n=3): grad_scale is", "dL/d(scale)"), in the order of gradients() below.
-    checks = [] if is_network else [("input", x, f"{title}.backward returned", "dL/d(input)")]
-    for i, layer in enumerate(layers):
-        for j, (param, grad) in enumerate(layer.parameters()):
-            name = (_attribute_names(layer, param, required=False) or [f"parameter {j}"])[0]
-            grad_name = (_attribute_names(layer, grad, required=False)
-                         or [f"the gradient of {name}"])[0]
-            checks.append(((f"layer {i} {type(layer).__name__} " if is_network else "") + name,
-                           param, f"{where(i, layer)}: {grad_name} is", f"dL/d({name})"))
+        return (losses[0] - losses[1]) / (2 * eps)
 
     def gradients(target, out):              # what one backward gave, one per check
         given = [target.backward(y, out) if is_network else target.backward(upstream.copy())]
         given += [grad for twin in (target.layers if is_network else [target])
                   for _, grad in twin.parameters()]
         return [gradient.copy() if isinstance(gradient, np.ndarray) else gradient
-                for gradient in given[1 if is_network else 0:]]
+                for gradient in (given[1:] if is_network else given)]
+
+    # The arrays to check: (name, the master's array, what backward gave as its gradient,
+    # e.g. "Scale(n=3): grad_scale is", and what that should be, "dL/d(scale)").
+    where = [f"layer {i} ({layer!r})" if is_network else repr(layer)
+             for i, layer in enumerate(layers)]
+    checks = [] if is_network else [("input", x, f"{where[0]}.backward returned", "dL/d(input)")]
+    for i, layer in enumerate(layers):
+        for j, (param, grad) in enumerate(layer.parameters()):
+            name = (_attribute_names(layer, param, required=False) or [f"parameter {j}"])[0]
+            grad_name = (_attribute_names(layer, grad, required=False)
+                         or [f"the gradient of {name}"])[0]
+            checks.append((f"layer {i} {type(layer).__name__} {name}" if is_network else name,
+                           param, f"{where[i]}: {grad_name} is", f"dL/d({name})"))
 
     # Analytic gradients: one forward, then backward twice with the same R (a gradient added to,
     # +=, instead of overwritten comes out twice as large the second time).
     try:
         target, out = forward()
         if not isinstance(out, np.ndarray):
-            raise LayerError(f"{title}: forward returned {_described(out)}; expected its "
+            raise LayerError(f"{where[0]}: forward returned {_described(out)}; expected its "
                              f"output, an array (is a `return` missing?)")
         upstream = np.random.default_rng([_UPSTREAM_STREAM, seed]).standard_normal(out.shape)
         largest = max(float(np.abs(out).max(initial=0)), float(np.abs(x).max()))
@@ -1962,17 +1939,17 @@ def _gradient_errors(model, x, y, eps, training, seed, title):
             raise ValueError(f"check_gradients cannot trust finite differences here: the "
                              f"numbers reach {largest:.1e}, where a step of eps={eps:g} is "
                              f"lost in rounding; scale x to ordinary sizes (or a larger eps)")
-        passes = [gradients(target, out) for _ in range(2)]
+        first, second = gradients(target, out), gradients(target, out)
     except LayerError as error:              # a Network names the layer
         return {name: math.inf for name, *_ in checks}, [str(error)]
 
     # A float array of a layer that changes the output though neither parameters() nor
     # buffers() lists it would never train (nor be saved): nudge each and watch the output.
-    problems = []
-    listed = [array for layer in layers for pair in layer.parameters() for array in pair]
-    listed += [array for layer in layers for array in layer.buffers()] + [x]
+    problems, errors = [], {}
+    listed = [x] + [array for layer in layers for array in
+                    [a for pair in layer.parameters() for a in pair] + list(layer.buffers())]
     before = forward()[1].copy()             # a copy: a layer may keep its output and return it
-    for i, layer in enumerate(layers):
+    for layer, place in zip(layers, where):
         for name, value in list(vars(layer).items()):
             if not (isinstance(value, np.ndarray) and value.dtype.kind == "f" and value.size
                     and value.flags.writeable) or any(np.may_share_memory(value, array)
@@ -1980,31 +1957,27 @@ def _gradient_errors(model, x, y, eps, training, seed, title):
                 continue
             kept = value.copy()
             value += 1e-3 * (1 + np.abs(value))
-            changed = not np.array_equal(forward()[1], before)
-            value[...] = kept
-            if changed:
-                problems.append(f"{where(i, layer)}: {name} changes the output but is not in "
+            if not np.array_equal(forward()[1], before):
+                problems.append(f"{place}: {name} changes the output but is not in "
                                 f"parameters(): it will never train (or, if it must not, list "
                                 f"it in buffers())")
+            value[...] = kept
 
     # Numerical gradients: nudge each number of each array of the master, up and down.
-    errors = {}
-    for (name, array, said, meaning), first, second in zip(checks, *passes):
+    for (name, array, said, meaning), once, again in zip(checks, first, second):
         numerical = np.reshape([slope(array, index, 1) for index in np.ndindex(array.shape)],
                                array.shape)
-        found = _gradient_problem(said, meaning, first, array.shape)
+        found = _gradient_problem(said, meaning, once, array.shape)
         if found is None and not np.all(np.isfinite(numerical)):
             found = (f"{name}: the finite differences are NaN or inf (the forward pass is not "
                      f"finite near this x), so nothing can be checked")
-        if found is not None:
-            problems.append(found)
-            errors[name] = math.inf
-            continue
-        errors[name] = max(relative_error(first, numerical), relative_error(second, numerical))
-        if not relative_error(first, second) < GRADIENT_THRESHOLD:   # += for =, most often
-            problems.append(f"{said} not the same when backward runs again with the same "
-                            f"grad_output: overwrite a gradient (grad[...] = ...), never add to "
-                            f"it (+=), and leave what forward remembered as it is")
+        errors[name] = math.inf if found else max(relative_error(once, numerical),
+                                                  relative_error(again, numerical))
+        if found is None and not relative_error(once, again) < GRADIENT_THRESHOLD:
+            found = (f"{said} not the same when backward runs again with the same "
+                     f"grad_output: overwrite a gradient (grad[...] = ...), never add to "
+                     f"it (+=), and leave what forward remembered as it is")
+        problems += [found] if found else []
     if problems or not all(error < GRADIENT_THRESHOLD for error in errors.values()):
         return errors, problems
 
@@ -2018,30 +1991,27 @@ def _gradient_errors(model, x, y, eps, training, seed, title):
     with np.errstate(all="ignore"):
         try:
             target, out = forward()
-        except Exception:                    # a layer of yours that takes only some inputs:
-            out = None                       # your x was the check
-        if not (isinstance(out, np.ndarray) and np.all(np.isfinite(out))):
-            return errors, problems
-        upstream = rng.standard_normal(out.shape)
-        try:
+            upstream = rng.standard_normal(out.shape)
             given = gradients(target, out)
         except LayerError as error:          # a Network names the layer that returned it
             return errors, [f"{error} (at other examples)"]
+        except Exception:                    # a layer of yours that takes only some inputs:
+            return errors, problems          # your x was the check
+        if not np.all(np.isfinite(out)):     # nor can a derivative be checked where the
+            return errors, problems          # output is not finite
         for (name, array, said, meaning), gradient in zip(checks, given):
             array = x if name == "input" else array
-            found = _gradient_problem(said, meaning, gradient, array.shape)
+            found, error = _gradient_problem(said, meaning, gradient, array.shape), math.inf
             if found is None:
                 direction = rng.standard_normal(array.shape)
                 numerical = slope(array, ..., direction)
                 error = abs(float(np.sum(gradient * direction)) - numerical) / (
                     np.linalg.norm(gradient) * np.linalg.norm(direction) + abs(numerical))
-                if not error >= GRADIENT_THRESHOLD:      # right, or not defined there (NaN)
-                    continue
-                errors[name], found = error, "does backward hold for every input and batch?"
-            else:
-                errors[name] = math.inf
-            problems.append(f"{name}: right at this x, but not at other examples (random "
-                            f"numbers of both signs): {found}")
+                found = "does backward hold for every input and batch?"
+            if error >= GRADIENT_THRESHOLD:          # (NaN: not defined there, not judged)
+                errors[name] = error
+                problems.append(f"{name}: right at this x, but not at other examples (random "
+                                f"numbers of both signs): {found}")
     return errors, problems
 
 
