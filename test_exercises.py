@@ -6,6 +6,7 @@
 import importlib.util
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,6 +33,24 @@ def loaded(path):
     return module
 
 
+def children(pid):
+    """The processes `pid` started that are running (Linux's /proc)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as file:
+            return [int(child) for child in file.read().split()]
+    except OSError:
+        return []
+
+
+def state(pid):
+    """A process's state letter (R, S, Z...), or "gone"."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as file:
+            return file.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
 class CourseCase(unittest.TestCase):
 
     @classmethod
@@ -48,6 +67,7 @@ class CourseCase(unittest.TestCase):
                 file.write(source)
             output = io.StringIO()
             passed = exercises.check(folder, out=output, time_limit=time_limit)
+            self.assertEqual(os.listdir(folder), ["nn.py"])       # no __pycache__, nothing
         rows = [line.split(None, 2) for line in output.getvalue().splitlines()[1:-1]]
         self.assertEqual([name for _, name, _ in rows], self.names)      # the chapter's order
         self.assertEqual(output.getvalue().splitlines()[-1], exercises.summary(
@@ -335,7 +355,13 @@ class TestApart(CourseCase):
             "mse_prime": ["return y_pred * 0"],
             "ReLU.derivative": ["import nn as key",           # the answer key? Their own file
                                 "return key.ReLU.derivative(self)"],
-            "Sigmoid.derivative": ["print('x' * 10 ** 6, flush=True)", "return self.output"]})
+            "Sigmoid.derivative": ["import sys",               # a right answer that prints
+                                   "print('x' * 10 ** 6, flush=True)",
+                                   "print('x' * 10 ** 6, file=sys.stderr, flush=True)",
+                                   "return self.output * (1 - self.output)"],
+            "LeakyReLU.derivative": ["import os, signal",   # kills what started it, not check
+                                     f"if os.getppid() != {os.getpid()}:",
+                                     "    os.kill(os.getppid(), signal.SIGKILL)"]})
         passed, grades, _ = self.check(cheats + wrong)
         self.assertFalse(passed)
         self.assertIn("training: it raised SystemExit: 0, at ", grades["Dense.backward"])
@@ -344,7 +370,10 @@ class TestApart(CourseCase):
                                                     "os._exit?)")
         self.assertIn("is wrong (relative error 1.0e+00)", grades["mse_prime"])
         self.assertIn("RecursionError", grades["ReLU.derivative"])
-        self.assertTrue(grades["Sigmoid.derivative"].startswith("wrong"))
+        self.assertEqual(grades["Sigmoid.derivative"], "right")
+        self.assertEqual(grades["LeakyReLU.derivative"], "wrong (its process stopped or ended "
+                                                         "check's helper process before it "
+                                                         "answered)")
         self.assertEqual(grades["Softmax.backward"], "right")     # the others graded as ever
         with tempfile.TemporaryDirectory() as folder:
             with open(os.path.join(folder, "nn.py"), "w", encoding="utf-8") as file:
@@ -355,41 +384,83 @@ class TestApart(CourseCase):
         self.assertIn("does not import: SystemExit: 0", exited.stderr)
 
     def test_a_hang_in_an_exercise_or_at_import_is_stopped(self):
-        looping = self.with_answers({"Dense.backward": ["while True:", "    pass"],
-                                     "Tanh.derivative": ["import time", "time.sleep(1000)"]})
+        # A process forked by check's helper takes milliseconds: 1 s is time enough. The
+        # hang at import is in WhereNothingForks.
+        pids = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, pids)
+        looping = self.with_answers({      # each writes down its pid, and what it started's
+            "Dense.backward": ["import os",
+                               f"open({pids!r} + '/loop', 'w').write(str(os.getpid()))",
+                               "while True:", "    pass"],
+            "Tanh.derivative": ["import subprocess, time",
+                                "sleeping = subprocess.Popen(['sleep', '1000'])",
+                                f"open({pids!r} + '/sleep', 'w').write(str(sleeping.pid))",
+                                "time.sleep(1000)"],
+            "ReLU.derivative": ["import subprocess",                      # right, but leaves
+                                "left = subprocess.Popen(['sleep', '1000'])",   # this behind
+                                f"open({pids!r} + '/left', 'w').write(str(left.pid))",
+                                "return (self.output > 0).astype(self.output.dtype)"]})
         started = time.monotonic()
-        passed, grades, _ = self.check(looping, time_limit=3)
+        passed, grades, _ = self.check(looping, time_limit=1)
         self.assertFalse(passed)
         for name in ("Dense.backward", "Tanh.derivative"):
-            self.assertEqual(grades[name], "wrong (still running after 3 s, and stopped: an "
+            self.assertEqual(grades[name], "wrong (still running after 1 s, and stopped: an "
                                            "endless loop, or a sleep?)")
-        self.assertEqual(grades["Sigmoid.derivative"], "right")
+        self.assertEqual({name for name, grade in grades.items() if grade != "right"},
+                         {"Dense.backward", "Tanh.derivative"})     # the others as ever
         self.assertLess(time.monotonic() - started, 600)
-        with tempfile.TemporaryDirectory() as folder:
-            with open(os.path.join(folder, "nn.py"), "w", encoding="utf-8") as file:
-                file.write("import time\ntime.sleep(1000)\n" + self.source)
-            with self.assertRaisesRegex(ImportError, "does not import: still running after 3 s"):
-                exercises.check(folder, out=io.StringIO(), time_limit=3)
+        for name in ("loop", "sleep", "left"):                  # stopped, truly
+            with open(os.path.join(pids, name), encoding="ascii") as file:
+                self.assertIn(state(int(file.read())), ("gone", "Z"), name)
 
-    def test_ctrl_c_ends_check_with_one_line(self):
+    def test_ctrl_c_ends_check_with_one_line_and_every_process_it_started(self):
         with tempfile.TemporaryDirectory() as folder:
             with open(os.path.join(folder, "nn.py"), "w", encoding="utf-8") as file:
                 file.write(self.with_answers({"Dense.backward": ["while True:", "    pass"]}))
             process = subprocess.Popen(COMMAND + ["check", folder], cwd=ROOT, text=True,
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            children = f"/proc/{process.pid}/task/{process.pid}/children"    # Linux's list
-            for _ in range(600):              # until check has started a learner's process
+            for _ in range(600):   # until check's helper has forked the looping Dense.backward
                 time.sleep(0.1)
-                if not os.path.exists(children):
-                    time.sleep(5)
+                helpers = children(process.pid)
+                started = helpers + [pid for helper in helpers for pid in children(helper)]
+                if len(started) == 2:
                     break
-                with open(children, encoding="ascii") as file:
-                    if file.read().strip():
-                        break
-            time.sleep(1)
+            time.sleep(0.5)
             process.send_signal(signal.SIGINT)
             stdout, stderr = process.communicate(timeout=60)
         self.assertEqual((process.returncode, stderr), (130, "exercises.py: interrupted\n"))
+        self.assertEqual(len(started), 2)
+        for pid in started:                    # ended (a zombie waits for init to reap it)
+            self.assertIn(state(pid), ("gone", "Z"), pid)
+
+
+class WhereNothingForks(CourseCase):
+    """Where Python cannot fork (Windows, macOS), each task is a new Python, as apart."""
+
+    def setUp(self):
+        forks, exercises.Apart.FORKS = exercises.Apart.FORKS, False
+        self.addCleanup(setattr, exercises.Apart, "FORKS", forks)
+
+    def test_graded_and_stopped_as_where_it_forks(self):
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "nn.py")
+            with open(path, "w", encoding="utf-8") as file:
+                file.write(self.with_answers({"Tanh.derivative": ["import os", "os._exit(0)"],
+                                              "mse_prime": ["import sys", "sys.exit(3)"]}))
+            with exercises.Apart(path, QUICK) as apart:
+                grades = {exercise.name: exercises.grade(exercise, apart)
+                          for exercise in exercises.chapter_exercises() if exercise.name in
+                          ("Sigmoid.derivative", "Tanh.derivative", "mse_prime")}
+            self.assertEqual(grades["Sigmoid.derivative"], "right")
+            self.assertEqual(grades["Tanh.derivative"], "wrong (its process ended before it "
+                                                        "answered (exit status 0): sys.exit or "
+                                                        "os._exit?)")
+            self.assertIn("wrong (it raised SystemExit: 3, at ", grades["mse_prime"])
+            self.assertEqual(os.listdir(folder), ["nn.py"])       # no __pycache__
+            with open(path, "w", encoding="utf-8") as file:
+                file.write("import time\ntime.sleep(1000)\n" + self.source)
+            with self.assertRaisesRegex(ImportError, "does not import: still running after 1 s"):
+                exercises.check(folder, out=io.StringIO(), time_limit=1)
 
 
 class TestTrain(CourseCase):
@@ -403,20 +474,31 @@ class TestTrain(CourseCase):
                                     capture_output=True, text=True, timeout=600)
         return result, os.path.join(folder, "nn.py")
 
+    def train_here(self, source):
+        """exercises.train in this process, for what it says before any training starts:
+        (its exit status, what it printed, the path of that nn.py)."""
+        with tempfile.TemporaryDirectory() as folder:
+            with open(os.path.join(folder, "nn.py"), "w", encoding="utf-8") as file:
+                file.write(source)
+            output = io.StringIO()
+            status = exercises.train(folder, [], out=output, time_limit=QUICK)
+        return status, output.getvalue(), os.path.join(folder, "nn.py")
+
     def test_unwritten_exercises_are_named_and_nothing_trains(self):
-        result, path = self.train(self.with_answers({
+        status, printed, path = self.train_here(self.with_answers({
             "SGD.step": ['raise NotImplementedError("exercise SGD.step: not written yet")'],
             "Dense.backward": ['raise NotImplementedError("not written yet")']}))
-        self.assertEqual(result.returncode, 1, result.stderr)
+        self.assertEqual(status, 1, printed)
         self.assertIn(f"{path} cannot train yet: 2 exercises are not written (Dense.backward, "
-                      f"SGD.step)", result.stdout)
-        self.assertNotIn("test accuracy", result.stdout)
+                      f"SGD.step)", printed)
+        self.assertNotIn("test accuracy", printed)
 
     def test_an_exercise_that_never_returns_stops_the_training_before_it_starts(self):
-        result, path = self.train(self.with_answers({"Adam.step": ["import os", "os._exit(0)"]}))
-        self.assertEqual(result.returncode, 1, result.stderr)
+        status, printed, path = self.train_here(self.with_answers({"Adam.step": [
+            "import os", "os._exit(0)"]}))
+        self.assertEqual(status, 1, printed)
         self.assertIn(f"{path} cannot train yet: 1 exercise is hanging or exiting (Adam.step)",
-                      result.stdout)
+                      printed)
 
     def test_flags_that_would_have_both_runs_write_one_file_are_refused(self):
         result, _ = self.train(self.source, "--save", "model.npz")
