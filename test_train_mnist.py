@@ -670,7 +670,8 @@ class TestTraining(Files):
     def test_validation_every_epoch_and_history_csv(self):
         history = self.path("history.csv")
         status, output, errors = run_main("--limit", "600", "--val-size", "100", "--epochs", "2",
-                                          "--hidden", "32", "--history", history)
+                                          "--hidden", "32", "--history", history,
+                                          "--test", self.write("test.csv", self.lines))
         self.assertEqual(status, 0, errors)
         self.assertIn("600 rows -> 500 train, 100 validation", output)
         self.assertRegex(output, r"Epoch 2/2 - .* - val_loss: [\d.]+ - val_accuracy: [\d.]+")
@@ -699,18 +700,20 @@ class TestTraining(Files):
             with self.subTest(error=type(error).__name__), \
                     mock.patch.object(nn.Network, "fit", side_effect=error):
                 status, output, errors = run_main("--limit", "200", "--epochs", "1",
-                                                  "--hidden", "8")
+                                                  "--hidden", "8", "--test",
+                                                  self.write("test.csv", self.lines))
             self.assertEqual(status, 1)
             self.assertEqual(errors, f"error: {str(error) or 'MemoryError'}\n")
 
     def test_initial_loss_is_about_ln_10(self):
         status, output, errors = run_main("--limit", "600", "--epochs", "1", "--val-size", "0",
-                                          "--hidden", "32")
+                                          "--hidden", "32", "--test",
+                                          self.write("test.csv", self.lines))
         initial = float(re.search(r"before training: loss ([\d.]+)", output).group(1))
         self.assertAlmostEqual(initial, np.log(10), delta=0.3)
 
 
-class TestSharedMachine(unittest.TestCase):
+class TestSharedMachine(Files):
     """A run gives BLAS back the threads it had (nn_parallel.load_aware_callbacks chooses them
     while it trains; test_nn_parallel tests that)."""
 
@@ -727,7 +730,8 @@ class TestSharedMachine(unittest.TestCase):
             for name in nn_parallel.THREAD_VARIABLES:
                 os.environ.pop(name, None)
             status, output, errors = run_main("--limit", "600", "--epochs", "1", "--quiet",
-                                              "--hidden", "32")
+                                              "--hidden", "32", "--test",
+                                              self.write("test.csv", self.lines))
         self.assertEqual(status, 0, errors)
         self.assertEqual([pool["num_threads"] for pool in threadpool_info()], before)
 
@@ -779,7 +783,7 @@ class TestReporting(Files):
         accuracy = float(re.search(r"test accuracy: ([\d.]+)%", output).group(1))
         wrong = round(10000 * (1 - accuracy / 100))       # the test set's 10,000 images
         self.assertIn(f"the 2 most confident of its {wrong:,} mistakes:", output)
-        labels = load_mnist_csv(train_mnist.DEFAULT_TEST)[1]
+        labels = pd.read_csv(train_mnist.DEFAULT_TEST, header=None, usecols=[0])[0]
         for index, true, predicted, confidence in headings:
             self.assertEqual(labels[int(index)], int(true))
             self.assertNotEqual(true, predicted)
