@@ -282,49 +282,6 @@ class TestFeedback(CourseCase):
             for formula in ("@", "x_hat *", "/ m", "sqrt", "(p - y", "1 - "):
                 self.assertNotIn(formula, grade)
 
-    def test_batchnorm_written_for_rows_in_training_is_wrong_in_inference(self):
-        answer = BATCHNORM_2D_TRAINING[:-2] + [
-            "return self.gamma.reshape(self.inv_std.shape) * self.inv_std * (grad_output - "
-            "self.grad_beta.reshape(self.inv_std.shape) / m - self.x_hat * "
-            "self.grad_gamma.reshape(self.inv_std.shape) / m)"]
-        answer[0] = "m = grad_output.size // self.n"
-        answer[1] = "self.grad_beta[...] = grad_output.sum(axis=self.axes)"
-        answer[2] = "self.grad_gamma[...] = (grad_output * self.x_hat).sum(axis=self.axes)"
-        _, grades, _ = self.check(self.with_answers({"BatchNorm.backward": answer}))
-        self.assertIn("BatchNorm(3) on x of shape (5, 3), inference: backward's dL/d(input) is "
-                      "wrong", grades["BatchNorm.backward"])
-        self.assertIn("right on (5, 3), training; (3, 3, 4, 4), training",
-                      grades["BatchNorm.backward"])
-
-    def test_sgd_without_weight_decay_and_a_velocity_that_does_not_last(self):
-        _, grades, _ = self.check(self.with_answers({
-            "SGD.step": ["self.velocities = state_for(pairs, self.velocities)",
-                         "for (param, grad), velocity in zip(pairs, self.velocities):",
-                         "    velocity[...] = self.momentum * velocity + grad",
-                         "    param -= self.lr * velocity"],
-            "Adam.step": ["self.t += 1",
-                          "for param, grad in pairs:",
-                          "    grad = grad + self.weight_decay * param",
-                          "    m = (1 - self.beta1) * grad",
-                          "    v = (1 - self.beta2) * grad ** 2",
-                          "    m_hat, v_hat = m / (1 - self.beta1 ** self.t), "
-                          "v / (1 - self.beta2 ** self.t)",
-                          "    param -= self.lr * m_hat / (np.sqrt(v_hat) + self.eps)"]}))
-        self.assertEqual(grades["SGD.step"], "wrong (with weight_decay=0.5 alone: weight decay "
-                                             "is missing (the update is the one weight_decay=0 "
-                                             "gives))")
-        self.assertEqual(grades["Adam.step"], "wrong (with the defaults: self.m and self.v must "
-                                              "live from one step to the next)")
-
-    def test_a_transposed_gradient_written_in_place_is_named(self):
-        _, grades, _ = self.check(self.with_answers({"Dense.backward": [
-            "self.grad_weights[...] = grad_output.T @ self.input",
-            "self.grad_biases[...] = grad_output.sum(axis=0)",
-            "return grad_output @ self.weights.T"]}))
-        self.assertIn("it raised ValueError: could not broadcast input array from shape (4,3) "
-                      "into shape (3,4)", grades["Dense.backward"])
-        self.assertIn(": its axes are in another order (transposed?);", grades["Dense.backward"])
-
     def test_answers_right_for_one_shape_alone_are_wrong(self):
         _, grades, _ = self.check(self.with_answers({
             "mse_prime": ["return 2 * (y_pred - y_true) / 15"],
@@ -335,6 +292,72 @@ class TestFeedback(CourseCase):
         self.assertIn("on a batch of shape (4, 6)", grades["mse_prime"])
         self.assertIn("Dense(6, 2) on x of shape (4, 6), training", grades["Dense.backward"])
         self.assertIn("right on (5, 3), training", grades["Dense.backward"])
+
+
+# Mistakes in four exercises of one course. Each exercise is graded in a process of its own, on
+# its own, so one check of the course grades each of them as a course with that mistake alone.
+MORE_MISTAKES = {
+    # BatchNorm.backward for rows and images, but in training only
+    "BatchNorm.backward": [
+        "m = grad_output.size // self.n",
+        "self.grad_beta[...] = grad_output.sum(axis=self.axes)",
+        "self.grad_gamma[...] = (grad_output * self.x_hat).sum(axis=self.axes)",
+        "return self.gamma.reshape(self.inv_std.shape) * self.inv_std * (grad_output - "
+        "self.grad_beta.reshape(self.inv_std.shape) / m - self.x_hat * "
+        "self.grad_gamma.reshape(self.inv_std.shape) / m)"],
+    # SGD without weight decay
+    "SGD.step": ["self.velocities = state_for(pairs, self.velocities)",
+                 "for (param, grad), velocity in zip(pairs, self.velocities):",
+                 "    velocity[...] = self.momentum * velocity + grad",
+                 "    param -= self.lr * velocity"],
+    # Adam whose m and v start again from zero at every step
+    "Adam.step": ["self.t += 1",
+                  "for param, grad in pairs:",
+                  "    grad = grad + self.weight_decay * param",
+                  "    m = (1 - self.beta1) * grad",
+                  "    v = (1 - self.beta2) * grad ** 2",
+                  "    m_hat, v_hat = m / (1 - self.beta1 ** self.t), "
+                  "v / (1 - self.beta2 ** self.t)",
+                  "    param -= self.lr * m_hat / (np.sqrt(v_hat) + self.eps)"],
+    # Dense.backward writing its weights' gradient transposed, in place
+    "Dense.backward": ["self.grad_weights[...] = grad_output.T @ self.input",
+                       "self.grad_biases[...] = grad_output.sum(axis=0)",
+                       "return grad_output @ self.weights.T"],
+}
+
+
+class TestFeedbackOnOneCourse(CourseCase):
+    """More kinds of wrong, read from one check of a course with MORE_MISTAKES."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        course = cls()
+        cls.passed, cls.grades, _ = course.check(course.with_answers(MORE_MISTAKES))
+
+    def test_only_the_mistaken_exercises_are_wrong(self):
+        self.assertFalse(self.passed)
+        self.assertEqual({name for name, grade in self.grades.items() if grade != "right"},
+                         set(MORE_MISTAKES))
+
+    def test_batchnorm_written_for_rows_in_training_is_wrong_in_inference(self):
+        self.assertIn("BatchNorm(3) on x of shape (5, 3), inference: backward's dL/d(input) is "
+                      "wrong", self.grades["BatchNorm.backward"])
+        self.assertIn("right on (5, 3), training; (3, 3, 4, 4), training",
+                      self.grades["BatchNorm.backward"])
+
+    def test_sgd_without_weight_decay_and_a_velocity_that_does_not_last(self):
+        self.assertEqual(self.grades["SGD.step"], "wrong (with weight_decay=0.5 alone: weight "
+                                                  "decay is missing (the update is the one "
+                                                  "weight_decay=0 gives))")
+        self.assertEqual(self.grades["Adam.step"], "wrong (with the defaults: self.m and self.v "
+                                                   "must live from one step to the next)")
+
+    def test_a_transposed_gradient_written_in_place_is_named(self):
+        self.assertIn("it raised ValueError: could not broadcast input array from shape (4,3) "
+                      "into shape (3,4)", self.grades["Dense.backward"])
+        self.assertIn(": its axes are in another order (transposed?);",
+                      self.grades["Dense.backward"])
 
 
 class TestApart(CourseCase):
@@ -484,21 +507,15 @@ class TestTrain(CourseCase):
             status = exercises.train(folder, [], out=output, time_limit=QUICK)
         return status, output.getvalue(), os.path.join(folder, "nn.py")
 
-    def test_unwritten_exercises_are_named_and_nothing_trains(self):
+    def test_unwritten_and_unfinished_exercises_are_named_and_nothing_trains(self):
         status, printed, path = self.train_here(self.with_answers({
             "SGD.step": ['raise NotImplementedError("exercise SGD.step: not written yet")'],
-            "Dense.backward": ['raise NotImplementedError("not written yet")']}))
+            "Dense.backward": ['raise NotImplementedError("not written yet")'],
+            "Adam.step": ["import os", "os._exit(0)"]}))           # it never returns
         self.assertEqual(status, 1, printed)
         self.assertIn(f"{path} cannot train yet: 2 exercises are not written (Dense.backward, "
-                      f"SGD.step)", printed)
+                      f"SGD.step); 1 exercise is hanging or exiting (Adam.step)", printed)
         self.assertNotIn("test accuracy", printed)
-
-    def test_an_exercise_that_never_returns_stops_the_training_before_it_starts(self):
-        status, printed, path = self.train_here(self.with_answers({"Adam.step": [
-            "import os", "os._exit(0)"]}))
-        self.assertEqual(status, 1, printed)
-        self.assertIn(f"{path} cannot train yet: 1 exercise is hanging or exiting (Adam.step)",
-                      printed)
 
     def test_flags_that_would_have_both_runs_write_one_file_are_refused(self):
         result, _ = self.train(self.source, "--save", "model.npz")
@@ -508,8 +525,13 @@ class TestTrain(CourseCase):
     def test_it_trains_with_the_learners_updates(self):
         # An SGD.step that moves nothing: the learner's network stays untrained, the library's
         # learns, on the same seed and settings.
+        test_rows = os.path.join(tempfile.mkdtemp(), "test.csv")     # MNIST's first 500
+        self.addCleanup(shutil.rmtree, os.path.dirname(test_rows))
+        np.savetxt(test_rows, np.loadtxt(os.path.join(ROOT, "data", "mnist_test.csv.gz"),
+                                         delimiter=",", max_rows=500), fmt="%d", delimiter=",")
         result, path = self.train(self.with_answers({"SGD.step": ["pairs = list(pairs)"]}),
-                                  "--limit", "2000", "--epochs", "1", "--val-size", "500")
+                                  "--limit", "2000", "--epochs", "1", "--val-size", "500",
+                                  "--test", test_rows)
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
         self.assertIn("1 exercise is wrong (SGD.step", result.stdout)
         theirs = float(result.stdout.split("test accuracy ")[1].split("%")[0])
