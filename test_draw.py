@@ -3,6 +3,7 @@ server, and the page in a real browser (headless Chromium driven by Selenium, sk
 where none is installed)."""
 
 import base64
+import concurrent.futures
 import http.client
 import json
 import os
@@ -355,11 +356,15 @@ class BrowserTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
+        # The network trains in a thread while the browser starts (in processes of its own).
+        pool = concurrent.futures.ThreadPoolExecutor(1)
+        training = pool.submit(small_trained_mlp)
+        pool.shutdown(wait=False)
         cls.chrome, why = browser()
         if cls.chrome is None:
             raise unittest.SkipTest(f"no browser to test the drawing page in: {why}")
         try:
-            cls.server, cls.url = draw.serve_in_background(small_trained_mlp())
+            cls.server, cls.url = draw.serve_in_background(training.result())
         except BaseException:
             cls.quit_browser()
             raise
