@@ -3,6 +3,7 @@
     python -m unittest test_exercises -v
 """
 
+import contextlib
 import importlib.util
 import io
 import os
@@ -170,28 +171,32 @@ class TestExercises(CourseCase):
             self.assertEqual(os.listdir(course), ["nn.py"])
 
     def test_the_command_line(self):
+        # Through a real process: new, then check's exit status 1. The refusals' status and
+        # their one line are main's, run here.
+        def main(*arguments):                  # (exit status, printed, said on stderr)
+            output, errors = io.StringIO(), io.StringIO()
+            with contextlib.redirect_stdout(output), contextlib.redirect_stderr(errors):
+                status = exercises.main(list(arguments))
+            return status, output.getvalue(), errors.getvalue()
+
         with tempfile.TemporaryDirectory() as folder:
             made = subprocess.run(COMMAND + ["new", folder], cwd=ROOT, capture_output=True,
                                   text=True, timeout=120)
             self.assertEqual(made.returncode, 0, made.stderr)
-            again = subprocess.run(COMMAND + ["new", folder], cwd=ROOT, capture_output=True,
-                                   text=True, timeout=120)
-            self.assertEqual(again.returncode, 2)
-            self.assertIn("exists already", again.stderr)
             graded = subprocess.run(COMMAND + ["check", folder], cwd=ROOT, capture_output=True,
                                     text=True, timeout=300)
             self.assertEqual(graded.returncode, 1, graded.stderr)
             n = len(self.names)
             self.assertIn(f"0 right, 0 wrong, {n} not written (of {n})", graded.stdout)
-            on_a_file = subprocess.run(COMMAND + ["new", os.path.join(folder, "nn.py")],
-                                       cwd=ROOT, capture_output=True, text=True, timeout=120)
-            self.assertEqual((on_a_file.returncode, on_a_file.stderr), (2, (
+            status, _, errors = main("new", folder)
+            self.assertEqual(status, 2)
+            self.assertIn("exists already", errors)
+            self.assertEqual(main("new", os.path.join(folder, "nn.py")), (2, "", (
                 f"exercises.py: {os.path.join(folder, 'nn.py')} is a file, not a folder: choose "
                 f"another\n")))
-            missing = subprocess.run(COMMAND + ["check", os.path.join(folder, "none")], cwd=ROOT,
-                                     capture_output=True, text=True, timeout=120)
-            self.assertEqual((missing.returncode, missing.stdout), (2, ""))
-            self.assertNotIn("Traceback", missing.stderr)
+            status, output, errors = main("check", os.path.join(folder, "none"))
+            self.assertEqual((status, output), (2, ""))
+            self.assertIn("does not exist: make it with python exercises.py new", errors)
 
 
 # The BatchNorm.backward of a learner who wrote it for (batch, features) in training only.

@@ -789,7 +789,9 @@ class TestReporting(Files):
             self.assertNotEqual(true, predicted)
             self.assertTrue(10 <= float(confidence) <= 100)
         self.assertEqual(output.count("+" + "-" * 56 + "+"), 4)
-        status, output, errors = run_main("--load", model, "--show-mistakes", "0")
+        status, output, errors = run_main("--load", model, "--show-mistakes", "0", "--test",
+                                          self.write("test.csv", self.lines))
+        self.assertEqual(status, 0, errors)
         self.assertNotIn("test image", output)
 
 
