@@ -53,7 +53,7 @@ import nn
 METHODS = ("backward", "derivative", "step")     # a class's methods that are exercises
 TIME_LIMIT = 30         # seconds one exercise may take in its process (all its inputs together)
 LARGEST_ANSWER = 2 ** 24         # bytes of answers an exercise's process may send back
-HELPER_START = 120      # seconds check's helper may take to start (it imports NumPy) and fork
+HELPER_START = 120      # seconds check's helper may take to start (it imports NumPy), untimed
 
 # The layers each exercise is tried on: (the class's arguments, the input's shape, training),
 # every layout and mode the layer serves, two shapes at least, so that no answer is right for
