@@ -435,10 +435,13 @@ class TestRefusingBadCsv(Files):
                                    f"pixel value {value} is not a whole number 0-255", line=6)
 
     def test_bad_values_are_caught_beyond_the_first_chunk(self):
-        # Files are read 10,000 rows at a time; line numbers must count across chunks.
-        lines = self.lines * 300                            # 12,000 rows
-        lines[10_500] = lines[10_500].replace(",0,", ",256,", 1)
-        self.assertRefused(self.write("long.csv", lines), "pixel value 256", line=10_501)
+        # Files are read mnist_csv.CHUNK_ROWS rows at a time (16 here, to keep the file small);
+        # line numbers must count across chunks.
+        lines = self.with_cell(35, 256)                     # in the third chunk
+        with mock.patch.object(mnist_csv, "CHUNK_ROWS", 16), mock.patch.object(
+                mnist_csv, "_checked_split", wraps=mnist_csv._checked_split) as chunks:
+            self.assertRefused(self.write("long.csv", lines), "pixel value 256", line=35)
+        self.assertEqual(chunks.call_count, 2 * 3)     # read twice, each time in three chunks
 
     def test_a_header_must_name_one_label_column(self):
         moved = [line.split(",", 1)[1] + "," + line.split(",", 1)[0] for line in self.lines]
