@@ -37,6 +37,8 @@ import itertools
 import json
 import os
 import re
+import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -51,6 +53,7 @@ import nn
 METHODS = ("backward", "derivative", "step")     # a class's methods that are exercises
 TIME_LIMIT = 30         # seconds one exercise may take in its process (all its inputs together)
 LARGEST_ANSWER = 2 ** 24         # bytes of answers an exercise's process may send back
+HELPER_START = 120      # seconds check's helper may take to start (it imports NumPy), untimed
 
 # The layers each exercise is tried on: (the class's arguments, the input's shape, training),
 # every layout and mode the layer serves, two shapes at least, so that no answer is right for
@@ -498,28 +501,66 @@ RUNNERS = {"layer": run_layer, "network": run_network, "loss gradient": run_loss
 # The learner's process: import their nn.py, run the cases, send back numbers
 # ----------------------------------------------------------------------------------------------
 
-# Started as `python -E -c BOOT exercises.py FOLDER/nn.py task.json answer.json` in an empty
-# folder, so that `import nn` finds nothing but the learner's file, registered as nn.
+# Started as `python -E -B -c BOOT exercises.py FOLDER/nn.py task.json answer.json` in an
+# empty folder, so that `import nn` finds nothing but the learner's file, registered as nn.
+# Started without the three paths, it is check's helper (serve), which forks each task's process.
 BOOT = """\
 import importlib.util, sys, types
 sys.modules["nn"] = types.ModuleType("nn")       # this file's `import nn`: not the answer key
 spec = importlib.util.spec_from_file_location("exercises_apart", sys.argv[1])
 grader = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(grader)
-grader.answer(*sys.argv[2:5])
+grader.answer(*sys.argv[2:5]) if sys.argv[2:] else grader.serve()
 """
 
 
-def answer(learner_path, task_path, answer_path):
-    """In the learner's process: the task's cases run on their nn.py; writes what came back.
-    (Here `nn` is not the answer key: these functions use the learner's module alone.)"""
+def serve():
+    """Check's helper: for each task it reads, a line ["FOLDER/nn.py", "task.json",
+    "answer.json"], it forks the learner's process (NumPy and this file imported already,
+    printing nowhere) and prints its exit status once it has ended (negative: the signal that
+    ended it). It prints 0 first, once ready. Nothing of the learner's runs in it."""
+    print(0, flush=True)
+    compiled = {}                                # each learner's file, compiled once (not run)
+    for line in sys.stdin:
+        paths = json.loads(line)
+        if paths[0] not in compiled:
+            compiled[paths[0]] = _compiled(paths[0])
+        pid = os.fork()
+        if pid == 0:
+            try:
+                nowhere = os.open(os.devnull, os.O_RDWR)
+                for stream in (0, 1, 2):
+                    os.dup2(nowhere, stream)
+                answer(*paths, code=compiled[paths[0]])
+            finally:
+                os._exit(1)
+        print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
+
+
+def _compiled(path):
+    """The learner's file compiled as `import` compiles it, or None where it does not compile
+    (their process then meets the error in their import)."""
+    try:
+        with open(path, "rb") as file:
+            return compile(file.read(), path, "exec", dont_inherit=True)
+    except Exception:
+        return None
+
+
+def answer(learner_path, task_path, answer_path, code=None):
+    """In the learner's process: the task's cases run on their nn.py (imported, or `code`, the
+    helper's compilation of it, run as its module); writes what came back. (Here `nn` is not
+    the answer key: these functions use the learner's module alone.)"""
     with open(task_path, encoding="utf-8") as file:
         task = json.load(file)
     try:
         spec = importlib.util.spec_from_file_location("nn", learner_path)
         learner = importlib.util.module_from_spec(spec)
         sys.modules["nn"] = learner
-        spec.loader.exec_module(learner)
+        if code is None:
+            spec.loader.exec_module(learner)
+        else:
+            exec(code, vars(learner))            # what exec_module does once it has compiled
         answers = [_answered(RUNNERS[task["kind"]], learner, case, learner_path)
                    for case in task["cases"]]
     except BaseException as error:               # at import, or sys.exit
@@ -575,28 +616,40 @@ class Other(str):
     """What the learner's code gave that is not an array of numbers: "None", "a list"..."""
 
 
-def run_apart(task, learner_path, time_limit):
-    """Run `task` in a process of its own on the learner's file: its answers, one per case,
-    or a sentence saying why there are none (it ran out of time, or ended the process)."""
-    with tempfile.TemporaryDirectory() as folder:
-        task_path, answer_path = (os.path.join(folder, name) for name in ("task.json",
-                                                                          "answer.json"))
+class Apart:
+    """Where one check runs the learner's code: a process of its own for each task, with a time
+    limit. Where Python can fork (Linux), one helper process, started once with NumPy and this
+    file imported (never nn.py), forks each of them, which is quicker than a new Python each;
+    elsewhere each is a new Python. Use as `with Apart(path, time_limit) as apart:`."""
+
+    FORKS = sys.platform.startswith("linux")
+
+    def __init__(self, learner_path, time_limit):
+        self.learner_path, self.time_limit = learner_path, time_limit
+        self.folder = tempfile.mkdtemp()         # their working folder, and the tasks' files
+        self.helper, self.tasks = None, 0
+        self.environment = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",
+                                MKL_NUM_THREADS="1")          # one BLAS thread each
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *error):
+        self._end_helper()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def run(self, task):
+        """`task` run on the learner's file: its answers, one per case, or a sentence saying
+        why there are none (it ran out of time, or ended the process)."""
+        self.tasks += 1
+        task_path, answer_path = (os.path.join(self.folder, f"{name}{self.tasks}.json")
+                                  for name in ("task", "answer"))
         with open(task_path, "w", encoding="utf-8") as file:
             json.dump(task, file)
-        environment = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",
-                           MKL_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
-        process = subprocess.Popen(
-            [sys.executable, "-E", "-c", BOOT, os.path.abspath(__file__),
-             os.path.abspath(learner_path), task_path, answer_path],
-            cwd=folder, env=environment, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, start_new_session=True)
-        try:
-            code = process.wait(timeout=time_limit)
-        except subprocess.TimeoutExpired:
-            return (f"still running after {time_limit:g} s, and stopped: an endless loop, or "
-                    f"a sleep?")
-        finally:
-            _stop(process)
+        code = (self._forked if self.FORKS else self._started)(
+            os.path.abspath(self.learner_path), task_path, answer_path)
+        if isinstance(code, str):
+            return code
         try:
             with open(answer_path, encoding="utf-8") as file:
                 text = file.read(LARGEST_ANSWER + 1)
@@ -608,14 +661,67 @@ def run_apart(task, learner_path, time_limit):
                 return f"its process was killed by signal {-code} before it answered"
             return (f"its process ended before it answered (exit status {code}): sys.exit or "
                     f"os._exit?")
-    if (not isinstance(answers, list) or len(answers) not in (1, len(task["cases"]))
-            or not all(isinstance(answer, dict) for answer in answers)):
-        return "it sent back something else than its answers"
-    return answers
+        if (not isinstance(answers, list) or len(answers) not in (1, len(task["cases"]))
+                or not all(isinstance(answer, dict) for answer in answers)):
+            return "it sent back something else than its answers"
+        return answers
+
+    def _late(self):
+        return (f"still running after {self.time_limit:g} s, and stopped: an endless loop, or "
+                f"a sleep?")
+
+    def _python(self, *arguments, **streams):
+        """A Python running BOOT in the empty folder, in a session of its own, writing no
+        bytecode (no __pycache__ beside their nn.py)."""
+        return subprocess.Popen(
+            [sys.executable, "-E", "-B", "-c", BOOT, os.path.abspath(__file__), *arguments],
+            cwd=self.folder, env=self.environment, stderr=subprocess.DEVNULL,
+            start_new_session=True, **streams)
+
+    def _started(self, *paths):
+        """The task run by a new Python: its exit status, or why there is none."""
+        process = self._python(*paths, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        try:
+            return process.wait(timeout=self.time_limit)
+        except subprocess.TimeoutExpired:
+            return self._late()
+        finally:
+            _stop(process)
+
+    def _forked(self, *paths):
+        """The task run by a process the helper forks: its exit status, or why there is none.
+        That process, and any it starts, are in the helper's process group: they end with it."""
+        try:
+            if self.helper is None:              # its start (NumPy's import) is not timed
+                self.helper = self._python(stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                           bufsize=0)
+                self._heard(HELPER_START)
+            self.helper.stdin.write(json.dumps(paths).encode() + b"\n")
+            code = self._heard(self.time_limit)
+        except (OSError, ValueError):            # it ended the helper, or wrote to its pipe
+            self._end_helper()
+            return "its process stopped or ended check's helper process before it answered"
+        if code is None:                         # time is up: ended with the helper, a new one
+            self._end_helper()                   # for the next task
+            return self._late()
+        return code
+
+    def _heard(self, seconds):
+        """The helper's next number, or None if it says none within `seconds`."""
+        ready, _, _ = select.select([self.helper.stdout], [], [], seconds)
+        return int(self.helper.stdout.readline()) if ready else None
+
+    def _end_helper(self):
+        if self.helper is not None:
+            _stop(self.helper)
+            self.helper.stdin.close()
+            self.helper.stdout.close()
+            self.helper = None
 
 
 def _stop(process):
-    """End the learner's process and whatever it started (its own process group)."""
+    """End a process started in a session of its own, and whatever it started (its process
+    group): a learner's process, check's helper, or a training run."""
     try:
         if hasattr(os, "killpg"):
             os.killpg(process.pid, signal.SIGKILL)
@@ -655,14 +761,15 @@ def grade_all(folder, time_limit=TIME_LIMIT):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} does not exist: make it with "
                                 f"python exercises.py new {folder or '.'}")
-    imported = run_apart({"kind": "import", "cases": []}, path, time_limit)   # no case: import
-    if isinstance(imported, str) or imported and "raised" in imported[0]:
-        why = imported if isinstance(imported, str) else _said(imported[0], path)
-        raise ImportError(f"{path} does not import: {why}")
-    with open(path, encoding="utf-8") as file:
-        ends = _function_ends(file.read())
-    return path, [(exercise.name, grade(exercise, path, time_limit, ends))
-                  for exercise in chapter_exercises()]
+    with Apart(path, time_limit) as apart:
+        imported = apart.run({"kind": "import", "cases": []})       # no case: the import alone
+        if isinstance(imported, str) or imported and "raised" in imported[0]:
+            why = imported if isinstance(imported, str) else _said(imported[0], path)
+            raise ImportError(f"{path} does not import: {why}")
+        with open(path, encoding="utf-8") as file:
+            ends = _function_ends(file.read())
+        return path, [(exercise.name, grade(exercise, apart, ends))
+                      for exercise in chapter_exercises()]
 
 
 def _function_ends(source):
@@ -677,10 +784,12 @@ def _function_ends(source):
     return ends
 
 
-def grade(exercise, learner_path, time_limit=TIME_LIMIT, ends=None):
-    """'right', 'not written' or 'wrong (...)' for one exercise of the learner's nn.py."""
+def grade(exercise, apart, ends=None):
+    """'right', 'not written' or 'wrong (...)' for one exercise of the learner's nn.py, run
+    `apart` (an Apart)."""
     cases = CASE_MAKERS[exercise.kind](exercise)
-    answers = run_apart({"kind": exercise.kind, "cases": cases}, learner_path, time_limit)
+    answers = apart.run({"kind": exercise.kind, "cases": cases})
+    learner_path = apart.learner_path
     if isinstance(answers, str):
         return f"wrong ({answers})"
     if any(answer.get("not written") for answer in answers):

@@ -3,7 +3,10 @@ server, and the page in a real browser (headless Chromium driven by Selenium, sk
 where none is installed)."""
 
 import base64
+import concurrent.futures
+import contextlib
 import http.client
+import io
 import json
 import os
 import re
@@ -271,15 +274,19 @@ class CommandLineTest(unittest.TestCase):
         self.assertIn("stopped the drawing page", out)
 
     def test_a_port_in_use_or_without_draw_is_refused_before_any_work(self):
+        import train_mnist                       # its main, in this process
         with socket.create_server(("127.0.0.1", 0)) as taken:
             port = str(taken.getsockname()[1])
             for flags, expected in ((["--draw", "--port", port], f"--port {port}: cannot serve"),
                                     (["--port", port], "--port is where --draw serves")):
                 with self.subTest(flags=flags):
-                    out, err = self.train_mnist(*flags).communicate(timeout=60)
-                    self.assertEqual(out, "")                # refused before the test rows
-                    self.assertRegex(err, r"^error: [^\n]+\n$")    # one line, no traceback
-                    self.assertIn(expected, err)
+                    out, err = io.StringIO(), io.StringIO()
+                    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                        status = train_mnist.main(["--load", self.model, "--test",
+                                                   self.test_rows, "--quiet", *flags])
+                    self.assertEqual((status, out.getvalue()), (2, ""))   # before the test rows
+                    self.assertRegex(err.getvalue(), r"^error: [^\n]+\n$")    # one line
+                    self.assertIn(expected, err.getvalue())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -355,11 +362,15 @@ class BrowserTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
+        # The network trains in a thread while the browser starts (in processes of its own).
+        pool = concurrent.futures.ThreadPoolExecutor(1)
+        training = pool.submit(small_trained_mlp)
+        pool.shutdown(wait=False)
         cls.chrome, why = browser()
         if cls.chrome is None:
             raise unittest.SkipTest(f"no browser to test the drawing page in: {why}")
         try:
-            cls.server, cls.url = draw.serve_in_background(small_trained_mlp())
+            cls.server, cls.url = draw.serve_in_background(training.result())
         except BaseException:
             cls.quit_browser()
             raise

@@ -3,9 +3,11 @@
     python -m unittest test_exercises -v
 """
 
+import contextlib
 import importlib.util
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,6 +34,24 @@ def loaded(path):
     return module
 
 
+def children(pid):
+    """The processes `pid` started that are running (Linux's /proc)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as file:
+            return [int(child) for child in file.read().split()]
+    except OSError:
+        return []
+
+
+def state(pid):
+    """A process's state letter (R, S, Z...), or "gone"."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as file:
+            return file.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
 class CourseCase(unittest.TestCase):
 
     @classmethod
@@ -48,6 +68,7 @@ class CourseCase(unittest.TestCase):
                 file.write(source)
             output = io.StringIO()
             passed = exercises.check(folder, out=output, time_limit=time_limit)
+            self.assertEqual(os.listdir(folder), ["nn.py"])       # no __pycache__, nothing
         rows = [line.split(None, 2) for line in output.getvalue().splitlines()[1:-1]]
         self.assertEqual([name for _, name, _ in rows], self.names)      # the chapter's order
         self.assertEqual(output.getvalue().splitlines()[-1], exercises.summary(
@@ -150,28 +171,32 @@ class TestExercises(CourseCase):
             self.assertEqual(os.listdir(course), ["nn.py"])
 
     def test_the_command_line(self):
+        # Through a real process: new, then check's exit status 1. The refusals' status and
+        # their one line are main's, run here.
+        def main(*arguments):                  # (exit status, printed, said on stderr)
+            output, errors = io.StringIO(), io.StringIO()
+            with contextlib.redirect_stdout(output), contextlib.redirect_stderr(errors):
+                status = exercises.main(list(arguments))
+            return status, output.getvalue(), errors.getvalue()
+
         with tempfile.TemporaryDirectory() as folder:
             made = subprocess.run(COMMAND + ["new", folder], cwd=ROOT, capture_output=True,
                                   text=True, timeout=120)
             self.assertEqual(made.returncode, 0, made.stderr)
-            again = subprocess.run(COMMAND + ["new", folder], cwd=ROOT, capture_output=True,
-                                   text=True, timeout=120)
-            self.assertEqual(again.returncode, 2)
-            self.assertIn("exists already", again.stderr)
             graded = subprocess.run(COMMAND + ["check", folder], cwd=ROOT, capture_output=True,
                                     text=True, timeout=300)
             self.assertEqual(graded.returncode, 1, graded.stderr)
             n = len(self.names)
             self.assertIn(f"0 right, 0 wrong, {n} not written (of {n})", graded.stdout)
-            on_a_file = subprocess.run(COMMAND + ["new", os.path.join(folder, "nn.py")],
-                                       cwd=ROOT, capture_output=True, text=True, timeout=120)
-            self.assertEqual((on_a_file.returncode, on_a_file.stderr), (2, (
+            status, _, errors = main("new", folder)
+            self.assertEqual(status, 2)
+            self.assertIn("exists already", errors)
+            self.assertEqual(main("new", os.path.join(folder, "nn.py")), (2, "", (
                 f"exercises.py: {os.path.join(folder, 'nn.py')} is a file, not a folder: choose "
                 f"another\n")))
-            missing = subprocess.run(COMMAND + ["check", os.path.join(folder, "none")], cwd=ROOT,
-                                     capture_output=True, text=True, timeout=120)
-            self.assertEqual((missing.returncode, missing.stdout), (2, ""))
-            self.assertNotIn("Traceback", missing.stderr)
+            status, output, errors = main("check", os.path.join(folder, "none"))
+            self.assertEqual((status, output), (2, ""))
+            self.assertIn("does not exist: make it with python exercises.py new", errors)
 
 
 # The BatchNorm.backward of a learner who wrote it for (batch, features) in training only.
@@ -262,49 +287,6 @@ class TestFeedback(CourseCase):
             for formula in ("@", "x_hat *", "/ m", "sqrt", "(p - y", "1 - "):
                 self.assertNotIn(formula, grade)
 
-    def test_batchnorm_written_for_rows_in_training_is_wrong_in_inference(self):
-        answer = BATCHNORM_2D_TRAINING[:-2] + [
-            "return self.gamma.reshape(self.inv_std.shape) * self.inv_std * (grad_output - "
-            "self.grad_beta.reshape(self.inv_std.shape) / m - self.x_hat * "
-            "self.grad_gamma.reshape(self.inv_std.shape) / m)"]
-        answer[0] = "m = grad_output.size // self.n"
-        answer[1] = "self.grad_beta[...] = grad_output.sum(axis=self.axes)"
-        answer[2] = "self.grad_gamma[...] = (grad_output * self.x_hat).sum(axis=self.axes)"
-        _, grades, _ = self.check(self.with_answers({"BatchNorm.backward": answer}))
-        self.assertIn("BatchNorm(3) on x of shape (5, 3), inference: backward's dL/d(input) is "
-                      "wrong", grades["BatchNorm.backward"])
-        self.assertIn("right on (5, 3), training; (3, 3, 4, 4), training",
-                      grades["BatchNorm.backward"])
-
-    def test_sgd_without_weight_decay_and_a_velocity_that_does_not_last(self):
-        _, grades, _ = self.check(self.with_answers({
-            "SGD.step": ["self.velocities = state_for(pairs, self.velocities)",
-                         "for (param, grad), velocity in zip(pairs, self.velocities):",
-                         "    velocity[...] = self.momentum * velocity + grad",
-                         "    param -= self.lr * velocity"],
-            "Adam.step": ["self.t += 1",
-                          "for param, grad in pairs:",
-                          "    grad = grad + self.weight_decay * param",
-                          "    m = (1 - self.beta1) * grad",
-                          "    v = (1 - self.beta2) * grad ** 2",
-                          "    m_hat, v_hat = m / (1 - self.beta1 ** self.t), "
-                          "v / (1 - self.beta2 ** self.t)",
-                          "    param -= self.lr * m_hat / (np.sqrt(v_hat) + self.eps)"]}))
-        self.assertEqual(grades["SGD.step"], "wrong (with weight_decay=0.5 alone: weight decay "
-                                             "is missing (the update is the one weight_decay=0 "
-                                             "gives))")
-        self.assertEqual(grades["Adam.step"], "wrong (with the defaults: self.m and self.v must "
-                                              "live from one step to the next)")
-
-    def test_a_transposed_gradient_written_in_place_is_named(self):
-        _, grades, _ = self.check(self.with_answers({"Dense.backward": [
-            "self.grad_weights[...] = grad_output.T @ self.input",
-            "self.grad_biases[...] = grad_output.sum(axis=0)",
-            "return grad_output @ self.weights.T"]}))
-        self.assertIn("it raised ValueError: could not broadcast input array from shape (4,3) "
-                      "into shape (3,4)", grades["Dense.backward"])
-        self.assertIn(": its axes are in another order (transposed?);", grades["Dense.backward"])
-
     def test_answers_right_for_one_shape_alone_are_wrong(self):
         _, grades, _ = self.check(self.with_answers({
             "mse_prime": ["return 2 * (y_pred - y_true) / 15"],
@@ -315,6 +297,72 @@ class TestFeedback(CourseCase):
         self.assertIn("on a batch of shape (4, 6)", grades["mse_prime"])
         self.assertIn("Dense(6, 2) on x of shape (4, 6), training", grades["Dense.backward"])
         self.assertIn("right on (5, 3), training", grades["Dense.backward"])
+
+
+# Mistakes in four exercises of one course. Each exercise is graded in a process of its own, on
+# its own, so one check of the course grades each of them as a course with that mistake alone.
+MORE_MISTAKES = {
+    # BatchNorm.backward for rows and images, but in training only
+    "BatchNorm.backward": [
+        "m = grad_output.size // self.n",
+        "self.grad_beta[...] = grad_output.sum(axis=self.axes)",
+        "self.grad_gamma[...] = (grad_output * self.x_hat).sum(axis=self.axes)",
+        "return self.gamma.reshape(self.inv_std.shape) * self.inv_std * (grad_output - "
+        "self.grad_beta.reshape(self.inv_std.shape) / m - self.x_hat * "
+        "self.grad_gamma.reshape(self.inv_std.shape) / m)"],
+    # SGD without weight decay
+    "SGD.step": ["self.velocities = state_for(pairs, self.velocities)",
+                 "for (param, grad), velocity in zip(pairs, self.velocities):",
+                 "    velocity[...] = self.momentum * velocity + grad",
+                 "    param -= self.lr * velocity"],
+    # Adam whose m and v start again from zero at every step
+    "Adam.step": ["self.t += 1",
+                  "for param, grad in pairs:",
+                  "    grad = grad + self.weight_decay * param",
+                  "    m = (1 - self.beta1) * grad",
+                  "    v = (1 - self.beta2) * grad ** 2",
+                  "    m_hat, v_hat = m / (1 - self.beta1 ** self.t), "
+                  "v / (1 - self.beta2 ** self.t)",
+                  "    param -= self.lr * m_hat / (np.sqrt(v_hat) + self.eps)"],
+    # Dense.backward writing its weights' gradient transposed, in place
+    "Dense.backward": ["self.grad_weights[...] = grad_output.T @ self.input",
+                       "self.grad_biases[...] = grad_output.sum(axis=0)",
+                       "return grad_output @ self.weights.T"],
+}
+
+
+class TestFeedbackOnOneCourse(CourseCase):
+    """More kinds of wrong, read from one check of a course with MORE_MISTAKES."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        course = cls()
+        cls.passed, cls.grades, _ = course.check(course.with_answers(MORE_MISTAKES))
+
+    def test_only_the_mistaken_exercises_are_wrong(self):
+        self.assertFalse(self.passed)
+        self.assertEqual({name for name, grade in self.grades.items() if grade != "right"},
+                         set(MORE_MISTAKES))
+
+    def test_batchnorm_written_for_rows_in_training_is_wrong_in_inference(self):
+        self.assertIn("BatchNorm(3) on x of shape (5, 3), inference: backward's dL/d(input) is "
+                      "wrong", self.grades["BatchNorm.backward"])
+        self.assertIn("right on (5, 3), training; (3, 3, 4, 4), training",
+                      self.grades["BatchNorm.backward"])
+
+    def test_sgd_without_weight_decay_and_a_velocity_that_does_not_last(self):
+        self.assertEqual(self.grades["SGD.step"], "wrong (with weight_decay=0.5 alone: weight "
+                                                  "decay is missing (the update is the one "
+                                                  "weight_decay=0 gives))")
+        self.assertEqual(self.grades["Adam.step"], "wrong (with the defaults: self.m and self.v "
+                                                   "must live from one step to the next)")
+
+    def test_a_transposed_gradient_written_in_place_is_named(self):
+        self.assertIn("it raised ValueError: could not broadcast input array from shape (4,3) "
+                      "into shape (3,4)", self.grades["Dense.backward"])
+        self.assertIn(": its axes are in another order (transposed?);",
+                      self.grades["Dense.backward"])
 
 
 class TestApart(CourseCase):
@@ -335,7 +383,13 @@ class TestApart(CourseCase):
             "mse_prime": ["return y_pred * 0"],
             "ReLU.derivative": ["import nn as key",           # the answer key? Their own file
                                 "return key.ReLU.derivative(self)"],
-            "Sigmoid.derivative": ["print('x' * 10 ** 6, flush=True)", "return self.output"]})
+            "Sigmoid.derivative": ["import sys",               # a right answer that prints
+                                   "print('x' * 10 ** 6, flush=True)",
+                                   "print('x' * 10 ** 6, file=sys.stderr, flush=True)",
+                                   "return self.output * (1 - self.output)"],
+            "LeakyReLU.derivative": ["import os, signal",   # kills what started it, not check
+                                     f"if os.getppid() != {os.getpid()}:",
+                                     "    os.kill(os.getppid(), signal.SIGKILL)"]})
         passed, grades, _ = self.check(cheats + wrong)
         self.assertFalse(passed)
         self.assertIn("training: it raised SystemExit: 0, at ", grades["Dense.backward"])
@@ -344,7 +398,10 @@ class TestApart(CourseCase):
                                                     "os._exit?)")
         self.assertIn("is wrong (relative error 1.0e+00)", grades["mse_prime"])
         self.assertIn("RecursionError", grades["ReLU.derivative"])
-        self.assertTrue(grades["Sigmoid.derivative"].startswith("wrong"))
+        self.assertEqual(grades["Sigmoid.derivative"], "right")
+        self.assertEqual(grades["LeakyReLU.derivative"], "wrong (its process stopped or ended "
+                                                         "check's helper process before it "
+                                                         "answered)")
         self.assertEqual(grades["Softmax.backward"], "right")     # the others graded as ever
         with tempfile.TemporaryDirectory() as folder:
             with open(os.path.join(folder, "nn.py"), "w", encoding="utf-8") as file:
@@ -355,41 +412,83 @@ class TestApart(CourseCase):
         self.assertIn("does not import: SystemExit: 0", exited.stderr)
 
     def test_a_hang_in_an_exercise_or_at_import_is_stopped(self):
-        looping = self.with_answers({"Dense.backward": ["while True:", "    pass"],
-                                     "Tanh.derivative": ["import time", "time.sleep(1000)"]})
+        # A process forked by check's helper takes milliseconds: 1 s is time enough. The
+        # hang at import is in WhereNothingForks.
+        pids = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, pids)
+        looping = self.with_answers({      # each writes down its pid, and what it started's
+            "Dense.backward": ["import os",
+                               f"open({pids!r} + '/loop', 'w').write(str(os.getpid()))",
+                               "while True:", "    pass"],
+            "Tanh.derivative": ["import subprocess, time",
+                                "sleeping = subprocess.Popen(['sleep', '1000'])",
+                                f"open({pids!r} + '/sleep', 'w').write(str(sleeping.pid))",
+                                "time.sleep(1000)"],
+            "ReLU.derivative": ["import subprocess",                      # right, but leaves
+                                "left = subprocess.Popen(['sleep', '1000'])",   # this behind
+                                f"open({pids!r} + '/left', 'w').write(str(left.pid))",
+                                "return (self.output > 0).astype(self.output.dtype)"]})
         started = time.monotonic()
-        passed, grades, _ = self.check(looping, time_limit=3)
+        passed, grades, _ = self.check(looping, time_limit=1)
         self.assertFalse(passed)
         for name in ("Dense.backward", "Tanh.derivative"):
-            self.assertEqual(grades[name], "wrong (still running after 3 s, and stopped: an "
+            self.assertEqual(grades[name], "wrong (still running after 1 s, and stopped: an "
                                            "endless loop, or a sleep?)")
-        self.assertEqual(grades["Sigmoid.derivative"], "right")
+        self.assertEqual({name for name, grade in grades.items() if grade != "right"},
+                         {"Dense.backward", "Tanh.derivative"})     # the others as ever
         self.assertLess(time.monotonic() - started, 600)
-        with tempfile.TemporaryDirectory() as folder:
-            with open(os.path.join(folder, "nn.py"), "w", encoding="utf-8") as file:
-                file.write("import time\ntime.sleep(1000)\n" + self.source)
-            with self.assertRaisesRegex(ImportError, "does not import: still running after 3 s"):
-                exercises.check(folder, out=io.StringIO(), time_limit=3)
+        for name in ("loop", "sleep", "left"):                  # stopped, truly
+            with open(os.path.join(pids, name), encoding="ascii") as file:
+                self.assertIn(state(int(file.read())), ("gone", "Z"), name)
 
-    def test_ctrl_c_ends_check_with_one_line(self):
+    def test_ctrl_c_ends_check_with_one_line_and_every_process_it_started(self):
         with tempfile.TemporaryDirectory() as folder:
             with open(os.path.join(folder, "nn.py"), "w", encoding="utf-8") as file:
                 file.write(self.with_answers({"Dense.backward": ["while True:", "    pass"]}))
             process = subprocess.Popen(COMMAND + ["check", folder], cwd=ROOT, text=True,
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            children = f"/proc/{process.pid}/task/{process.pid}/children"    # Linux's list
-            for _ in range(600):              # until check has started a learner's process
+            for _ in range(600):   # until check's helper has forked the looping Dense.backward
                 time.sleep(0.1)
-                if not os.path.exists(children):
-                    time.sleep(5)
+                helpers = children(process.pid)
+                started = helpers + [pid for helper in helpers for pid in children(helper)]
+                if len(started) == 2:
                     break
-                with open(children, encoding="ascii") as file:
-                    if file.read().strip():
-                        break
-            time.sleep(1)
+            time.sleep(0.5)
             process.send_signal(signal.SIGINT)
             stdout, stderr = process.communicate(timeout=60)
         self.assertEqual((process.returncode, stderr), (130, "exercises.py: interrupted\n"))
+        self.assertEqual(len(started), 2)
+        for pid in started:                    # ended (a zombie waits for init to reap it)
+            self.assertIn(state(pid), ("gone", "Z"), pid)
+
+
+class WhereNothingForks(CourseCase):
+    """Where Python cannot fork (Windows, macOS), each task is a new Python, as apart."""
+
+    def setUp(self):
+        forks, exercises.Apart.FORKS = exercises.Apart.FORKS, False
+        self.addCleanup(setattr, exercises.Apart, "FORKS", forks)
+
+    def test_graded_and_stopped_as_where_it_forks(self):
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "nn.py")
+            with open(path, "w", encoding="utf-8") as file:
+                file.write(self.with_answers({"Tanh.derivative": ["import os", "os._exit(0)"],
+                                              "mse_prime": ["import sys", "sys.exit(3)"]}))
+            with exercises.Apart(path, QUICK) as apart:
+                grades = {exercise.name: exercises.grade(exercise, apart)
+                          for exercise in exercises.chapter_exercises() if exercise.name in
+                          ("Sigmoid.derivative", "Tanh.derivative", "mse_prime")}
+            self.assertEqual(grades["Sigmoid.derivative"], "right")
+            self.assertEqual(grades["Tanh.derivative"], "wrong (its process ended before it "
+                                                        "answered (exit status 0): sys.exit or "
+                                                        "os._exit?)")
+            self.assertIn("wrong (it raised SystemExit: 3, at ", grades["mse_prime"])
+            self.assertEqual(os.listdir(folder), ["nn.py"])       # no __pycache__
+            with open(path, "w", encoding="utf-8") as file:
+                file.write("import time\ntime.sleep(1000)\n" + self.source)
+            with self.assertRaisesRegex(ImportError, "does not import: still running after 1 s"):
+                exercises.check(folder, out=io.StringIO(), time_limit=1)
 
 
 class TestTrain(CourseCase):
@@ -403,20 +502,25 @@ class TestTrain(CourseCase):
                                     capture_output=True, text=True, timeout=600)
         return result, os.path.join(folder, "nn.py")
 
-    def test_unwritten_exercises_are_named_and_nothing_trains(self):
-        result, path = self.train(self.with_answers({
-            "SGD.step": ['raise NotImplementedError("exercise SGD.step: not written yet")'],
-            "Dense.backward": ['raise NotImplementedError("not written yet")']}))
-        self.assertEqual(result.returncode, 1, result.stderr)
-        self.assertIn(f"{path} cannot train yet: 2 exercises are not written (Dense.backward, "
-                      f"SGD.step)", result.stdout)
-        self.assertNotIn("test accuracy", result.stdout)
+    def train_here(self, source):
+        """exercises.train in this process, for what it says before any training starts:
+        (its exit status, what it printed, the path of that nn.py)."""
+        with tempfile.TemporaryDirectory() as folder:
+            with open(os.path.join(folder, "nn.py"), "w", encoding="utf-8") as file:
+                file.write(source)
+            output = io.StringIO()
+            status = exercises.train(folder, [], out=output, time_limit=QUICK)
+        return status, output.getvalue(), os.path.join(folder, "nn.py")
 
-    def test_an_exercise_that_never_returns_stops_the_training_before_it_starts(self):
-        result, path = self.train(self.with_answers({"Adam.step": ["import os", "os._exit(0)"]}))
-        self.assertEqual(result.returncode, 1, result.stderr)
-        self.assertIn(f"{path} cannot train yet: 1 exercise is hanging or exiting (Adam.step)",
-                      result.stdout)
+    def test_unwritten_and_unfinished_exercises_are_named_and_nothing_trains(self):
+        status, printed, path = self.train_here(self.with_answers({
+            "SGD.step": ['raise NotImplementedError("exercise SGD.step: not written yet")'],
+            "Dense.backward": ['raise NotImplementedError("not written yet")'],
+            "Adam.step": ["import os", "os._exit(0)"]}))           # it never returns
+        self.assertEqual(status, 1, printed)
+        self.assertIn(f"{path} cannot train yet: 2 exercises are not written (Dense.backward, "
+                      f"SGD.step); 1 exercise is hanging or exiting (Adam.step)", printed)
+        self.assertNotIn("test accuracy", printed)
 
     def test_flags_that_would_have_both_runs_write_one_file_are_refused(self):
         result, _ = self.train(self.source, "--save", "model.npz")
@@ -426,8 +530,13 @@ class TestTrain(CourseCase):
     def test_it_trains_with_the_learners_updates(self):
         # An SGD.step that moves nothing: the learner's network stays untrained, the library's
         # learns, on the same seed and settings.
+        test_rows = os.path.join(tempfile.mkdtemp(), "test.csv")     # MNIST's first 500
+        self.addCleanup(shutil.rmtree, os.path.dirname(test_rows))
+        np.savetxt(test_rows, np.loadtxt(os.path.join(ROOT, "data", "mnist_test.csv.gz"),
+                                         delimiter=",", max_rows=500), fmt="%d", delimiter=",")
         result, path = self.train(self.with_answers({"SGD.step": ["pairs = list(pairs)"]}),
-                                  "--limit", "2000", "--epochs", "1", "--val-size", "500")
+                                  "--limit", "2000", "--epochs", "1", "--val-size", "500",
+                                  "--test", test_rows)
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
         self.assertIn("1 exercise is wrong (SGD.step", result.stdout)
         theirs = float(result.stdout.split("test accuracy ")[1].split("%")[0])

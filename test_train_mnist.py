@@ -435,10 +435,13 @@ class TestRefusingBadCsv(Files):
                                    f"pixel value {value} is not a whole number 0-255", line=6)
 
     def test_bad_values_are_caught_beyond_the_first_chunk(self):
-        # Files are read 10,000 rows at a time; line numbers must count across chunks.
-        lines = self.lines * 300                            # 12,000 rows
-        lines[10_500] = lines[10_500].replace(",0,", ",256,", 1)
-        self.assertRefused(self.write("long.csv", lines), "pixel value 256", line=10_501)
+        # Files are read mnist_csv.CHUNK_ROWS rows at a time (16 here, to keep the file small);
+        # line numbers must count across chunks.
+        lines = self.with_cell(35, 256)                     # in the third chunk
+        with mock.patch.object(mnist_csv, "CHUNK_ROWS", 16), mock.patch.object(
+                mnist_csv, "_checked_split", wraps=mnist_csv._checked_split) as chunks:
+            self.assertRefused(self.write("long.csv", lines), "pixel value 256", line=35)
+        self.assertEqual(chunks.call_count, 2 * 3)     # read twice, each time in three chunks
 
     def test_a_header_must_name_one_label_column(self):
         moved = [line.split(",", 1)[1] + "," + line.split(",", 1)[0] for line in self.lines]
@@ -670,7 +673,8 @@ class TestTraining(Files):
     def test_validation_every_epoch_and_history_csv(self):
         history = self.path("history.csv")
         status, output, errors = run_main("--limit", "600", "--val-size", "100", "--epochs", "2",
-                                          "--hidden", "32", "--history", history)
+                                          "--hidden", "32", "--history", history,
+                                          "--test", self.write("test.csv", self.lines))
         self.assertEqual(status, 0, errors)
         self.assertIn("600 rows -> 500 train, 100 validation", output)
         self.assertRegex(output, r"Epoch 2/2 - .* - val_loss: [\d.]+ - val_accuracy: [\d.]+")
@@ -699,18 +703,20 @@ class TestTraining(Files):
             with self.subTest(error=type(error).__name__), \
                     mock.patch.object(nn.Network, "fit", side_effect=error):
                 status, output, errors = run_main("--limit", "200", "--epochs", "1",
-                                                  "--hidden", "8")
+                                                  "--hidden", "8", "--test",
+                                                  self.write("test.csv", self.lines))
             self.assertEqual(status, 1)
             self.assertEqual(errors, f"error: {str(error) or 'MemoryError'}\n")
 
     def test_initial_loss_is_about_ln_10(self):
         status, output, errors = run_main("--limit", "600", "--epochs", "1", "--val-size", "0",
-                                          "--hidden", "32")
+                                          "--hidden", "32", "--test",
+                                          self.write("test.csv", self.lines))
         initial = float(re.search(r"before training: loss ([\d.]+)", output).group(1))
         self.assertAlmostEqual(initial, np.log(10), delta=0.3)
 
 
-class TestSharedMachine(unittest.TestCase):
+class TestSharedMachine(Files):
     """A run gives BLAS back the threads it had (nn_parallel.load_aware_callbacks chooses them
     while it trains; test_nn_parallel tests that)."""
 
@@ -727,7 +733,8 @@ class TestSharedMachine(unittest.TestCase):
             for name in nn_parallel.THREAD_VARIABLES:
                 os.environ.pop(name, None)
             status, output, errors = run_main("--limit", "600", "--epochs", "1", "--quiet",
-                                              "--hidden", "32")
+                                              "--hidden", "32", "--test",
+                                              self.write("test.csv", self.lines))
         self.assertEqual(status, 0, errors)
         self.assertEqual([pool["num_threads"] for pool in threadpool_info()], before)
 
@@ -779,13 +786,15 @@ class TestReporting(Files):
         accuracy = float(re.search(r"test accuracy: ([\d.]+)%", output).group(1))
         wrong = round(10000 * (1 - accuracy / 100))       # the test set's 10,000 images
         self.assertIn(f"the 2 most confident of its {wrong:,} mistakes:", output)
-        labels = load_mnist_csv(train_mnist.DEFAULT_TEST)[1]
+        labels = pd.read_csv(train_mnist.DEFAULT_TEST, header=None, usecols=[0])[0]
         for index, true, predicted, confidence in headings:
             self.assertEqual(labels[int(index)], int(true))
             self.assertNotEqual(true, predicted)
             self.assertTrue(10 <= float(confidence) <= 100)
         self.assertEqual(output.count("+" + "-" * 56 + "+"), 4)
-        status, output, errors = run_main("--load", model, "--show-mistakes", "0")
+        status, output, errors = run_main("--load", model, "--show-mistakes", "0", "--test",
+                                          self.write("test.csv", self.lines))
+        self.assertEqual(status, 0, errors)
         self.assertNotIn("test image", output)
 
 
