@@ -323,8 +323,9 @@ def _as_numbers(path, chunk, line, layout):
     True/False, an empty cell, a short row) is refused, by name."""
     if all(dtype.kind in "iuf" for dtype in chunk.dtypes):
         values = chunk.to_numpy(np.float64)  # the usual case: pandas read every column as numbers
-    else:
-        values = np.column_stack([_column_numbers(cells) for _, cells in chunk.items()])
+    else:                                    # only the columns that hold text, one by one
+        values = np.column_stack([cells.to_numpy(np.float64) if cells.dtype.kind in "iuf"
+                                  else _column_numbers(cells) for _, cells in chunk.items()])
     missing = np.isnan(values)               # empty cells and NA too
     if missing.any():
         row, column = np.argwhere(missing)[0]
