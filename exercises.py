@@ -584,8 +584,11 @@ def _raised(error, learner_path):
     message = str(error).splitlines()[0] if str(error) else ""
     frames = [frame for frame in traceback.extract_tb(error.__traceback__)
               if os.path.abspath(frame.filename) == os.path.abspath(learner_path)]
+    line = frames[-1].lineno if frames else 0
+    if isinstance(error, SyntaxError) and error.filename == learner_path:   # no frame of theirs
+        line = error.lineno or 0
     return {"raised": f"{type(error).__name__}{': ' if message else ''}{message}"[:300],
-            "line": frames[-1].lineno if frames else None}
+            "line": line}
 
 
 def _encoded(value):
@@ -766,7 +769,7 @@ def grade_all(folder, time_limit=TIME_LIMIT):
         if isinstance(imported, str) or imported and "raised" in imported[0]:
             why = imported if isinstance(imported, str) else _said(imported[0], path)
             raise ImportError(f"{path} does not import: {why}")
-        with open(path, encoding="utf-8") as file:
+        with open(path, "rb") as file:             # as Python reads it: UTF-8 unless it says
             ends = _function_ends(file.read())
         return path, [(exercise.name, grade(exercise, apart, ends))
                       for exercise in chapter_exercises()]

@@ -411,6 +411,22 @@ class TestApart(CourseCase):
         self.assertEqual(exited.returncode, 2)
         self.assertIn("does not import: SystemExit: 0", exited.stderr)
 
+    def test_a_syntax_error_names_its_line_and_a_latin1_file_is_graded(self):
+        broken = self.source.replace("class Dense(Layer):", "class Dense(Layer)", 1)
+        line = broken[:broken.index("class Dense(Layer)")].count("\n") + 1
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "nn.py")
+            with open(path, "w", encoding="utf-8") as file:
+                file.write(broken)
+            with self.assertRaises(ImportError) as caught:
+                exercises.grade_all(folder, QUICK)
+            self.assertIn(f"SyntaxError: expected ':' (nn.py, line {line}), at {path}:{line}",
+                          str(caught.exception))
+            with open(path, "wb") as file:      # as an editor set to Latin-1 saves it
+                file.write(b"# -*- coding: latin-1 -*-\n# caf\xe9\n" + self.source.encode())
+            _, grades = exercises.grade_all(folder, QUICK)
+        self.assertEqual({verdict for _, verdict in grades}, {"right"})
+
     def test_a_hang_in_an_exercise_or_at_import_is_stopped(self):
         # A process forked by check's helper takes milliseconds: 1 s is time enough. The
         # hang at import is in WhereNothingForks.
