@@ -1788,7 +1788,7 @@ class TestBadInput(unittest.TestCase):
         self.assertValueError(lambda: Network.load("model.npz", custom_objects=[1]),
                               "custom_objects must be a dict")
         self.assertValueError(lambda: Network.load("model.npz", custom_objects={1: Scale}),
-                              "custom_objects[1]")
+                              "custom_objects must be a dict", "got {1: <class")
         self.assertValueError(lambda: Network.load(12), "path must be a file name")
         self.assertValueError(lambda: small_network().save(None), "path must be a file name")
 
