@@ -2375,6 +2375,18 @@ class TestHostileModelFiles(SaveLoadCase):
         description["layers"][0]["config"] = {"n_in": 10 ** 6, "n_out": 10 ** 6}
         arrays["architecture"] = np.array(json.dumps(description))
         self.assertRefused(arrays=arrays, fragment="far beyond")
+        # Within the constructor's bounds but not the file's: a Dense(2100, 2100) would take
+        # 53 MB to build before its missing weights were found, so it is refused unbuilt.
+        import tracemalloc                          # NumPy reports its arrays to tracemalloc
+        description["layers"][0]["config"] = {"n_in": 2100, "n_out": 2100}
+        arrays["architecture"] = np.array(json.dumps(description))
+        tracemalloc.start()
+        try:
+            self.assertRefused(arrays=arrays)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        self.assertLess(peak, 5_000_000)
 
     def test_deeply_nested_or_odd_architectures(self):
         arrays = self.good_arrays()
