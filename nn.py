@@ -1631,13 +1631,11 @@ def atomic_file(path, mode="wb", suffix="", **options):
 def _load_network(network_class, path, custom_objects):
     path = _checked_path(path)
     custom = {} if custom_objects is None else custom_objects
-    if not isinstance(custom, dict):
-        raise ValueError(f"custom_objects must be a dict of layer classes by name, e.g. "
+    if not (isinstance(custom, dict) and all(isinstance(name, str) and isinstance(cls, type)
+                                             and issubclass(cls, Layer)
+                                             for name, cls in custom.items())):
+        raise ValueError(f"custom_objects must be a dict of Layer classes by their names, e.g. "
                          f"{{'Scale': Scale}}, got {custom_objects!r}")
-    for name, cls in custom.items():
-        if not (isinstance(name, str) and isinstance(cls, type) and issubclass(cls, Layer)):
-            raise ValueError(f"custom_objects[{name!r}] must be a Layer class under its name, "
-                             f"got {cls!r}")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no model file at {path}")
     try:                                     # zipfile's own checks: its directory, each CRC

@@ -315,6 +315,15 @@ class TestCheckGradients(GradientCheck):
         report = check_gradients(net, self.README_X, one_hot([0, 1, 1, 0], 2), verbose=False)
         self.assertIn("layer 1 (NoReturn(n=4)): backward returned None", report.problems[0])
 
+    def test_a_forward_that_returns_nothing_is_named(self):
+        class ForgetsToReturn(Tanh):
+            def forward(self, x):
+                super().forward(x)
+
+        report = self.assertCaught(ForgetsToReturn(), "ForgetsToReturn(): forward returned None; "
+                                   "expected its output, an array (is a `return` missing?)")
+        self.assertEqual(report["input"], np.inf)
+
     def test_a_forward_that_is_not_finite_is_wrong(self):
         class Overflows(Layer):
             def forward(self, x):
@@ -1788,7 +1797,7 @@ class TestBadInput(unittest.TestCase):
         self.assertValueError(lambda: Network.load("model.npz", custom_objects=[1]),
                               "custom_objects must be a dict")
         self.assertValueError(lambda: Network.load("model.npz", custom_objects={1: Scale}),
-                              "custom_objects[1]")
+                              "custom_objects must be a dict", "got {1: <class")
         self.assertValueError(lambda: Network.load(12), "path must be a file name")
         self.assertValueError(lambda: small_network().save(None), "path must be a file name")
 
@@ -2224,6 +2233,22 @@ class TestSaveLoad(SaveLoadCase):
             self.assertIn("raise nn.MAX_MODEL_BYTES", message)
         np.testing.assert_array_equal(Network.load(self.path).predict(X), net.predict(X))
 
+    def test_a_batch_through_the_last_layer_over_the_budget_is_refused(self):
+        # Dense(4, 1000) holds 40 KB, and its output for a batch of 128 takes 512 KB more.
+        net = Network([Dense(4, 1000, seed=0)], loss="mse")
+        net.predict(np.ones((1, 4)))
+        net.save(self.path)
+        with mock.patch.object(nn, "MAX_MODEL_BYTES", 120_000):
+            message = self.assertRefused(fragment="its layers, with a batch of 128 examples, "
+                                                  "would take more than nn.MAX_MODEL_BYTES")
+        self.assertIn("is a model larger than nn loads", message)
+
+    def test_an_input_shape_the_first_layer_cannot_take_is_refused(self):
+        arrays = self.good_arrays()
+        text = str(arrays["architecture"]).replace('"input_shape": [5]', '"input_shape": [7]')
+        self.assertRefused(arrays=dict(arrays, architecture=np.array(text)),
+                           fragment="layer 0 (Dense(5, 16)) cannot take an example of shape (7,)")
+
     def test_missing_file(self):
         with self.assertRaises(FileNotFoundError):
             Network.load(os.path.join(self.folder.name, "absent.npz"))
@@ -2288,6 +2313,17 @@ class TestHostileModelFiles(SaveLoadCase):
         arrays["layer0_0"][1, 2] = np.inf
         self.assertRefused(arrays=arrays, fragment="NaN or infinity")
 
+    def test_an_infinite_running_variance_is_refused(self):
+        # BatchNorm divides by sqrt(running_var): inf gives finite (constant) outputs, so only
+        # the check of each array as it is read can refuse it.
+        net = Network([Dense(4, 3, seed=0), BatchNorm(3)], loss="mse")
+        net.predict(np.ones((2, 4)))
+        net.save(self.path)
+        with np.load(self.path) as stored:
+            arrays = {name: stored[name] for name in stored.files}
+        arrays["layer1_buffer1"][:] = np.inf
+        self.assertRefused(arrays=arrays, fragment="array 'layer1_buffer1' holds NaN or infinity")
+
     def test_pickled_content_is_refused_not_unpickled(self):
         arrays = self.good_arrays()
         arrays["layer0_0"] = np.array([LeavesATraceWhenUnpickled()], dtype=object)
@@ -2339,6 +2375,18 @@ class TestHostileModelFiles(SaveLoadCase):
         description["layers"][0]["config"] = {"n_in": 10 ** 6, "n_out": 10 ** 6}
         arrays["architecture"] = np.array(json.dumps(description))
         self.assertRefused(arrays=arrays, fragment="far beyond")
+        # Within the constructor's bounds but not the file's: a Dense(2100, 2100) would take
+        # 53 MB to build before its missing weights were found, so it is refused unbuilt.
+        import tracemalloc                          # NumPy reports its arrays to tracemalloc
+        description["layers"][0]["config"] = {"n_in": 2100, "n_out": 2100}
+        arrays["architecture"] = np.array(json.dumps(description))
+        tracemalloc.start()
+        try:
+            self.assertRefused(arrays=arrays)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        self.assertLess(peak, 5_000_000)
 
     def test_deeply_nested_or_odd_architectures(self):
         arrays = self.good_arrays()
