@@ -118,6 +118,30 @@ def _light_page(small):
     return not (dark_page(small) and dark_page(middle))
 
 
+def _thick_at_border(inked):
+    """Ink far thicker than the digit's strokes (measured in the picture's middle third, where
+    the digit is), away from that middle, and leaving there a digit's worth of strokes when
+    taken away: a thumb, the desk beyond the sheet, even where a stroke touches it. What an
+    opening wider than the strokes leaves there, and a stroke's width around it."""
+    from scipy.ndimage import distance_transform_edt
+    from skimage.measure import label, regionprops
+    from skimage.morphology import isotropic_dilation, isotropic_opening
+    height, width = inked.shape
+    middle = (slice(height // 3, -(-2 * height // 3)), slice(width // 3, -(-2 * width // 3)))
+    if not inked[middle].any():
+        return np.zeros_like(inked)
+    stroke = 4 * distance_transform_edt(inked)[middle][inked[middle]].mean()   # its width
+    thick = label(isotropic_opening(inked, 0.75 * stroke))
+    away = np.isin(thick, [part.label for part in regionprops(thick)
+                           if 2 * part.area > np.count_nonzero(inked)
+                           and not (thick[middle] == part.label).any()])
+    rest = label(inked & ~away)
+    if not away.any() or not any(group.area > 10 * stroke ** 2 for group in regionprops(rest)
+               if (rest[middle] == group.label).any()):
+        return np.zeros_like(inked)
+    return isotropic_dilation(away, 2 * stroke)
+
+
 def _digit(inked, ink):
     """The groups of connected ink (8-neighbours) a person takes for the digit: (mask, several).
     Judged against the largest group, the main stroke: specks much smaller than it go; so do
@@ -127,6 +151,7 @@ def _digit(inked, ink):
     lines under it (a printed box, an underline, a ruled line), and groups far from it.
     Nothing is taken away when nothing would be left."""
     from skimage.measure import label, regionprops
+    inked = inked & ~_thick_at_border(inked)
     labels = label(inked, connectivity=2)
     groups = [g for g in regionprops(labels, intensity_image=ink) if g.area > 1]
     if not groups:                   # lone pixels are specks, not strokes
@@ -181,8 +206,8 @@ def _digit(inked, ink):
     kept = [g for g in kept if g.bbox[0] < bottom + reach[g.label]
             and g.bbox[2] > top - reach[g.label] and g.bbox[1] < right + reach[g.label]
             and g.bbox[3] > left - reach[g.label]]
-    tall = [g for g in kept if g.bbox[2] - g.bbox[0] > 0.5 * (bottom - top)
-            and g.area > 0.3 * main.area]
+    tall = [g for g in kept if g.area > 0.3 * main.area   # beside it, half as tall
+            and min(g.bbox[2], bottom) - max(g.bbox[0], top) > 0.5 * (bottom - top)]
     several = any(g.bbox[1] >= right or g.bbox[3] <= left for g in tall)
     if several:                      # read the largest digit: the groups above or below it
         kept = [g for g in kept if g.bbox[1] < right and g.bbox[3] > left]
