@@ -87,8 +87,8 @@ def save(image, kind, path_without_suffix, rng):
 
 def enlarged_and_inverted(digits):
     """Each digit only enlarged to 280x280 and inverted, then prepared as --predict does."""
-    return np.stack([pictures.prepare_digit(np.asarray(enlarged(digit, inverted=True),
-                                                      dtype=np.float64))
+    return np.stack([pictures.prepare(np.asarray(enlarged(digit, inverted=True),
+                                                 dtype=np.float64)).digit
                      for digit in digits])
 
 
