@@ -291,6 +291,9 @@ class TestPhoneConditions(Files):
     def test_a_thumb_or_the_desk_edge_at_a_border(self):
         self.assert_read_right("thumb")
 
+    def test_a_sheet_on_a_desk_the_digit_touching_its_edge(self):
+        self.assert_read_right("desk", digits=(4,), seed=55)   # the 4 touches the sheet's edge
+
     def test_a_small_digit_far_from_the_middle_with_specks(self):
         self.assert_read_right("far")
 

@@ -81,7 +81,7 @@ def save(image, kind, path_without_suffix, rng):
         image.save(path, quality=int(rng.integers(50, 90)))
     else:
         path = path_without_suffix + ".png"
-        image.save(path)
+        image.save(path, compress_level=1)      # fast: the same pixels, a larger file
     return path
 
 
