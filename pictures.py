@@ -175,7 +175,7 @@ def _digit(inked, ink):
     smallest = 0.01 * main_of(groups).area      # noise specks go first, all at once
     groups = [g for g in groups if g.area >= smallest]
     kept = [g for g in groups if not (
-        g.area_filled > 3 * g.area and any(around(g, other) and other.area > 0.2 * g.area
+        g.area_filled > 3 * g.area and any(around(g, other) and other.area > 0.1 * g.area
                                            for other in groups if other is not g)
         and thickness(g) < 0.1 * min(g.bbox[2] - g.bbox[0], g.bbox[3] - g.bbox[1]))]
     main = main_of(kept)
