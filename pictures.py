@@ -12,10 +12,11 @@ import numpy as np
 
 from mnist_csv import DataError, check_regular_file, load_mnist_csv, printable
 
-# MNIST would have made of it, keeping every step to look at; read_brightness reads a picture
-# file (refusing what is not one, or is too large, before decoding it); read_image does both,
-# exactly as --predict does; read_to_predict reads --predict's paths: one CSV file, or images
-# and folders of them, each picture refused on its own.
+# prepare makes a picture of one digit into the 784 pixels MNIST would have made of it,
+# keeping every step to look at; read_brightness reads a picture file (refusing what is not
+# one, or is too large, before decoding it); read_image does both, exactly as --predict does;
+# read_to_predict reads --predict's paths: one CSV file, or images and folders of them, each
+# picture refused on its own.
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 FORMATS = ["PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF"]   # the only decoders Pillow may use,
@@ -60,25 +61,20 @@ def _brightness(image):
     return np.asarray(image.convert("F"), dtype=np.float64)   # "F": floats, any bit depth
 
 
-def _without_rules(ink, noise):
-    """Notebook rules are not ink. A rule is a thin line of faint ink across the whole page,
-    so the median of its row (or column) is well above the page's noise, which no stroke of a
-    digit that covers less than half of the row can do. Three or more of them (lined or
-    squared paper), or one much thinner than the picture (a margin), are taken away: each row's
-    median is subtracted from it, so that a stroke crossing a rule stays."""
+def _without_rules(ink):
+    """Notebook rules are not ink. A rule is a thin line of faint ink across the whole page
+    (lined or squared paper, a margin), so the median of its row (or column) stands above
+    those of the rows beside it, which no stroke of a digit that covers less than half of
+    the row can do; each such row's median is taken away from it, so a stroke crossing it
+    stays. The faint edge of a dark stroke is no rule."""
+    from scipy.ndimage import maximum_filter1d, minimum_filter1d
     ink = ink.copy()
-    for turned in (False, True):                  # rows (horizontal rules), then columns
-        view = ink.T if turned else ink
+    for view in (ink, ink.T):                     # rows, then columns (changed in place)
         medians = np.median(view, axis=1)
-        ruled = medians > max(3 * noise, 0.05)
-        starts = np.flatnonzero(np.diff(ruled.astype(np.int8), prepend=0) == 1)
-        stops = np.flatnonzero(np.diff(ruled.astype(np.int8), append=0) == -1) + 1
-        length = view.shape[0]
-        thin = max(3, round(0.02 * length)) if len(starts) >= 3 else 0.02 * length
-        for start, stop in zip(starts, stops):
-            if stop - start <= thin and medians[start:stop].max() < 0.5:   # faint
-                view[start:stop] = np.clip(view[start:stop] - medians[start:stop, None], 0, 1)
-    return ink
+        width = 2 * round(0.02 * len(medians)) + 1          # a rule is thinner than this
+        ridge = medians - minimum_filter1d(medians, width)
+        view -= np.where(maximum_filter1d(medians, width) < 0.5, ridge, 0)[:, None]
+    return np.clip(ink, 0, 1)
 
 
 @dataclasses.dataclass
@@ -118,81 +114,99 @@ def _light_page(small):
     return not (dark_page(small) and dark_page(middle))
 
 
+def _middle_third(shape):
+    return tuple(slice(side // 3, -(-2 * side // 3)) for side in shape)
+
+
+def _thick_at_border(inked):
+    """Ink far thicker than the digit's strokes (measured in the picture's middle third, where
+    the digit is), away from that middle, more than half of all ink, and leaving there a
+    digit's worth of strokes when taken away: a thumb, the desk beyond the sheet, even where
+    a stroke touches it. What an opening wider than the strokes leaves, and two strokes'
+    width around it (the ragged edge of the desk)."""
+    from scipy.ndimage import distance_transform_edt
+    from skimage.measure import label, regionprops
+    from skimage.morphology import isotropic_dilation, isotropic_opening
+    middle = _middle_third(inked.shape)
+    if not inked[middle].any():
+        return np.zeros_like(inked)
+    stroke = 4 * distance_transform_edt(inked)[middle][inked[middle]].mean()   # its width
+    thick = label(isotropic_opening(inked, 0.75 * stroke))
+    away = np.isin(thick, [part.label for part in regionprops(thick) if part.label not in
+                           thick[middle] and 2 * part.area > np.count_nonzero(inked)])
+    rest = label(inked & ~away)
+    digit = any(group.area > 10 * stroke ** 2 and group.label in rest[middle]
+                for group in regionprops(rest))
+    return isotropic_dilation(away, 2 * stroke) if away.any() and digit else np.zeros_like(inked)
+
+
 def _digit(inked, ink):
     """The groups of connected ink (8-neighbours) a person takes for the digit: (mask, several).
-    Judged against the largest group, the main stroke: specks much smaller than it go; so do
-    groups touching the border (or spanning most of the picture: the desk around a sheet)
-    that do not reach the picture's middle third and are larger
-    or thicker than it (a thumb, the desk beyond the sheet), frames around it and straight
-    lines under it (a printed box, an underline, a ruled line), and groups far from it.
-    Nothing is taken away when nothing would be left."""
+    Judged against the main stroke, the largest group that is not outside (at the border, or
+    spanning most of the picture, without reaching its middle third): specks much smaller
+    than it go; so do frames around it (a printed box), groups outside that are larger,
+    thicker or darker than it (a thumb, the desk beyond the sheet), straight lines under it
+    (an underline, a ruled line) and groups far from it. Two digits side by side ("42"): the
+    groups beside the larger one go, and `several` says so."""
     from skimage.measure import label, regionprops
-    labels = label(inked, connectivity=2)
+    labels = label(inked & ~_thick_at_border(inked), connectivity=2)
     groups = [g for g in regionprops(labels, intensity_image=ink) if g.area > 1]
     if not groups:                   # lone pixels are specks, not strokes
         return None, False
     height, width = inked.shape
+    middle = set(np.unique(labels[_middle_third(inked.shape)]))
 
-    def border(group):               # touching the border, or reaching across most of it
-        top, left, bottom, right = group.bbox
-        return top == 0 or left == 0 or bottom == height or right == width \
-            or bottom - top > 0.75 * height or right - left > 0.75 * width
+    def outside(g):
+        top, left, bottom, right = g.bbox
+        return g.label not in middle and (min(top, left) == 0 or bottom == height
+                                          or right == width or bottom - top > 0.75 * height
+                                          or right - left > 0.75 * width)
 
-    def reaches_middle(group):
-        rows, columns = group.coords[:, 0], group.coords[:, 1]
-        return np.any((3 * rows >= height) & (3 * rows < 2 * height)
-                      & (3 * columns >= width) & (3 * columns < 2 * width))
+    def thickness(g):                # twice the area per unit of length: a stroke's width
+        return 2 * g.area / max(g.perimeter, 1)
 
-    def thickness(group):            # twice the area per unit of length: a stroke's width
-        return 2 * group.area / max(group.perimeter, 1)
+    def around(g, other):            # other's box within g's box
+        return all(np.less_equal(g.bbox[:2], other.bbox[:2])) and all(
+            np.greater_equal(g.bbox[2:], other.bbox[2:]))
 
-    def inside(group, other):        # other's box within group's box
-        return all(group.bbox[i] <= other.bbox[i] for i in (0, 1)) and all(
-            group.bbox[i] >= other.bbox[i] for i in (2, 3))
+    def main_of(kept):
+        return max([g for g in kept if not outside(g)] or kept, key=lambda g: g.area)
 
-    def largest(kept):
-        return max(kept, key=lambda g: g.area)
-
-    inner = [g for g in groups if not border(g) or reaches_middle(g)] or groups
-    largest_area = largest(inner).area  # noise specks go first, all at once, judged against
-    groups = [g for g in groups if g.area >= 0.01 * largest_area]   # strokes (not a desk)
-
-    frames = [g for g in groups if g.area_filled > 3 * g.area
-              and thickness(g) < 0.1 * min(g.bbox[2] - g.bbox[0], g.bbox[3] - g.bbox[1])
-              and any(other is not g and inside(g, other) and other.area > 0.2 * g.area
-                      for other in groups)]
-    kept = [g for g in groups if g not in frames] or groups
-    main = largest([g for g in kept if not border(g) or reaches_middle(g)] or kept)
-    kept = [g for g in kept if g is main or not (
-        border(g) and not reaches_middle(g)
-        and (g.area > main.area or thickness(g) > 2 * thickness(main)
-             or g.intensity_mean > 1.5 * main.intensity_mean))]
-    main = largest(kept)
-    lines = [g for g in kept if g.axis_major_length > 5 * max(g.axis_minor_length, 1)
-             and abs(abs(g.orientation) - np.pi / 2) < 0.35        # long and level, under
-             and g.bbox[0] > main.bbox[2] + 0.03 * (main.bbox[2] - main.bbox[0])]  # apart
-    kept = [g for g in kept if g not in lines] or kept
-    main = largest(kept)
-    kept = [g for g in kept if g.area >= 0.05 * main.area]
+    smallest = 0.01 * main_of(groups).area      # noise specks go first, all at once
+    groups = [g for g in groups if g.area >= smallest]
+    kept = [g for g in groups if not (
+        g.area_filled > 3 * g.area and any(around(g, other) and other.area > 0.1 * g.area
+                                           for other in groups if other is not g)
+        and thickness(g) < 0.1 * min(g.bbox[2] - g.bbox[0], g.bbox[3] - g.bbox[1]))]
+    main = main_of(kept)
+    kept = [g for g in kept if g is main or not outside(g) or not (
+        g.area > main.area or thickness(g) > 2 * thickness(main)
+        or g.intensity_mean > 1.5 * main.intensity_mean)]
+    main = main_of(kept)
+    kept = [g for g in kept if not (g.axis_major_length > 5 * max(g.axis_minor_length, 1)
+                                    and abs(abs(g.orientation) - np.pi / 2) < 0.35  # level,
+                                    and g.bbox[0] > 1.03 * main.bbox[2] - 0.03 * main.bbox[0])]
     top, left, bottom, right = main.bbox
-    size = max(bottom - top, right - left)     # near it: within half its size, or a tenth
-    reach = {g.label: 0.1 * size if border(g) and not reaches_middle(g) else 0.5 * size
-             for g in kept}                     # for what touches the border (a dark corner)
-    kept = [g for g in kept if g.bbox[0] < bottom + reach[g.label]
-            and g.bbox[2] > top - reach[g.label] and g.bbox[1] < right + reach[g.label]
-            and g.bbox[3] > left - reach[g.label]]
-    tall = [g for g in kept if g.bbox[2] - g.bbox[0] > 0.5 * (bottom - top)
-            and g.area > 0.3 * main.area]
-    several = any(g.bbox[1] >= right or g.bbox[3] <= left for g in tall)
+    size = max(bottom - top, right - left)
+
+    def near(g):                     # within half its size; a tenth for what is outside
+        reach = (0.1 if outside(g) else 0.5) * size
+        return (g.bbox[0] < bottom + reach and g.bbox[2] > top - reach
+                and g.bbox[1] < right + reach and g.bbox[3] > left - reach)
+
+    kept = [g for g in kept if g.area >= 0.05 * main.area and near(g)]
+    several = any((g.bbox[1] >= right or g.bbox[3] <= left) and g.area > 0.3 * main.area
+                  and min(g.bbox[2], bottom) - max(g.bbox[0], top) > 0.5 * (bottom - top)
+                  for g in kept)     # a group beside it, at least half as tall
     if several:                      # read the largest digit: the groups above or below it
         kept = [g for g in kept if g.bbox[1] < right and g.bbox[3] > left]
     return np.isin(labels, [g.label for g in kept]), several
 
 
-def _resized(array, shape):
-    """A 2-D array resampled to `shape`, averaging pixels into one when shrinking."""
-    from skimage.transform import resize
-    return resize(array, shape, order=1, anti_aliasing=array.shape[0] > shape[0])
+def _scaled(array, scale):
+    """A 2-D array resampled by `scale`, averaging pixels into one when shrinking."""
+    from skimage.transform import rescale
+    return rescale(array, scale, order=1, anti_aliasing=True) if scale != 1 else array
 
 
 def prepare(brightness, background="auto"):
@@ -208,34 +222,34 @@ def prepare(brightness, background="auto"):
     >>> steps.light_page, steps.digit.shape, float(steps.digit.max())
     (True, (784,), 1.0)
     """
+    from scipy.ndimage import center_of_mass
     from skimage.filters import gaussian, threshold_otsu, threshold_sauvola
+    from skimage.measure import regionprops
     from skimage.morphology import dilation, erosion
+    from skimage.transform import resize
     full = np.asarray(brightness, dtype=np.float64)
     # 1. A phone photo has far more pixels than a 20-pixel digit needs: shrink it so its
     #    longer side is at most 1,000 pixels (faster, and averaging smooths the noise).
     scale = min(1.0, WORKING_SIDE / max(full.shape))
-    shape = tuple(max(1, round(side * scale)) for side in full.shape)
-    brightness = _resized(full, shape) if scale < 1 else full
+    brightness = _scaled(full, scale)
     # 2. Stretch the picture's own darkest..lightest to 0..1, whatever its bit depth or exposure.
     low, high = brightness.min(), brightness.max()
     gray = (brightness - low) / (high - low) if high > low else np.zeros_like(brightness)
     # 3. Page and ink, judged on a small copy of the whole picture. --background overrides it.
-    small_shape = tuple(max(1, round(side * ANALYSIS_SIDE / max(shape))) for side in shape)
-    small = _resized(gray, small_shape) if max(shape) > ANALYSIS_SIDE else gray
+    small = _scaled(gray, min(1.0, ANALYSIS_SIDE / max(gray.shape)))
     light_page = _light_page(small) if background == "auto" else background == "light"
     if not light_page:               # from here on the ink is dark on a light page
         gray, small = 1 - gray, 1 - small
     # 4. The page behind the ink: what is left when every feature narrower than ink can be
     #    (PAGE_SCALE) is filled in with what surrounds it (a morphological closing). It
-    #    follows shadows, dim corners and the lighting across the page.
-    #    Beyond the picture's edge its slopes are continued, so that light that falls off
-    #    towards an edge is followed to the edge.
+    #    follows shadows, dim corners and the lighting across the page; beyond the picture's
+    #    edge its slopes are continued, so that light falling off towards an edge is followed.
     radius = max(1, round(PAGE_SCALE * max(small.shape) / 2))
     page, square = small, np.ones((2 * radius + 1,) * 2, dtype=bool)
     for step in (dilation, erosion):              # a closing, the edge's slopes continued
         page = step(np.pad(page, radius, mode="reflect", reflect_type="odd"),
                     square)[radius:-radius, radius:-radius]
-    page = np.clip(_resized(page, shape), 0, 1) if page.shape != shape else page
+    page = np.clip(resize(page, gray.shape, order=1), 0, 1)
     # 5. Noise: paper grain, camera noise and JPEG artefacts make the page vary; neighbouring
     #    pixels show by how much (their typical difference, across rows or down columns,
     #    whichever is smaller: the edges of strokes sway it less). Noisy pictures (low light,
@@ -243,7 +257,7 @@ def prepare(brightness, background="auto"):
     typical = min((np.median(np.abs(np.diff(gray, axis=axis))) for axis in (0, 1)
                    if gray.shape[axis] > 1), default=0.0)
     noise = typical / 0.6745 / np.sqrt(2) / max(np.median(page), 0.05)
-    sigma = min(noise / 0.02, 4, max(shape) / 200)
+    sigma = min(noise / 0.02, 4, max(gray.shape) / 200)
     smoothed = noise > 0.04 and sigma > 0.5
     if smoothed:                     # what is left of the noise: the page's spread
         gray = gaussian(gray, sigma=sigma)
@@ -252,7 +266,7 @@ def prepare(brightness, background="auto"):
     # 6. Even out the lighting: each pixel's ink is how much darker it is than the page behind
     #    it, as a share of that page's brightness (a shadow dims page and ink alike); long
     #    thin lines across the page are a notebook's rules, not ink.
-    ink = _without_rules(np.clip((page - gray) / np.maximum(page, 0.05), 0, 1), noise)
+    ink = _without_rules(np.clip((page - gray) / np.maximum(page, 0.05), 0, 1))
     # 7. Ink is what stands out both from the whole page (a global threshold: above five
     #    times the noise, a tenth of the page and half of Otsu's split of the ink) and from
     #    what is around it, lighting evened out (Sauvola's local thresholds in a window of a
@@ -260,63 +274,46 @@ def prepare(brightness, background="auto"):
     #    plain board beside it are not ink, however the page estimate rises there.
     split = threshold_otsu(ink[ink > 0.02]) if np.count_nonzero(ink > 0.02) > 1 else 1.0
     inked = ink > max(5 * noise, 0.1, split / 2)
-    windows = {max(15, round(max(shape) / part)) // 2 * 2 + 1 for part in (40, 4)}
-    inked &= np.any([1 - ink < threshold_sauvola(1 - ink, window_size=size, k=0.1)
+    windows = {max(15, round(max(gray.shape) / part)) // 2 * 2 + 1 for part in (40, 4)}
+    inked &= np.any([1 - ink < threshold_sauvola(1 - ink, window_size=size, k=0.05)
                      for size in windows], 0)
     steps = Preparation(gray, light_page, page, ink, inked)
     # 8. The digit is the ink a person takes for it (see _digit), judged on its own groups.
-    #    In a smoothed picture, its ink must stand out from the page around it by far more
-    #    than that page varies: blobs of smoothed noise do not.
+    #    In a smoothed picture, its ink must stand out from the page around it (within half
+    #    its size) by far more than that page varies: blobs of smoothed noise do not.
     steps.digit_mask, steps.several = _digit(inked, ink)
     if steps.digit_mask is None:
         return steps
-    rows = np.flatnonzero(steps.digit_mask.any(axis=1))
-    columns = np.flatnonzero(steps.digit_mask.any(axis=0))
-    steps.box = rows[0], columns[0], rows[-1] + 1, columns[-1] + 1
-    margin = max(steps.box[2] - steps.box[0], steps.box[3] - steps.box[1]) // 2
-    around = (slice(max(0, rows[0] - margin), rows[-1] + 1 + margin),
-              slice(max(0, columns[0] - margin), columns[-1] + 1 + margin))
+    steps.box = top, left, bottom, right = regionprops(steps.digit_mask.astype(np.uint8))[0].bbox
+    margin = max(bottom - top, right - left) // 2
+    around = np.s_[max(0, top - margin):bottom + margin, max(0, left - margin):right + margin]
     rest = ink[around][~inked[around]]
     if smoothed and rest.size and ink[steps.digit_mask].mean() - np.median(rest) < 5 * rest.std():
         steps.digit_mask = steps.box = None
         return steps
     # 9. A small digit in a large photo: its ink read again at full resolution, around the
     #    box found (and a margin of half its size), with the page decided here.
-    top, left, bottom, right = (round(side / scale) for side in steps.box)
-    if scale < 1 and max(bottom - top, right - left) < WORKING_SIDE / 4:
-        margin = max(bottom - top, right - left) // 2
-        again = prepare(full[max(0, top - margin):bottom + margin,
-                             max(0, left - margin):right + margin],
-                        "light" if light_page else "dark")
+    if scale < 1 and max(bottom - top, right - left) < scale * WORKING_SIDE / 4:
+        again = prepare(full[tuple(slice(round(s.start / scale), round(s.stop / scale))
+                                   for s in around)], "light" if light_page else "dark")
         steps.digit, steps.several = again.digit, steps.several or again.several
         return steps
     # 10. Crop to the digit's box, then scale it so that its longer side is 20 pixels,
     #    keeping the aspect ratio. Resampling averages the many pixels of a stroke's edge into
     #    grey ones: MNIST's anti-aliasing. Its strokes peak at full ink (255), so do ours:
     #    full ink is most of a stroke's, and ink washed out by glare is still half a stroke.
-    top, left, bottom, right = steps.box
     box = np.where(steps.digit_mask, ink, 0)[top:bottom, left:right]
     box = np.where(box > 0, np.clip(box / np.percentile(box[box > 0], 90), 0.5, 1), 0)
-    size = 20 / max(box.shape)
-    small = np.clip(_resized(box, tuple(max(1, round(side * size)) for side in box.shape)), 0, 1)
+    small = np.clip(_scaled(box, 20 / max(box.shape)), 0, 1)
     small /= small.max()                            # [0, 1], full ink at 1
     # 11. Paste it into 28 x 28 so that its centre of mass sits at the centre, pixel (14, 14),
     #    moving it by whole pixels as MNIST did.
-    ys, xs = np.indices(small.shape)
-    mass = small.sum()
-    top = round(14 - (ys * small).sum() / mass)
-    left = round(14 - (xs * small).sum() / mass)
-    top, left = min(max(top, 0), 28 - small.shape[0]), min(max(left, 0), 28 - small.shape[1])
+    top, left = (min(max(round(14 - centre), 0), 28 - side)
+                 for centre, side in zip(center_of_mass(small), small.shape))
     digit = np.zeros((28, 28), dtype=np.float32)
     digit[top:top + small.shape[0], left:left + small.shape[1]] = small
     steps.digit = digit.ravel()
     return steps
-
-
-def prepare_digit(brightness, background="auto"):
-    """The 784 pixels MNIST would have made of a picture of one digit (float32 in [0, 1],
-    light ink on black), or None when there is no ink to find; see prepare for the steps."""
-    return prepare(brightness, background).digit
 
 
 def read_brightness(path):

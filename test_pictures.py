@@ -33,7 +33,7 @@ if photo_digits is not None:
 
 @needs_pillow
 class TestReadingImages(Files):
-    """prepare_digit and read_image: a picture becomes what MNIST would have made of it."""
+    """prepare and read_image: a picture becomes what MNIST would have made of it."""
 
     def setUp(self):
         super().setUp()
@@ -53,7 +53,7 @@ class TestReadingImages(Files):
     def test_mnist_layout_longest_side_20_centre_of_mass_at_14(self):
         picture = np.zeros((300, 500))
         picture[50:250, 100:160] = 1.0                      # a tall bar off to the left
-        prepared = pictures.prepare_digit(picture).reshape(28, 28)
+        prepared = pictures.prepare(picture).digit.reshape(28, 28)
         rows = np.flatnonzero(prepared.any(1))
         self.assertEqual(rows[-1] - rows[0] + 1, 20)
         self.assertEqual((prepared.min(), prepared.max()), (0.0, 1.0))
@@ -64,7 +64,7 @@ class TestReadingImages(Files):
     def test_dark_on_light_is_inverted_and_light_on_dark_is_not(self):
         light_on_dark = photo_digits.enlarged(self.digits[0])
         dark_on_light = photo_digits.enlarged(self.digits[0], inverted=True)
-        one, other = (pictures.prepare_digit(np.asarray(picture, dtype=np.float64))
+        one, other = (pictures.prepare(np.asarray(picture, dtype=np.float64)).digit
                       for picture in (light_on_dark, dark_on_light))
         np.testing.assert_allclose(one, other, atol=0.02)
         told = pictures.prepare(np.asarray(light_on_dark, dtype=np.float64), "light")
@@ -290,6 +290,9 @@ class TestPhoneConditions(Files):
 
     def test_a_thumb_or_the_desk_edge_at_a_border(self):
         self.assert_read_right("thumb")
+
+    def test_a_sheet_on_a_desk_the_digit_touching_its_edge(self):
+        self.assert_read_right("desk", digits=(4,), seed=55)   # the 4 touches the sheet's edge
 
     def test_a_small_digit_far_from_the_middle_with_specks(self):
         self.assert_read_right("far")

@@ -81,14 +81,14 @@ def save(image, kind, path_without_suffix, rng):
         image.save(path, quality=int(rng.integers(50, 90)))
     else:
         path = path_without_suffix + ".png"
-        image.save(path)
+        image.save(path, compress_level=1)      # fast: the same pixels, a larger file
     return path
 
 
 def enlarged_and_inverted(digits):
     """Each digit only enlarged to 280x280 and inverted, then prepared as --predict does."""
-    return np.stack([pictures.prepare_digit(np.asarray(enlarged(digit, inverted=True),
-                                                      dtype=np.float64))
+    return np.stack([pictures.prepare(np.asarray(enlarged(digit, inverted=True),
+                                                 dtype=np.float64)).digit
                      for digit in digits])
 
 
