@@ -188,12 +188,6 @@ def _digit(inked, ink):
     return np.isin(labels, [g.label for g in kept]), several
 
 
-def _scaled(array, scale):
-    """A 2-D array resampled by `scale`, averaging pixels into one when shrinking."""
-    from skimage.transform import rescale
-    return rescale(array, scale, order=1, anti_aliasing=True) if scale != 1 else array
-
-
 def prepare(brightness, background="auto"):
     """Make a picture of one digit into the 784 pixels MNIST would have made of it, keeping
     every step (a Preparation; its .digit is the result, None when no ink was found).
@@ -212,16 +206,16 @@ def prepare(brightness, background="auto"):
     from skimage.filters import gaussian, threshold_otsu, threshold_sauvola
     from skimage.measure import regionprops
     from skimage.morphology import dilation, erosion
-    from skimage.transform import resize
+    from skimage.transform import rescale, resize
     full = np.asarray(brightness, dtype=np.float64)
     # 1. A phone photo has far more pixels than a 20-pixel digit needs: shrink it so its
     #    longer side is at most 1,000 pixels (faster, and averaging smooths the noise).
     scale = min(1.0, WORKING_SIDE / max(full.shape))
-    brightness = _scaled(full, scale)
+    brightness = rescale(full, scale, order=1, anti_aliasing=True)
     # 2. Stretch the picture's own darkest..lightest to 0..1, whatever its bit depth or exposure.
     gray = rescale_intensity(brightness, out_range=(0.0, 1.0))
     # 3. Page and ink, judged on a small copy of the whole picture. --background overrides it.
-    small = _scaled(gray, min(1.0, ANALYSIS_SIDE / max(gray.shape)))
+    small = rescale(gray, min(1.0, ANALYSIS_SIDE / max(gray.shape)), order=1, anti_aliasing=True)
     light_page = _light_page(small) if background == "auto" else background == "light"
     if not light_page:               # from here on the ink is dark on a light page
         gray, small = 1 - gray, 1 - small
@@ -289,7 +283,7 @@ def prepare(brightness, background="auto"):
     #    full ink is most of a stroke's, and ink washed out by glare is still half a stroke.
     box = np.where(steps.digit_mask, ink, 0)[top:bottom, left:right]
     box = np.where(box > 0, np.clip(box / np.percentile(box[box > 0], 90), 0.5, 1), 0)
-    small = np.clip(_scaled(box, 20 / max(box.shape)), 0, 1)
+    small = rescale(box, 20 / max(box.shape), order=1, anti_aliasing=True)   # within 0..1
     small /= small.max()                            # [0, 1], full ink at 1
     # 11. Paste it into 28 x 28 so that its centre of mass sits at the centre, pixel (14, 14),
     #    moving it by whole pixels as MNIST did.
