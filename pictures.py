@@ -1,5 +1,7 @@
 """Pictures of digits (drawings, scans, phone photos) read and prepared as MNIST's digits were,
-for train_mnist.py --predict; each picture that cannot be used is refused in one DataError line."""
+for train_mnist.py --predict: prepare keeps every step; read_brightness reads a file, refusing
+what is not a picture or is too large before decoding it; read_image does both; read_to_predict
+reads --predict's paths, each picture that cannot be used refused on its own in one line."""
 
 import dataclasses
 import importlib.util
@@ -11,12 +13,6 @@ from typing import Optional
 import numpy as np
 
 from mnist_csv import DataError, check_regular_file, load_mnist_csv, printable
-
-# prepare makes a picture of one digit into the 784 pixels MNIST would have made of it,
-# keeping every step to look at; read_brightness reads a picture file (refusing what is not
-# one, or is too large, before decoding it); read_image does both, exactly as --predict does;
-# read_to_predict reads --predict's paths: one CSV file, or images and folders of them, each
-# picture refused on its own.
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 FORMATS = ["PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF"]   # the only decoders Pillow may use,
@@ -34,22 +30,18 @@ def is_image_name(path):
     return path.lower().endswith(IMAGE_SUFFIXES)
 
 
-def _reduced(image):
-    """A decoded picture with more pixels than preparation uses, reduced (averaging blocks of
-    pixels) to at most 2,000 pixels a side while it still has 1-4 bytes a pixel: the float
-    arrays made from it stay small, whatever the picture's shape."""
-    factor = -(-max(image.size) // DECODED_SIDE)          # ceiling division
-    if factor <= 1:
-        return image
-    if image.mode in ("1", "P") or image.mode.startswith("I;"):   # modes reduce does not take
-        image = image.convert({"1": "L", "P": "RGBA"}.get(image.mode, "I"))
-    return image.reduce(factor)
-
-
 def _brightness(image):
-    """Every pixel's brightness as a float, from any mode: RGB, palette, 16-bit, with alpha..."""
+    """Every pixel's brightness as a float, from any mode (RGB, palette, 16-bit, with alpha...),
+    turned as the phone was held. A picture with more pixels than preparation uses is first
+    reduced (averaging blocks of pixels) to at most 2,000 pixels a side while it still has 1-4
+    bytes a pixel: the float arrays made from it stay small, whatever the picture's shape."""
     from PIL import ImageOps
-    image = ImageOps.exif_transpose(_reduced(image))   # a phone photo: turned as it was held
+    factor = -(-max(image.size) // DECODED_SIDE)          # ceiling division
+    if factor > 1:
+        if image.mode in ("1", "P") or image.mode.startswith("I;"):   # modes reduce does not take
+            image = image.convert({"1": "L", "P": "RGBA"}.get(image.mode, "I"))
+        image = image.reduce(factor)
+    image = ImageOps.exif_transpose(image)
     if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
         # See-through pixels show the page behind them. Drawing apps save dark strokes on a
         # transparent page, so put the image on a page that contrasts with what is drawn.
@@ -66,10 +58,9 @@ def _without_rules(ink):
     (lined or squared paper, a margin), so the median of its row (or column) stands above
     those of the rows beside it, which no stroke of a digit that covers less than half of
     the row can do; each such row's median is taken away from it, so a stroke crossing it
-    stays. The faint edge of a dark stroke is no rule."""
+    stays. The faint edge of a dark stroke is no rule. (`ink` is changed in place.)"""
     from scipy.ndimage import maximum_filter1d, minimum_filter1d
-    ink = ink.copy()
-    for view in (ink, ink.T):                     # rows, then columns (changed in place)
+    for view in (ink, ink.T):                     # rows, then columns
         medians = np.median(view, axis=1)
         width = 2 * round(0.02 * len(medians)) + 1          # a rule is thinner than this
         ridge = medians - minimum_filter1d(medians, width)
@@ -99,18 +90,13 @@ def _light_page(small):
     middle 70% is so too (a desk, a thumb or dark corners around a light page are not it)."""
     from skimage.filters import threshold_otsu
 
-    def dark_page(part):
-        if part.min() == part.max():
-            return False
+    def dark_page(part):             # (a page of one brightness has no dark part)
         dark = part < threshold_otsu(part)
         sides = [dark[0].mean(), dark[-1].mean(), dark[:, 0].mean(), dark[:, -1].mean()]
-        contrast = part[dark].mean() / max(part[~dark].mean(), 1e-6)
         return dark.mean() > 0.5 and np.count_nonzero(np.array(sides) > 0.5) >= 3 \
-            and contrast < 0.6
+            and part[dark].mean() < 0.6 * part[~dark].mean()
 
-    height, width = small.shape
-    middle = small[round(0.15 * height):max(1, round(0.85 * height)),
-                   round(0.15 * width):max(1, round(0.85 * width))]
+    middle = small[tuple(slice(round(0.15 * n), max(1, round(0.85 * n))) for n in small.shape)]
     return not (dark_page(small) and dark_page(middle))
 
 
@@ -166,8 +152,7 @@ def _digit(inked, ink):
         return 2 * g.area / max(g.perimeter, 1)
 
     def around(g, other):            # other's box within g's box
-        return all(np.less_equal(g.bbox[:2], other.bbox[:2])) and all(
-            np.greater_equal(g.bbox[2:], other.bbox[2:]))
+        return all(np.subtract(other.bbox, g.bbox) * (1, 1, -1, -1) >= 0)
 
     def main_of(kept):
         return max([g for g in kept if not outside(g)] or kept, key=lambda g: g.area)
@@ -203,12 +188,6 @@ def _digit(inked, ink):
     return np.isin(labels, [g.label for g in kept]), several
 
 
-def _scaled(array, scale):
-    """A 2-D array resampled by `scale`, averaging pixels into one when shrinking."""
-    from skimage.transform import rescale
-    return rescale(array, scale, order=1, anti_aliasing=True) if scale != 1 else array
-
-
 def prepare(brightness, background="auto"):
     """Make a picture of one digit into the 784 pixels MNIST would have made of it, keeping
     every step (a Preparation; its .digit is the result, None when no ink was found).
@@ -223,20 +202,20 @@ def prepare(brightness, background="auto"):
     (True, (784,), 1.0)
     """
     from scipy.ndimage import center_of_mass
+    from skimage.exposure import rescale_intensity
     from skimage.filters import gaussian, threshold_otsu, threshold_sauvola
     from skimage.measure import regionprops
     from skimage.morphology import dilation, erosion
-    from skimage.transform import resize
+    from skimage.transform import rescale, resize
     full = np.asarray(brightness, dtype=np.float64)
     # 1. A phone photo has far more pixels than a 20-pixel digit needs: shrink it so its
     #    longer side is at most 1,000 pixels (faster, and averaging smooths the noise).
     scale = min(1.0, WORKING_SIDE / max(full.shape))
-    brightness = _scaled(full, scale)
+    brightness = rescale(full, scale, order=1, anti_aliasing=True)
     # 2. Stretch the picture's own darkest..lightest to 0..1, whatever its bit depth or exposure.
-    low, high = brightness.min(), brightness.max()
-    gray = (brightness - low) / (high - low) if high > low else np.zeros_like(brightness)
+    gray = rescale_intensity(brightness, out_range=(0.0, 1.0))
     # 3. Page and ink, judged on a small copy of the whole picture. --background overrides it.
-    small = _scaled(gray, min(1.0, ANALYSIS_SIDE / max(gray.shape)))
+    small = rescale(gray, min(1.0, ANALYSIS_SIDE / max(gray.shape)), order=1, anti_aliasing=True)
     light_page = _light_page(small) if background == "auto" else background == "light"
     if not light_page:               # from here on the ink is dark on a light page
         gray, small = 1 - gray, 1 - small
@@ -304,7 +283,7 @@ def prepare(brightness, background="auto"):
     #    full ink is most of a stroke's, and ink washed out by glare is still half a stroke.
     box = np.where(steps.digit_mask, ink, 0)[top:bottom, left:right]
     box = np.where(box > 0, np.clip(box / np.percentile(box[box > 0], 90), 0.5, 1), 0)
-    small = np.clip(_scaled(box, 20 / max(box.shape)), 0, 1)
+    small = rescale(box, 20 / max(box.shape), order=1, anti_aliasing=True)   # within 0..1
     small /= small.max()                            # [0, 1], full ink at 1
     # 11. Paste it into 28 x 28 so that its centre of mass sits at the centre, pixel (14, 14),
     #    moving it by whole pixels as MNIST did.
