@@ -20,6 +20,7 @@ Conventions used everywhere in this file
   checks). Data of another dtype is cast to it once, when fit, evaluate or predict receives it.
 """
 
+import sys
 import time
 
 import numpy as np
@@ -1196,14 +1197,13 @@ class Adam:
 # the memory-layout helpers that make the convolutional layers fast.
 # ==============================================================================================
 
-import contextlib             # the appendix's own imports: Part I needs only NumPy and time
+import contextlib             # the appendix's own imports: Part I needs only NumPy, sys and time
 import copy
 import inspect
 import json
 import math
 import os
 import shutil
-import sys
 import zipfile
 import zlib
 
