@@ -979,14 +979,15 @@ class Network:
                         print(f"\rEpoch {epoch}/{epochs} - {done}/{len(X)}", end="", flush=True)
                         next_draw = time.perf_counter() + PROGRESS_SECONDS
                 optimizer.end_epoch()
+                if not all(np.isfinite(param).all() for param, _ in self.parameters()):
+                    raise _divergence(f"in epoch {epoch}, a weight became NaN or infinite",
+                                      optimizer)
                 logs = {"loss": loss_sum / done, "accuracy": right / done}
                 if validation_data is not None:
                     logs["val_loss"], logs["val_accuracy"] = self.evaluate(*validation_data)
-                finite = all(np.isfinite(param).all() for param, _ in self.parameters())
-                if not (finite and np.isfinite(logs.get("val_loss", 0.0))):    # diverged
-                    raise _divergence(f"in epoch {epoch}, " + (
-                        f"the validation loss became {logs['val_loss']}" if finite
-                        else "a weight became NaN or infinite"), optimizer)
+                    if not np.isfinite(logs["val_loss"]):
+                        raise _divergence(f"in epoch {epoch}, the validation loss became "
+                                          f"{logs['val_loss']}", optimizer)
                 if self.accuracy_kind == "none":         # a regression: no accuracy
                     logs = {key: value for key, value in logs.items() if "accuracy" not in key}
                 for key, value in logs.items():
