@@ -1669,6 +1669,15 @@ class TestEarlyStopping(unittest.TestCase):
             self.assertIn("the validation loss became inf", str(caught.exception))
             self.assertIn("diverged", str(caught.exception))
 
+    def test_weights_that_are_not_finite_after_the_last_step_are_divergence(self):
+        X, Y = blobs(n=40)
+        net = Network([Dense(5, 3, seed=0)], loss="mse")
+        with self.assertRaises(FloatingPointError) as caught:   # one finite loss, one huge step
+            net.fit(X, Y, epochs=1, batch_size=len(X), optimizer=SGD(lr=1e38),
+                    validation_data=(X, Y), verbose=0)
+        self.assertIn("in epoch 1, a weight became NaN or infinite", str(caught.exception))
+        self.assertIn("diverged", str(caught.exception))
+
 
 class TestComputeGradients(unittest.TestCase):
     def test_no_backward_after_a_loss_that_is_not_finite(self):
