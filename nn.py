@@ -1041,6 +1041,11 @@ class Network:
         layers' gradient arrays, as compute_gradients does."""
         X = _checked_inputs(X, self.astype(self.dtype).dtype)  # layers that disagree: cast
         P = self.forward(X)
+        target = _checked_labels(np.full(len(P), target) if np.ndim(target) == 0 else target,
+                                 P.shape[1], "input_gradient target")   # one class for all rows
+        if len(target) != len(P):
+            raise ValueError(f"input_gradient target must be one class, or one for each of the "
+                             f"{len(P)} rows of X, got {len(target)}")
         grad = np.zeros_like(P)
         grad[np.arange(len(P)), target] = 1             # dL/dP
         with np.errstate(under="ignore"):
@@ -1309,10 +1314,10 @@ def _check_optimizer(optimizer):
                          f"Adam(), got {came}")
 
 
-def _checked_labels(labels, n_classes):
+def _checked_labels(labels, n_classes, name="labels"):
     _check_whole(n_classes, "n_classes", maximum=MAX_STORED_VALUES)   # a Dense layer's most
     labels = np.asarray(labels)
-    expected = f"labels must be a 1-D array of whole numbers 0..{n_classes - 1}"
+    expected = f"{name} must be a 1-D array of whole numbers 0..{n_classes - 1}"
     if labels.ndim != 1 or labels.dtype.kind not in "iuf":
         raise ValueError(f"{expected}, got shape {labels.shape} and dtype {labels.dtype}")
     with np.errstate(invalid="ignore"):

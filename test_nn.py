@@ -1771,6 +1771,15 @@ class TestBadInput(unittest.TestCase):
         for fragment in fragments:
             self.assertIn(fragment, str(caught.exception))
 
+    def test_input_gradient_refuses_a_target_that_is_no_class(self):
+        net, X = Network([Dense(4, 3, seed=0), Softmax()]), np.ones((5, 4))
+        self.assertEqual(net.input_gradient(X, 2).shape, X.shape)
+        self.assertEqual(net.input_gradient(X, [0, 1, 2, 0, 1]).shape, X.shape)
+        for target in (-1, 3, 1.5, [0, -1, 2, 0, 1]):    # -1 would be the last class, silently
+            self.assertValueError(lambda: net.input_gradient(X, target), "input_gradient target",
+                                  "whole numbers 0..2")
+        self.assertValueError(lambda: net.input_gradient(X, [0, 1]), "one for each of the 5 rows")
+
     @unittest.skipUnless(sys.platform.startswith("linux"), "resource limits as on Linux")
     def test_constructors_bound_what_they_allocate(self):
         # In a child process of at most 1 GiB: a regression fails instead of taking 5 GB.
