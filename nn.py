@@ -1197,10 +1197,10 @@ class Adam:
 # ==============================================================================================
 # PART II: THE APPENDIX
 #
-# What the chapter leans on but a learner need not read first: checking what users pass in
-# (every mistake becomes a ValueError that names the argument, what was expected and what
-# came), the machinery fit uses around the learning, the save format, check_gradients, and
-# the memory-layout helpers that make the convolutional layers fast.
+# What the chapter leans on but a learner need not read first, in sections A to F: checking
+# what users pass in, the machinery fit uses around the learning, the save format,
+# check_gradients, the memory-layout helpers that make the convolutional layers fast, and the
+# way to nn_parallel.py for fit(workers=N).
 # ==============================================================================================
 
 import contextlib             # the appendix's own imports: Part I needs only NumPy, sys and time
