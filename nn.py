@@ -20,6 +20,7 @@ Conventions used everywhere in this file
   checks). Data of another dtype is cast to it once, when fit, evaluate or predict receives it.
 """
 
+import sys
 import time
 
 import numpy as np
@@ -978,14 +979,15 @@ class Network:
                         print(f"\rEpoch {epoch}/{epochs} - {done}/{len(X)}", end="", flush=True)
                         next_draw = time.perf_counter() + PROGRESS_SECONDS
                 optimizer.end_epoch()
+                if not all(np.isfinite(param).all() for param, _ in self.parameters()):
+                    raise _divergence(f"in epoch {epoch}, a weight became NaN or infinite",
+                                      optimizer)
                 logs = {"loss": loss_sum / done, "accuracy": right / done}
                 if validation_data is not None:
                     logs["val_loss"], logs["val_accuracy"] = self.evaluate(*validation_data)
-                finite = all(np.isfinite(param).all() for param, _ in self.parameters())
-                if not (finite and np.isfinite(logs.get("val_loss", 0.0))):    # diverged
-                    raise _divergence(f"in epoch {epoch}, " + (
-                        f"the validation loss became {logs['val_loss']}" if finite
-                        else "a weight became NaN or infinite"), optimizer)
+                    if not np.isfinite(logs["val_loss"]):
+                        raise _divergence(f"in epoch {epoch}, the validation loss became "
+                                          f"{logs['val_loss']}", optimizer)
                 if self.accuracy_kind == "none":         # a regression: no accuracy
                     logs = {key: value for key, value in logs.items() if "accuracy" not in key}
                 for key, value in logs.items():
@@ -1039,6 +1041,11 @@ class Network:
         layers' gradient arrays, as compute_gradients does."""
         X = _checked_inputs(X, self.astype(self.dtype).dtype)  # layers that disagree: cast
         P = self.forward(X)
+        target = _checked_labels(np.full(len(P), target) if np.ndim(target) == 0 else target,
+                                 P.shape[1], "input_gradient target")   # one class for all rows
+        if len(target) != len(P):
+            raise ValueError(f"input_gradient target must be one class, or one for each of the "
+                             f"{len(P)} rows of X, got {len(target)}")
         grad = np.zeros_like(P)
         grad[np.arange(len(P)), target] = 1             # dL/dP
         with np.errstate(under="ignore"):
@@ -1190,20 +1197,19 @@ class Adam:
 # ==============================================================================================
 # PART II: THE APPENDIX
 #
-# What the chapter leans on but a learner need not read first: checking what users pass in
-# (every mistake becomes a ValueError that names the argument, what was expected and what
-# came), the machinery fit uses around the learning, the save format, check_gradients, and
-# the memory-layout helpers that make the convolutional layers fast.
+# What the chapter leans on but a learner need not read first, in sections A to F: checking
+# what users pass in, the machinery fit uses around the learning, the save format,
+# check_gradients, the memory-layout helpers that make the convolutional layers fast, and the
+# way to nn_parallel.py for fit(workers=N).
 # ==============================================================================================
 
-import contextlib             # the appendix's own imports: Part I needs only NumPy and time
+import contextlib             # the appendix's own imports: Part I needs only NumPy, sys and time
 import copy
 import inspect
 import json
 import math
 import os
 import shutil
-import sys
 import zipfile
 import zlib
 
@@ -1308,10 +1314,10 @@ def _check_optimizer(optimizer):
                          f"Adam(), got {came}")
 
 
-def _checked_labels(labels, n_classes):
+def _checked_labels(labels, n_classes, name="labels"):
     _check_whole(n_classes, "n_classes", maximum=MAX_STORED_VALUES)   # a Dense layer's most
     labels = np.asarray(labels)
-    expected = f"labels must be a 1-D array of whole numbers 0..{n_classes - 1}"
+    expected = f"{name} must be a 1-D array of whole numbers 0..{n_classes - 1}"
     if labels.ndim != 1 or labels.dtype.kind not in "iuf":
         raise ValueError(f"{expected}, got shape {labels.shape} and dtype {labels.dtype}")
     with np.errstate(invalid="ignore"):

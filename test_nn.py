@@ -1669,6 +1669,15 @@ class TestEarlyStopping(unittest.TestCase):
             self.assertIn("the validation loss became inf", str(caught.exception))
             self.assertIn("diverged", str(caught.exception))
 
+    def test_weights_that_are_not_finite_after_the_last_step_are_divergence(self):
+        X, Y = blobs(n=40)
+        net = Network([Dense(5, 3, seed=0)], loss="mse")
+        with self.assertRaises(FloatingPointError) as caught:   # one finite loss, one huge step
+            net.fit(X, Y, epochs=1, batch_size=len(X), optimizer=SGD(lr=1e38),
+                    validation_data=(X, Y), verbose=0)
+        self.assertIn("in epoch 1, a weight became NaN or infinite", str(caught.exception))
+        self.assertIn("diverged", str(caught.exception))
+
 
 class TestComputeGradients(unittest.TestCase):
     def test_no_backward_after_a_loss_that_is_not_finite(self):
@@ -1761,6 +1770,15 @@ class TestBadInput(unittest.TestCase):
             function()
         for fragment in fragments:
             self.assertIn(fragment, str(caught.exception))
+
+    def test_input_gradient_refuses_a_target_that_is_no_class(self):
+        net, X = Network([Dense(4, 3, seed=0), Softmax()]), np.ones((5, 4))
+        self.assertEqual(net.input_gradient(X, 2).shape, X.shape)
+        self.assertEqual(net.input_gradient(X, [0, 1, 2, 0, 1]).shape, X.shape)
+        for target in (-1, 3, 1.5, [0, -1, 2, 0, 1]):    # -1 would be the last class, silently
+            self.assertValueError(lambda: net.input_gradient(X, target), "input_gradient target",
+                                  "whole numbers 0..2")
+        self.assertValueError(lambda: net.input_gradient(X, [0, 1]), "one for each of the 5 rows")
 
     @unittest.skipUnless(sys.platform.startswith("linux"), "resource limits as on Linux")
     def test_constructors_bound_what_they_allocate(self):
