@@ -1100,10 +1100,10 @@ def _loss_of(name, module):
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TRAIN_SCRIPT = os.path.join(HERE, "train_mnist.py")
-# Runs train_mnist.py with the learner's folder first on the path, so its `import nn` (and
-# every module's beside it) finds the learner's nn.py.
 # train_mnist.py's flags that read a model or write a file: two runs at once cannot share them.
 FILE_FLAGS = {"--save", "--history", "--plot", "--out", "--load", "--predict"}
+# Runs train_mnist.py with the learner's folder first on the path, so its `import nn` (and
+# every module's beside it) finds the learner's nn.py.
 WITH_THEIR_NN = ("import runpy, sys; sys.path.insert(0, sys.argv[1]); sys.argv = sys.argv[2:]; "
                  "runpy.run_path(sys.argv[0], run_name='__main__')")
 
