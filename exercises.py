@@ -694,11 +694,9 @@ class Apart:
     def _forked(self, *paths):
         """The task run by a process the helper forks: its exit status, or why there is none.
         That process, and any it starts, are in the helper's process group: they end with it."""
+        if self.helper is None:                  # its start (NumPy's import) is not timed
+            self._start_helper()
         try:
-            if self.helper is None:              # its start (NumPy's import) is not timed
-                self.helper = self._python(stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                           bufsize=0)
-                self._heard(HELPER_START)
             self.helper.stdin.write(json.dumps(paths).encode() + b"\n")
             code = self._heard(self.time_limit)
         except (OSError, ValueError):            # it ended the helper, or wrote to its pipe
@@ -708,6 +706,19 @@ class Apart:
             self._end_helper()                   # for the next task
             return self._late()
         return code
+
+    def _start_helper(self):
+        """A new helper, once it says it is ready (its 0); OSError if it does not: then the
+        numbers it prints would be read one task late."""
+        self.helper = self._python(stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+        try:
+            ready = self._heard(HELPER_START) == 0
+        except ValueError:                       # it ended without a word
+            ready = False
+        if not ready:
+            self._end_helper()
+            raise OSError(f"check's helper process did not start within {HELPER_START} s: "
+                          f"run check again")
 
     def _heard(self, seconds):
         """The helper's next number, or None if it says none within `seconds`."""
