@@ -621,9 +621,10 @@ class Other(str):
 
 class Apart:
     """Where one check runs the learner's code: a process of its own for each task, with a time
-    limit. Where Python can fork (Linux), one helper process, started once with NumPy and this
-    file imported (never nn.py), forks each of them, which is quicker than a new Python each;
-    elsewhere each is a new Python. Use as `with Apart(path, time_limit) as apart:`."""
+    limit. On Linux, one helper process, started once with NumPy and this file imported (never
+    nn.py), forks each of them, which is quicker than a new Python each; elsewhere each is a
+    new Python (Windows cannot fork, and on macOS a process forked from one that has loaded
+    the system's libraries may crash). Use as `with Apart(path, time_limit) as apart:`."""
 
     FORKS = sys.platform.startswith("linux")
 

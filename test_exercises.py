@@ -498,7 +498,7 @@ class TestApart(CourseCase):
 
 
 class WhereNothingForks(CourseCase):
-    """Where Python cannot fork (Windows, macOS), each task is a new Python, as apart."""
+    """Where check does not fork (Windows, macOS), each task is a new Python, as apart."""
 
     def setUp(self):
         forks, exercises.Apart.FORKS = exercises.Apart.FORKS, False
