@@ -524,7 +524,10 @@ def serve():
     code = None
     for line in sys.stdin:
         paths = json.loads(line)
-        code = code or _compiled(paths[0])
+        try:
+            code = code or _compiled(paths[0])
+        except Exception:                        # their process meets it again, in its import
+            pass
         pid = os.fork()
         if pid == 0:
             try:
@@ -538,18 +541,14 @@ def serve():
 
 
 def _compiled(path):
-    """The learner's file compiled as `import` compiles it, or None where it does not compile
-    (their process then meets the error in their import)."""
-    try:
-        with open(path, "rb") as file:
-            return compile(file.read(), path, "exec", dont_inherit=True)
-    except Exception:
-        return None
+    """The learner's file compiled as `import` compiles it (SyntaxError where it does not)."""
+    with open(path, "rb") as file:
+        return compile(file.read(), path, "exec", dont_inherit=True)
 
 
 def answer(learner_path, task_path, answer_path, code=None):
-    """In the learner's process: the task's cases run on their nn.py (imported, or `code`, the
-    helper's compilation of it, run as its module); writes what came back. (Here `nn` is not
+    """In the learner's process: the task's cases run on their nn.py (compiled here, or `code`,
+    the helper's compilation of it, run as the module nn); writes what came back. (Here `nn` is not
     the answer key: these functions use the learner's module alone.)"""
     with open(task_path, encoding="utf-8") as file:
         task = json.load(file)
@@ -557,10 +556,7 @@ def answer(learner_path, task_path, answer_path, code=None):
         spec = importlib.util.spec_from_file_location("nn", learner_path)
         learner = importlib.util.module_from_spec(spec)
         sys.modules["nn"] = learner
-        if code is None:
-            spec.loader.exec_module(learner)
-        else:
-            exec(code, vars(learner))            # what exec_module does once it has compiled
+        exec(code or _compiled(learner_path), vars(learner))     # as spec.loader.exec_module
         answers = [_answered(RUNNERS[task["kind"]], learner, case, learner_path)
                    for case in task["cases"]]
     except BaseException as error:               # at import, or sys.exit
