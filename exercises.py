@@ -275,7 +275,6 @@ def stub(exercise, example):
             + [f'raise NotImplementedError("exercise {exercise.name}: not written yet")'])
 
 
-
 def new(folder, source=None):
     """Write folder/nn.py, the exercises' nn.py, all or nothing (nn.atomic_file: a full disk
     leaves no half-written file, so `new` can simply run again); never over an existing file.
