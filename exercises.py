@@ -53,7 +53,8 @@ import nn
 METHODS = ("backward", "derivative", "step")     # a class's methods that are exercises
 TIME_LIMIT = 30         # seconds one exercise may take in its process (all its inputs together)
 LARGEST_ANSWER = 2 ** 24         # bytes of answers an exercise's process may send back
-HELPER_START = 120      # seconds check's helper may take to start (it imports NumPy), untimed
+HELPER_START = 120      # seconds check's helper may take to start (it imports NumPy), apart
+                        # from any exercise's TIME_LIMIT; check ends, saying so, beyond them
 
 # The layers each exercise is tried on: (the class's arguments, the input's shape, training),
 # every layout and mode the layer serves, two shapes at least, so that no answer is right for
@@ -690,7 +691,7 @@ class Apart:
     def _forked(self, *paths):
         """The task run by a process the helper forks: its exit status, or why there is none.
         That process, and any it starts, are in the helper's process group: they end with it."""
-        if self.helper is None:                  # its start (NumPy's import) is not timed
+        if self.helper is None:                  # its start is not the task's time
             self._start_helper()
         try:
             self.helper.stdin.write(json.dumps(paths).encode() + b"\n")
