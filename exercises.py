@@ -53,7 +53,8 @@ import nn
 METHODS = ("backward", "derivative", "step")     # a class's methods that are exercises
 TIME_LIMIT = 30         # seconds one exercise may take in its process (all its inputs together)
 LARGEST_ANSWER = 2 ** 24         # bytes of answers an exercise's process may send back
-HELPER_START = 120      # seconds check's helper may take to start (it imports NumPy), untimed
+HELPER_START = 120      # seconds check's helper may take to start (it imports NumPy), apart
+                        # from any exercise's TIME_LIMIT; check ends, saying so, beyond them
 
 # The layers each exercise is tried on: (the class's arguments, the input's shape, training),
 # every layout and mode the layer serves, two shapes at least, so that no answer is right for
@@ -273,7 +274,6 @@ def stub(exercise, example):
     comments = textwrap.wrap(" ".join(filter(None, ["Exercise.", hint, example])), 88)
     return ([f"# {line}" for line in comments]
             + [f'raise NotImplementedError("exercise {exercise.name}: not written yet")'])
-
 
 
 def new(folder, source=None):
@@ -518,38 +518,37 @@ def serve():
     """Check's helper: for each task it reads, a line ["FOLDER/nn.py", "task.json",
     "answer.json"], it forks the learner's process (NumPy and this file imported already,
     printing nowhere) and prints its exit status once it has ended (negative: the signal that
-    ended it). It prints 0 first, once ready. Nothing of the learner's runs in it."""
+    ended it). It prints 0 first, once ready. It serves one check, so one learner's file,
+    compiled at the first task; nothing of the learner's runs in it."""
     print(0, flush=True)
-    compiled = {}                                # each learner's file, compiled once (not run)
+    code = None
     for line in sys.stdin:
         paths = json.loads(line)
-        if paths[0] not in compiled:
-            compiled[paths[0]] = _compiled(paths[0])
+        try:
+            code = code or _compiled(paths[0])
+        except Exception:                        # their process meets it again, in its import
+            pass
         pid = os.fork()
         if pid == 0:
             try:
                 nowhere = os.open(os.devnull, os.O_RDWR)
                 for stream in (0, 1, 2):
                     os.dup2(nowhere, stream)
-                answer(*paths, code=compiled[paths[0]])
+                answer(*paths, code=code)
             finally:
                 os._exit(1)
         print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
 
 
 def _compiled(path):
-    """The learner's file compiled as `import` compiles it, or None where it does not compile
-    (their process then meets the error in their import)."""
-    try:
-        with open(path, "rb") as file:
-            return compile(file.read(), path, "exec", dont_inherit=True)
-    except Exception:
-        return None
+    """The learner's file compiled as `import` compiles it (SyntaxError where it does not)."""
+    with open(path, "rb") as file:
+        return compile(file.read(), path, "exec", dont_inherit=True)
 
 
 def answer(learner_path, task_path, answer_path, code=None):
-    """In the learner's process: the task's cases run on their nn.py (imported, or `code`, the
-    helper's compilation of it, run as its module); writes what came back. (Here `nn` is not
+    """In the learner's process: the task's cases run on their nn.py (compiled here, or `code`,
+    the helper's compilation of it, run as the module nn); writes what came back. (Here `nn` is not
     the answer key: these functions use the learner's module alone.)"""
     with open(task_path, encoding="utf-8") as file:
         task = json.load(file)
@@ -557,10 +556,7 @@ def answer(learner_path, task_path, answer_path, code=None):
         spec = importlib.util.spec_from_file_location("nn", learner_path)
         learner = importlib.util.module_from_spec(spec)
         sys.modules["nn"] = learner
-        if code is None:
-            spec.loader.exec_module(learner)
-        else:
-            exec(code, vars(learner))            # what exec_module does once it has compiled
+        exec(code or _compiled(learner_path), vars(learner))     # as spec.loader.exec_module
         answers = [_answered(RUNNERS[task["kind"]], learner, case, learner_path)
                    for case in task["cases"]]
     except BaseException as error:               # at import, or sys.exit
@@ -621,9 +617,10 @@ class Other(str):
 
 class Apart:
     """Where one check runs the learner's code: a process of its own for each task, with a time
-    limit. Where Python can fork (Linux), one helper process, started once with NumPy and this
-    file imported (never nn.py), forks each of them, which is quicker than a new Python each;
-    elsewhere each is a new Python. Use as `with Apart(path, time_limit) as apart:`."""
+    limit. On Linux, one helper process, started once with NumPy and this file imported (never
+    nn.py), forks each of them, which is quicker than a new Python each; elsewhere each is a
+    new Python (Windows cannot fork, and on macOS a process forked from one that has loaded
+    the system's libraries may crash). Use as `with Apart(path, time_limit) as apart:`."""
 
     FORKS = sys.platform.startswith("linux")
 
@@ -694,11 +691,9 @@ class Apart:
     def _forked(self, *paths):
         """The task run by a process the helper forks: its exit status, or why there is none.
         That process, and any it starts, are in the helper's process group: they end with it."""
+        if self.helper is None:                  # its start is not the task's time
+            self._start_helper()
         try:
-            if self.helper is None:              # its start (NumPy's import) is not timed
-                self.helper = self._python(stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                           bufsize=0)
-                self._heard(HELPER_START)
             self.helper.stdin.write(json.dumps(paths).encode() + b"\n")
             code = self._heard(self.time_limit)
         except (OSError, ValueError):            # it ended the helper, or wrote to its pipe
@@ -708,6 +703,19 @@ class Apart:
             self._end_helper()                   # for the next task
             return self._late()
         return code
+
+    def _start_helper(self):
+        """A new helper, once it says it is ready (its 0); OSError if it does not: then the
+        numbers it prints would be read one task late."""
+        self.helper = self._python(stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+        try:
+            ready = self._heard(HELPER_START) == 0
+        except ValueError:                       # it ended without a word
+            ready = False
+        if not ready:
+            self._end_helper()
+            raise OSError(f"check's helper process did not start within {HELPER_START} s: "
+                          f"run check again")
 
     def _heard(self, seconds):
         """The helper's next number, or None if it says none within `seconds`."""
@@ -1100,10 +1108,10 @@ def _loss_of(name, module):
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TRAIN_SCRIPT = os.path.join(HERE, "train_mnist.py")
-# Runs train_mnist.py with the learner's folder first on the path, so its `import nn` (and
-# every module's beside it) finds the learner's nn.py.
 # train_mnist.py's flags that read a model or write a file: two runs at once cannot share them.
 FILE_FLAGS = {"--save", "--history", "--plot", "--out", "--load", "--predict"}
+# Runs train_mnist.py with the learner's folder first on the path, so its `import nn` (and
+# every module's beside it) finds the learner's nn.py.
 WITH_THEIR_NN = ("import runpy, sys; sys.path.insert(0, sys.argv[1]); sys.argv = sys.argv[2:]; "
                  "runpy.run_path(sys.argv[0], run_name='__main__')")
 

@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 import unittest
+from unittest import mock
 
 import numpy as np
 
@@ -427,6 +428,24 @@ class TestApart(CourseCase):
             _, grades = exercises.grade_all(folder, QUICK)
         self.assertEqual({verdict for _, verdict in grades}, {"right"})
 
+    @unittest.skipUnless(exercises.Apart.FORKS, "the helper is where Python forks")
+    def test_a_helper_that_does_not_start_in_time_is_not_blamed_on_the_learner(self):
+        start, exercises.HELPER_START = exercises.HELPER_START, 0      # not ready at once
+        self.addCleanup(setattr, exercises, "HELPER_START", start)
+        started, real = [], exercises.Apart._python
+
+        def python(apart, *arguments, **streams):
+            started.append(real(apart, *arguments, **streams))
+            return started[-1]
+        with mock.patch.object(exercises.Apart, "_python", python):
+            with exercises.Apart(nn.__file__, QUICK) as apart:
+                with self.assertRaisesRegex(OSError, "check's helper process did not start "
+                                                     "within 0 s: run check again"):
+                    apart.run({"kind": "import", "cases": []})
+                self.assertIsNone(apart.helper)
+        self.assertEqual(len(started), 1)
+        self.assertIsNotNone(started[0].poll())                 # stopped, not left running
+
     def test_a_hang_in_an_exercise_or_at_import_is_stopped(self):
         # A process forked by check's helper takes milliseconds: 1 s is time enough. The
         # hang at import is in WhereNothingForks.
@@ -479,7 +498,7 @@ class TestApart(CourseCase):
 
 
 class WhereNothingForks(CourseCase):
-    """Where Python cannot fork (Windows, macOS), each task is a new Python, as apart."""
+    """Where check does not fork (Windows, macOS), each task is a new Python, as apart."""
 
     def setUp(self):
         forks, exercises.Apart.FORKS = exercises.Apart.FORKS, False
