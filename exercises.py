@@ -85,10 +85,10 @@ CASES = {
 # of the chapter becomes an exercise without an entry here: it then gets the shapes alone.
 HINTS = {
     "BatchNorm.backward": "In training the mean and variance depend on every number of the "
-                          "feature. With x_hat kept by forward and the two sums over the "
-                          "feature's m numbers (self.axes), grad_beta = sum(g) and grad_gamma = "
-                          "sum(g * x_hat), what is dL/dx? In inference (self.training False) "
-                          "the running statistics are constants.",
+                          "feature. beta is added to every number of a feature and gamma "
+                          "multiplies its x_hat (kept by forward): what do their gradients sum "
+                          "over (self.axes)? Which two sums does dL/dx need? In inference "
+                          "(self.training False) the running statistics are constants.",
     "RandomShift.backward": "Each output number is one input number moved, or a 0. self.shifts "
                             "holds each image's (down, right): where does each gradient go "
                             "back to? shift(x, shifts, pixels) moves images.",
