@@ -108,7 +108,7 @@ def main():
                         help="time a saved model (instead of --models; may be repeated)")
     args = parser.parse_args()
     if args.load:
-        models = [(path, load_model(path, lambda *parts: None)) for path in args.load]
+        models = [(path, load_model(path)) for path in args.load]
     else:
         models = [(f"--model {name}", train_mnist.BUILDERS[name](train_mnist.parse_args(
             ["--model", name]))) for name in args.models.split(",")]
