@@ -41,7 +41,7 @@ def bounded_number(low, low_included, high=None):
         too_low = value < low if low_included else value <= low
         if not np.isfinite(value) or too_low or (high is not None and value > high):
             bounds = f"{'>=' if low_included else '>'} {low:g}"
-            bounds += f" and <= {high:g}" if high else ""
+            bounds += f" and <= {high:g}" if high is not None else ""
             raise argparse.ArgumentTypeError(f"expected a number {bounds}, got {text!r}")
         return value
     return parse
