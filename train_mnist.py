@@ -7,7 +7,7 @@
 run() below is the whole program in the order it runs, arguments -> data -> model -> fit ->
 test -> report, and the sections after it follow that order. mnist_csv.py, pictures.py and
 flags.py read (or refuse) the files, pictures and flag values a user gives; outputs.py draws
-and writes the results.
+and writes the results; draw.py serves --draw's page.
 """
 
 import contextlib
