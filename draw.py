@@ -26,10 +26,10 @@ import urllib.parse
 
 import numpy as np
 
-from pictures import prepare
+from pictures import WORKING_SIDE, prepare
 
-MAX_SIDE = 1000            # pixels: the page shrinks a dropped picture to this longer side, as
-                           # preparation would (pictures.prepare works at most at 1,000 a side)
+MAX_SIDE = WORKING_SIDE    # pixels: the longer side pictures.prepare works at; the page's script
+                           # shrinks a dropped picture to it too (its own MAX_SIDE, the same)
 MAX_BODY = MAX_SIDE * MAX_SIDE   # bytes: a larger request is refused (413) unread
 TIMEOUT = 10               # seconds a client may keep a connection silent before it is closed
 

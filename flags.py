@@ -41,7 +41,7 @@ def bounded_number(low, low_included, high=None):
         too_low = value < low if low_included else value <= low
         if not np.isfinite(value) or too_low or (high is not None and value > high):
             bounds = f"{'>=' if low_included else '>'} {low:g}"
-            bounds += f" and <= {high:g}" if high else ""
+            bounds += f" and <= {high:g}" if high is not None else ""
             raise argparse.ArgumentTypeError(f"expected a number {bounds}, got {text!r}")
         return value
     return parse
@@ -134,8 +134,7 @@ def check_flags(args):
         _require("skimage", "--predict with images", "scikit-image")
     if args.port and not args.draw:
         raise DataError("--port is where --draw serves its page: give --draw too")
-    if args.draw:
-        _require("PIL", "--draw", "pillow")
+    if args.draw:                                 # the browser decodes pictures: no Pillow
         _require("skimage", "--draw", "scikit-image")
         _check_port(args.port)
 

@@ -1,7 +1,7 @@
 """Pictures of digits (drawings, scans, phone photos) read and prepared as MNIST's digits were,
-for train_mnist.py --predict: prepare keeps every step; read_brightness reads a file, refusing
-what is not a picture or is too large before decoding it; read_image does both; read_to_predict
-reads --predict's paths, each picture that cannot be used refused on its own in one line."""
+for --predict: prepare keeps every step; read_brightness reads a file, refusing what is not a
+picture or is too large before decoding it; read_picture does both (read_image: its digit);
+read_to_predict reads --predict's paths, each picture that cannot be used refused in one line."""
 
 import dataclasses
 import importlib.util

@@ -7,7 +7,7 @@
 run() below is the whole program in the order it runs, arguments -> data -> model -> fit ->
 test -> report, and the sections after it follow that order. mnist_csv.py, pictures.py and
 flags.py read (or refuse) the files, pictures and flag values a user gives; outputs.py draws
-and writes the results.
+and writes the results; draw.py serves --draw's page.
 """
 
 import contextlib
@@ -50,7 +50,7 @@ def run(args):
             f"{net.count_params():,} parameters")
     csv_pixels, image_paths, digits, refused = read_to_predict(args.predict, args.background)
     if refused and not digits:           # no picture left to predict: no work to do
-        print(printable(refused_summary(refused, len(refused))), file=sys.stderr)
+        print(refused_summary(refused, len(refused)), file=sys.stderr)
         return 1
 
     # Data: the training rows, split into training and validation, and the test rows (none
@@ -96,7 +96,7 @@ def run(args):
     if args.draw:                        # the drawing page, until Ctrl-C
         serve(net, args.port or 0)
     if refused:                          # each named as it was read; all listed again here
-        print(printable(refused_summary(refused, len(refused) + len(digits))), file=sys.stderr)
+        print(refused_summary(refused, len(refused) + len(digits)), file=sys.stderr)
         return 1
     return 0
 

@@ -17,7 +17,6 @@ The models are train_mnist.py's default MLP and --model cnn, untrained: the time
 depend on the weights' values (--load times a trained one). Run it on an otherwise idle machine.
 """
 
-import argparse
 import os
 import shutil
 import sys
@@ -32,6 +31,7 @@ sys.path.insert(0, ROOT)
 
 import draw                                                   # noqa: E402
 import train_mnist                                            # noqa: E402
+from flags import OneLineParser, whole_number                 # noqa: E402
 from mnist_csv import load_model                              # noqa: E402
 from test_draw import BOX, STROKES, browser                   # noqa: E402
 
@@ -101,14 +101,15 @@ def bench(name, net, chrome, repeats):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=50, help="timed strokes per model")
+    parser = OneLineParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=whole_number(1), default=50,
+                        help="timed strokes per model")
     parser.add_argument("--models", default="mlp,cnn", help="train_mnist.py's --model names")
     parser.add_argument("--load", action="append", default=[], metavar="PATH",
                         help="time a saved model (instead of --models; may be repeated)")
     args = parser.parse_args()
     if args.load:
-        models = [(path, load_model(path, lambda *parts: None)) for path in args.load]
+        models = [(path, load_model(path)) for path in args.load]
     else:
         models = [(f"--model {name}", train_mnist.BUILDERS[name](train_mnist.parse_args(
             ["--model", name]))) for name in args.models.split(",")]
