@@ -108,6 +108,10 @@ def main():
     parser.add_argument("--load", action="append", default=[], metavar="PATH",
                         help="time a saved model (instead of --models; may be repeated)")
     args = parser.parse_args()
+    unknown = sorted(set(args.models.split(",")) - set(train_mnist.BUILDERS))
+    if unknown:
+        parser.error(f"--models: {', '.join(unknown)} is not one of "
+                     f"{', '.join(train_mnist.BUILDERS)}")
     if args.load:
         models = [(path, load_model(path)) for path in args.load]
     else:
